@@ -1,0 +1,121 @@
+"""`imginav`: the command line. Each subcommand is a thin call into the library.
+
+Bad input ends with one line `imginav: error: ...` on stderr and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import InputError
+
+
+def _make_layouts(a):
+    from .layouts import make_layouts
+
+    manifest = make_layouts(a.out, n=a.n, size=a.size, seed=a.seed)
+    print(f"wrote {a.n} layouts and {manifest}")
+
+
+def _validate(a):
+    from .params import load_phase, runs_of
+
+    phase = load_phase(a.params)
+    runs = runs_of(phase)
+    print(f"{a.params}: ok: phase {phase.phase}, {len(phase.experiments)} experiments x {len(phase.seeds)} seeds = {len(runs)} runs")
+
+
+def _prepare(a):
+    from .launch import prepare_phase_data
+    from .params import load_phase
+
+    cache = prepare_phase_data(load_phase(a.params))
+    print(f"cache: {cache}")
+
+
+def _run(a):
+    from .launch import run_phase
+
+    return run_phase(a.params, backend=a.backend, jobs=a.jobs, only=a.only, dry_run=a.dry_run, runs_root=a.runs_root)
+
+
+def _run_one(a):
+    from .launch import run_one
+
+    return run_one(a.index, a.i)
+
+
+def _report(a):
+    from .analysis import build_report
+
+    path = build_report(a.runs_dir, params_file=a.params, out=a.out)
+    print(f"report: {path}")
+
+
+def _status(a):
+    from .launch import print_status
+
+    return print_status(a.runs_dir, stale_after_s=a.stale_after)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="imginav", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("make-layouts", help="write procedurally generated layouts and a manifest")
+    s.add_argument("out")
+    s.add_argument("--n", type=int, default=300)
+    s.add_argument("--size", type=int, default=64)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=_make_layouts)
+
+    s = sub.add_parser("validate", help="validate a phase params file; runs nothing")
+    s.add_argument("params")
+    s.set_defaults(fn=_validate)
+
+    s = sub.add_parser("prepare", help="decode the phase's images into the cache")
+    s.add_argument("params")
+    s.set_defaults(fn=_prepare)
+
+    s = sub.add_parser("run", help="run every experiment x seed of a phase, then the report")
+    s.add_argument("params")
+    s.add_argument("--backend", choices=["local", "lsf", "slurm"], default=None, help="default: cluster.backend")
+    s.add_argument("--jobs", type=int, default=1, help="local runs at a time")
+    s.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these experiments")
+    s.add_argument("--dry-run", action="store_true", help="print job scripts and commands, submit nothing")
+    s.add_argument("--runs-root", default=None, help="override runs_root (e.g. cluster scratch)")
+    s.set_defaults(fn=_run)
+
+    s = sub.add_parser("run-one", help="execute one entry of a phase index through papermill (job arrays)")
+    s.add_argument("index")
+    s.add_argument("i", type=int, help="1-based entry, as LSB_JOBINDEX / SLURM_ARRAY_TASK_ID")
+    s.set_defaults(fn=_run_one)
+
+    s = sub.add_parser("report", help="build the phase's HTML report, winner.yaml and next-phase params")
+    s.add_argument("runs_dir", help="<runs root>/<phase>")
+    s.add_argument("--params", default=None, help="default: the params.yaml copied into the phase folder")
+    s.add_argument("--out", default=None, help="default: reports/<phase>.html")
+    s.set_defaults(fn=_report)
+
+    s = sub.add_parser("status", help="one row per experiment x seed of a phase folder")
+    s.add_argument("runs_dir")
+    s.add_argument("--stale-after", type=float, default=600, help="seconds without heartbeat before 'stale'")
+    s.set_defaults(fn=_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc = args.fn(args)
+    except InputError as e:
+        print(f"imginav: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("imginav: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Layouts: palette, RGB -> class masks, the researchers' manifest, and the decoded cache.
+
+Every PNG is decoded once by `prepare_cache` into uint8 arrays (images N x 3 x H x W, masks N x H x W,
+labels N) that every experiment of a phase and every later run reuse. Training steps only index tensors.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from .errors import InputError
+
+# The fixed 10-colour palette of the 3D-FRONT layout renders: class id -> (name, RGB).
+CLASSES: list[tuple[str, tuple[int, int, int]]] = [
+    ("bed", (228, 26, 28)),
+    ("cabinet_shelf_desk", (55, 126, 184)),
+    ("chair", (77, 175, 74)),
+    ("lighting", (152, 78, 163)),
+    ("others", (127, 127, 127)),
+    ("pier_stool", (255, 127, 0)),
+    ("sofa", (255, 255, 51)),
+    ("table", (166, 86, 40)),
+    ("wall", (200, 200, 200)),
+    ("background", (240, 240, 240)),
+]
+CLASS_NAMES = [name for name, _ in CLASSES]
+PALETTE = np.array([rgb for _, rgb in CLASSES], dtype=np.uint8)  # (K, 3)
+NUM_CLASSES = len(CLASSES)
+IGNORE_INDEX = 255  # mask value of pixels too far from every palette colour (blended edges)
+SCENE_TYPES = {"room": 0, "scene": 1}  # classification target; empty `type` -> UNKNOWN_LABEL
+UNKNOWN_LABEL = -1
+MASK_TOLERANCE = 30.0  # max Euclidean RGB distance to the nearest palette colour, else IGNORE_INDEX
+
+CACHE_VERSION = 1
+
+
+def rgb_to_mask(rgb: np.ndarray, tolerance: float = MASK_TOLERANCE) -> np.ndarray:
+    """(..., H, W, 3) uint8 RGB -> (..., H, W) uint8 class ids; pixels farther than `tolerance` get IGNORE_INDEX."""
+    if rgb.dtype != np.uint8 or rgb.shape[-1] != 3:
+        raise ValueError(f"rgb_to_mask wants uint8 (..., 3), got {rgb.dtype} {rgb.shape}")
+    # Squared distances to the 10 palette colours in int32: (..., H, W, K). 10 colours keep this small.
+    diff = rgb[..., None, :].astype(np.int32) - PALETTE.astype(np.int32)
+    dist2 = np.einsum("...kc,...kc->...k", diff, diff)
+    mask = dist2.argmin(-1).astype(np.uint8)
+    mask[dist2.min(-1) > tolerance**2] = IGNORE_INDEX
+    return mask
+
+
+def rgb_to_classes_torch(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float in [-1, 1] -> (B, H, W) long nearest palette class (no tolerance).
+
+    Used for the semantic fidelity of reconstructions: what a reader of the image would call each pixel.
+    """
+    palette = torch.as_tensor(PALETTE, device=rgb.device, dtype=rgb.dtype) / 127.5 - 1.0  # (K, 3)
+    dist = (rgb[:, None] - palette[None, :, :, None, None]).square().sum(2)  # (B, K, H, W)
+    return dist.argmin(1)
+
+
+def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
+    """(..., H, W) class ids -> (..., H, W, 3) uint8 palette colours; IGNORE_INDEX shows black."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[:NUM_CLASSES] = PALETTE
+    return lut[mask]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Manifest
+
+
+def read_manifest(path: str | Path, filters: dict[str, list] | None = None) -> pd.DataFrame:
+    """Read the researchers' manifest CSV (layout_path, type, is_empty; other columns ignored).
+
+    Returns columns: path (absolute), type ('' when unknown), is_empty (bool), label (int), row (1-based CSV line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest not found: {path}")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as e:  # pandas raises several types for malformed CSV
+        raise InputError(f"manifest {path}: cannot parse CSV: {e}") from None
+    missing = [c for c in ("layout_path", "type", "is_empty") if c not in df.columns]
+    if missing:
+        raise InputError(f"manifest {path}: missing column(s) {', '.join(missing)}")
+    out = pd.DataFrame({"row": np.arange(2, len(df) + 2)})
+    out["path"] = [str(p if os.path.isabs(p) else (path.parent / p)) for p in df["layout_path"].str.strip()]
+    out["type"] = df["type"].str.strip().str.lower()
+    bad_type = out.loc[~out["type"].isin(["", *SCENE_TYPES]), ["row", "type"]]
+    if len(bad_type):
+        r = bad_type.iloc[0]
+        raise InputError(f"manifest {path}: row {r.row}: type {r.type!r} is not room, scene or empty")
+    empty = df["is_empty"].str.strip().str.lower()
+    bad_empty = ~empty.isin(["true", "false", "1", "0", ""])
+    if bad_empty.any():
+        row = int(out["row"][bad_empty.to_numpy()].iloc[0])
+        raise InputError(f"manifest {path}: row {row}: is_empty {df['is_empty'][bad_empty].iloc[0]!r} is not true/false")
+    out["is_empty"] = empty.isin(["true", "1"])
+    out["label"] = out["type"].map(lambda t: SCENE_TYPES.get(t, UNKNOWN_LABEL)).astype(int)
+    for column, allowed in (filters or {}).items():
+        if column not in out.columns:
+            raise InputError(f"data.filters: unknown manifest column {column!r} (use type or is_empty)")
+        out = out[out[column].isin(allowed)]
+    if len(out) == 0:
+        raise InputError(f"manifest {path}: no rows left after filters {filters}")
+    return out.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoded cache
+
+
+@dataclass
+class LayoutData:
+    """The decoded layouts of one manifest (after filters), ready to index."""
+
+    images: torch.Tensor  # (N, 3, H, W) uint8
+    masks: torch.Tensor  # (N, H, W) uint8, IGNORE_INDEX where no palette colour is near
+    labels: torch.Tensor  # (N,) int64, UNKNOWN_LABEL where `type` is empty
+    paths: list[str]
+    skipped: list[str]  # files skipped because they were unreadable (only with on_bad_image: skip)
+    cache_dir: Path
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def cache_key(manifest: pd.DataFrame, image_size: int, tolerance: float) -> str:
+    """Content key: the manifest rows, each file's size and mtime, the image size, palette and tolerance."""
+    h = hashlib.sha256()
+    h.update(f"v{CACHE_VERSION}|{image_size}|{tolerance}|".encode())
+    h.update(PALETTE.tobytes())
+    for p, t, e in zip(manifest["path"], manifest["type"], manifest["is_empty"]):
+        try:
+            st = os.stat(p)
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        h.update(f"{p}|{t}|{e}|{stamp}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _decode(path: str, size: int) -> np.ndarray:
+    """PNG -> (size, size, 3) uint8; raises ValueError saying what is wrong with the file."""
+    with Image.open(path) as im:
+        if im.mode not in ("RGB", "RGBA", "P"):
+            raise ValueError(f"mode {im.mode} is not RGB")
+        im = im.convert("RGB")
+        if im.size != (size, size):
+            im = im.resize((size, size), Image.NEAREST)  # nearest keeps palette colours exact
+        return np.asarray(im, dtype=np.uint8)
+
+
+def decode_count() -> int:
+    """How many PNGs this process has decoded (tests use it to prove the cache is reused)."""
+    return _DECODED[0]
+
+
+_DECODED = [0]
+
+
+def prepare_cache(
+    manifest: pd.DataFrame,
+    image_size: int,
+    cache_root: str | Path,
+    on_bad_image: str = "error",
+    tolerance: float = MASK_TOLERANCE,
+    progress: bool = True,
+) -> Path:
+    """Decode every listed image once into `<cache_root>/<key>/`; return that folder (reused if it exists)."""
+    if on_bad_image not in ("error", "skip"):
+        raise ValueError(f"invalid on_bad_image: {on_bad_image!r}")
+    key = cache_key(manifest, image_size, tolerance)
+    final = Path(cache_root) / key
+    if (final / "meta.json").is_file():
+        return final
+    from tqdm.auto import tqdm
+
+    n = len(manifest)
+    images = np.empty((n, 3, image_size, image_size), dtype=np.uint8)
+    masks = np.empty((n, image_size, image_size), dtype=np.uint8)
+    keep, bad = [], []
+    rows = zip(manifest["row"], manifest["path"])
+    for i, (row, path) in enumerate(tqdm(rows, total=n, desc="decode layouts", disable=not progress)):
+        try:
+            rgb = _decode(path, image_size)
+        except FileNotFoundError:
+            bad.append(f"row {row}: {path}: missing")
+            continue
+        except Exception as e:  # PIL raises many types for a corrupt file
+            bad.append(f"row {row}: {path}: {str(e) or type(e).__name__}")
+            continue
+        _DECODED[0] += 1
+        images[i] = rgb.transpose(2, 0, 1)
+        masks[i] = rgb_to_mask(rgb, tolerance)
+        keep.append(i)
+    if bad and on_bad_image == "error":
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise InputError(f"{len(bad)} unreadable image(s): " + "; ".join(bad[:3]) + more)
+    if not keep:
+        raise InputError("no readable images in the manifest")
+    keep_idx = np.array(keep)
+    Path(cache_root).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=f".{key}."))
+    try:
+        np.save(tmp / "images.npy", images[keep_idx])
+        np.save(tmp / "masks.npy", masks[keep_idx])
+        np.save(tmp / "labels.npy", manifest["label"].to_numpy(np.int64)[keep_idx])
+        meta = {
+            "version": CACHE_VERSION,
+            "image_size": image_size,
+            "tolerance": tolerance,
+            "paths": [manifest["path"].iloc[i] for i in keep],
+            "skipped": bad,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process finished the same cache first: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def load_cache(cache_dir: str | Path) -> LayoutData:
+    """Memory-map a cache folder written by `prepare_cache`."""
+    cache_dir = Path(cache_dir)
+    meta = json.loads((cache_dir / "meta.json").read_text())
+    return LayoutData(
+        images=torch.from_numpy(np.load(cache_dir / "images.npy", mmap_mode="c")),
+        masks=torch.from_numpy(np.load(cache_dir / "masks.npy", mmap_mode="c")),
+        labels=torch.from_numpy(np.load(cache_dir / "labels.npy")),
+        paths=meta["paths"],
+        skipped=meta["skipped"],
+        cache_dir=cache_dir,
+    )
+
+
+def train_val_split(n: int, val_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic 80/20-style split of range(n) -> (train indices, val indices)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    n_val = max(1, round(n * val_fraction)) if n > 1 else 0
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) uint8 -> float in [-1, 1], the range of the tanh RGB head."""
+    return images.float().div_(127.5).sub_(1.0)

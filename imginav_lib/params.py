@@ -1,0 +1,273 @@
+"""The phase params file: schema, validation and resolution into one config per run.
+
+A phase YAML holds shared defaults (data, architecture, training, loss), the experiments with only their
+overrides, the seeds, the decision rules and the cluster settings. Unknown keys are errors; every error is
+reported on one line naming the field (`InputError`), before anything runs.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import InputError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Data(Strict):
+    manifest: str  # CSV in the researchers' format; relative paths are relative to the params file
+    image_size: int = Field(512, ge=16)  # pixels; other sizes are resized (nearest) in the cache
+    filters: dict[str, list] = {"is_empty": [False]}  # manifest column -> allowed values
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    split_seed: int = 42
+    on_bad_image: Literal["error", "skip"] = "error"
+    cache_dir: str = ".cache/imginav"  # decoded arrays; relative to the params file
+    mask_tolerance: float = Field(30.0, gt=0)  # RGB distance beyond which a pixel is ignored in seg targets
+    num_samples: int = Field(8, ge=1)  # fixed validation images shown in samples/
+
+
+class Architecture(Strict):
+    latent_channels: int = Field(8, ge=1)
+    base_channels: int = Field(32, ge=1)
+    downsampling_steps: int = Field(4, ge=1, le=8)
+    variational: bool = False
+    activation: Literal["silu", "relu", "gelu"] = "silu"
+    norm_groups: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _groups_divide(self):
+        if self.base_channels % self.norm_groups:
+            raise ValueError(f"base_channels {self.base_channels} is not divisible by norm_groups {self.norm_groups}")
+        return self
+
+
+class EarlyStopping(Strict):
+    patience: int = Field(3, ge=1)  # epochs without improvement of val_mse
+    min_delta: float = Field(1e-4, ge=0)
+    restore_best: bool = True
+
+
+class Training(Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(16, ge=1)
+    optimizer: Literal["adamw"] = "adamw"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    early_stopping: EarlyStopping | None = EarlyStopping()
+    checkpoint_interval: int = Field(5, ge=1)  # epochs between kept epoch_XXX.pt (latest/best every epoch)
+    sample_interval: int = Field(5, ge=1)  # epochs between saved samples (the last epoch always)
+    log_every: int = Field(10, ge=1)  # steps between rows of steps.csv
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA if supported, else fp16; fp32 on CPU
+    heartbeat_s: float = Field(30.0, gt=0)  # seconds between run.json heartbeats
+
+
+class Loss(Strict):
+    """Loss weights. A head whose weight is 0 is not computed during training."""
+
+    mse: float = Field(1.0, ge=0)
+    seg: float = Field(0.0, ge=0)
+    cls: float = Field(0.0, ge=0)
+    kl: float = Field(1e-6, ge=0)  # only used by a variational encoder
+
+    @model_validator(mode="after")
+    def _not_all_zero(self):
+        if self.mse == 0 and self.seg == 0 and self.cls == 0:
+            raise ValueError("mse, seg and cls weights are all zero")
+        return self
+
+
+class Decision(Strict):
+    """The researchers' decision rules (defaults are theirs); evaluated by analysis.decide."""
+
+    primary_metric: Literal["val_mse"] = "val_mse"
+    baseline: str | None = None  # experiment the others are compared to; default: the first one
+    similar_tolerance: float = Field(0.02, ge=0)  # |relative change of val MSE vs baseline| within this is "similar"
+    alpha: float = Field(0.05, gt=0, lt=1)  # significance level of the paired comparison
+    min_seg_miou: float = Field(0.5, ge=0, le=1)
+    min_cls_accuracy: float = Field(0.8, ge=0, le=1)
+    stability_not_worse: bool = True
+
+
+class ClusterResources(Strict):
+    queue: str | None = None  # LSF queue / SLURM partition
+    cores: int | None = Field(None, ge=1)
+    mem_per_core_gb: float | None = Field(None, gt=0)
+    gpus: int | None = Field(None, ge=0)
+    walltime: str | None = None  # "HH:MM"
+    project: str | None = None  # LSF project / SLURM account
+
+
+class Cluster(Strict):
+    backend: Literal["local", "lsf", "slurm"] = "local"
+    defaults: ClusterResources = ClusterResources(cores=8, mem_per_core_gb=8, gpus=1, walltime="06:00")
+    experiments: dict[str, ClusterResources] = {}  # per-experiment overrides, e.g. another queue
+    setup: list[str] = []  # shell lines before the run: module loads, conda activation
+    runs_root: str | None = None  # scratch space on the cluster; default: the phase's runs_root
+    logs_dir: str | None = None  # default: <runs root>/<phase>/logs
+    max_parallel: int | None = Field(None, ge=1)  # array slot limit (%K)
+    warning_minutes: int = Field(10, ge=1)  # warning signal this long before the walltime
+    requeue_exit_code: int = Field(99, ge=1, le=255)
+
+
+class ExperimentOverrides(Strict):
+    note: str = ""  # why this experiment exists (shown in the report)
+    architecture: dict = {}
+    training: dict = {}
+    loss: dict = {}
+
+
+class Phase(Strict):
+    phase: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    runs_root: str = "runs"  # relative to the params file's folder, or absolute
+    architecture_from: str | None = None  # a previous phase's winner.yaml; its architecture replaces ours
+    data: Data
+    architecture: Architecture = Architecture()
+    training: Training = Training()
+    loss: Loss = Loss()
+    seeds: list[int] = Field([42], min_length=1)
+    experiments: dict[str, ExperimentOverrides] = Field(min_length=1)
+    decision: Decision = Decision()
+    cluster: Cluster = Cluster()
+
+    @field_validator("experiments")
+    @classmethod
+    def _names(cls, v):
+        for name in v:
+            if not name or "/" in name or name.startswith("."):
+                raise ValueError(f"invalid experiment name {name!r}")
+        return v
+
+
+class RunConfig(Strict):
+    """Everything one run needs: saved as config.yaml in the run folder and inside every checkpoint."""
+
+    phase: str
+    experiment: str
+    seed: int
+    run_dir: str
+    params_file: str
+    params_hash: str
+    data: Data
+    architecture: Architecture
+    training: Training
+    loss: Loss
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _one_line(e: ValidationError, source: str) -> str:
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{loc}: {msg}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def params_hash(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def load_phase(path: str | Path, check_files: bool = True) -> Phase:
+    """Read and validate a phase params file; paths in it become absolute. Raises InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    base = path.parent.resolve()
+
+    def absolute(p: str) -> str:
+        return str(Path(p) if Path(p).is_absolute() else (base / p).resolve())
+
+    if raw.get("architecture_from"):
+        winner = Path(absolute(raw["architecture_from"]))
+        if not winner.is_file():
+            raise InputError(f"{path}: architecture_from: file not found: {winner}")
+        arch = (yaml.safe_load(winner.read_text()) or {}).get("architecture")
+        if not isinstance(arch, dict):
+            raise InputError(f"{path}: architecture_from: {winner} has no architecture mapping")
+        raw = {**raw, "architecture": {**arch, **(raw.get("architecture") or {})}}
+    try:
+        phase = Phase.model_validate(raw)
+        # Each experiment's overrides must validate too, so a typo in F3 fails before F1 starts.
+        for name, over in phase.experiments.items():
+            for section in ("architecture", "training", "loss"):
+                merged = _deep_merge(getattr(phase, section).model_dump(), getattr(over, section))
+                try:
+                    type(getattr(phase, section)).model_validate(merged)
+                except ValidationError as e:
+                    raise InputError(_one_line(e, f"{path}: experiments.{name}.{section}")) from None
+    except ValidationError as e:
+        raise InputError(_one_line(e, str(path))) from None
+    phase.data.manifest = absolute(phase.data.manifest)
+    phase.data.cache_dir = absolute(phase.data.cache_dir)
+    phase.runs_root = absolute(phase.runs_root)
+    if phase.architecture_from:
+        phase.architecture_from = absolute(phase.architecture_from)
+    if phase.decision.baseline is not None and phase.decision.baseline not in phase.experiments:
+        raise InputError(f"{path}: decision.baseline: {phase.decision.baseline!r} is not an experiment")
+    unknown = set(phase.cluster.experiments) - set(phase.experiments)
+    if unknown:
+        raise InputError(f"{path}: cluster.experiments: {sorted(unknown)[0]!r} is not an experiment")
+    if check_files and not Path(phase.data.manifest).is_file():
+        raise InputError(f"{path}: data.manifest: file not found: {phase.data.manifest}")
+    return phase
+
+
+def run_dir(runs_root: str | Path, phase: str, experiment: str, seed: int) -> Path:
+    return Path(runs_root) / phase / experiment / f"seed{seed}"
+
+
+def resolve_run(params_file: str | Path, experiment: str, seed: int, runs_root: str | None = None) -> RunConfig:
+    """The resolved config of one experiment x seed (shared defaults + the experiment's overrides)."""
+    phase = load_phase(params_file)
+    if experiment not in phase.experiments:
+        raise InputError(f"{params_file}: no experiment {experiment!r} (have: {', '.join(phase.experiments)})")
+    over = phase.experiments[experiment]
+    root = runs_root or phase.runs_root
+    return RunConfig(
+        phase=phase.phase,
+        experiment=experiment,
+        seed=seed,
+        run_dir=str(run_dir(root, phase.phase, experiment, seed).resolve()),
+        params_file=str(Path(params_file).resolve()),
+        params_hash=params_hash(params_file),
+        data=phase.data,
+        architecture=Architecture.model_validate(_deep_merge(phase.architecture.model_dump(), over.architecture)),
+        training=Training.model_validate(_deep_merge(phase.training.model_dump(), over.training)),
+        loss=Loss.model_validate(_deep_merge(phase.loss.model_dump(), over.loss)),
+    )
+
+
+def runs_of(phase: Phase, runs_root: str | None = None) -> list[dict]:
+    """Every experiment x seed of a phase, in a fixed order: the index that all backends execute."""
+    root = runs_root or phase.runs_root
+    return [
+        {"experiment": name, "seed": seed, "run_dir": str(run_dir(root, phase.phase, name, seed))}
+        for name in phase.experiments
+        for seed in phase.seeds
+    ]
