@@ -1,0 +1,41 @@
+# Two commands do everything on a fresh machine with Python 3 and pip:
+#   make demo   - virtual environment, package, generated layouts, the Phase 1.4 demo (9 runs) and its report
+#   make test   - the test suite (installs headless Chromium for the report's browser test where apt-get exists)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# CPU build here (a wheel on this disk); clusters get their CUDA build from environment.yml.
+TORCH  ?= torch==2.13.0
+DEMO_DATA ?= data/demo_layouts
+
+.PHONY: demo test venv browser clean bench
+
+$(BIN)/imginav: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test]"
+	@touch $@
+
+venv: $(BIN)/imginav
+
+$(DEMO_DATA)/manifest.csv: | $(BIN)/imginav
+	$(BIN)/imginav make-layouts $(DEMO_DATA) --n 320 --size 64 --seed 0
+
+demo: $(BIN)/imginav $(DEMO_DATA)/manifest.csv
+	$(BIN)/imginav run params/phase1_4_demo.yaml --jobs 2
+
+# Chromium + chromedriver for the report's browser test (Debian packages; needs root, as in CI).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	    echo "warning: could not install chromium; the browser test will be skipped"; }
+
+test: $(BIN)/imginav browser
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/imginav
+	$(BIN)/python bench/throughput.py
+
+clean:
+	rm -rf runs .cache data reports/*.html
