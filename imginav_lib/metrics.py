@@ -1,0 +1,98 @@
+"""Validation metrics (torchmetrics accumulators) and the names of the metrics.csv columns.
+
+`ValMetrics.update` takes one batch of model outputs and targets; `compute` returns a flat dict whose keys are
+metrics.csv columns. Metrics of heads that were not trained are NaN (empty cells), never a made-up number.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+from .data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, UNKNOWN_LABEL, rgb_to_classes_torch
+
+LOSS_PARTS = ("mse", "seg_ce", "cls_ce", "kl")
+NAN = float("nan")
+
+
+def metric_columns() -> list[str]:
+    """The metrics.csv header, in order: the analysis API."""
+    cols = ["epoch", "lr", "epoch_time_s", "train_images_per_s", "train_loss"]
+    cols += [f"train_{p}" for p in LOSS_PARTS] + ["train_seg_acc", "train_cls_acc", "val_loss"]
+    cols += [f"val_{p}" for p in LOSS_PARTS]
+    cols += ["val_psnr", "val_ssim", "val_seg_acc", "val_seg_miou", "val_cls_acc", "val_sem_acc", "val_sem_miou"]
+    cols += [f"val_seg_iou_{c}" for c in CLASS_NAMES] + [f"val_sem_iou_{c}" for c in CLASS_NAMES]
+    return cols
+
+
+def iou_from_confusion(cm: torch.Tensor) -> tuple[torch.Tensor, float, float]:
+    """(K, K) confusion (rows true) -> per-class IoU (NaN where the class is absent from target and
+    prediction), mean IoU over the classes present, pixel accuracy."""
+    cm = cm.double()
+    tp = cm.diag()
+    union = cm.sum(0) + cm.sum(1) - tp
+    iou = torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, NAN))
+    total = cm.sum()
+    acc = (tp.sum() / total).item() if total > 0 else NAN
+    miou = iou.nanmean().item() if (union > 0).any() else NAN
+    return iou, miou, acc
+
+
+class ValMetrics:
+    def __init__(self, heads: tuple[str, ...], device: torch.device):
+        self.heads = heads
+        self.psnr = PeakSignalNoiseRatio(data_range=2.0).to(device)  # images in [-1, 1]
+        self.ssim = StructuralSimilarityIndexMeasure(data_range=2.0).to(device)
+        self.sem_cm = MulticlassConfusionMatrix(NUM_CLASSES, ignore_index=IGNORE_INDEX).to(device)
+        self.seg_cm = MulticlassConfusionMatrix(NUM_CLASSES, ignore_index=IGNORE_INDEX).to(device)
+        self.cls_acc = MulticlassAccuracy(2, average="micro", ignore_index=UNKNOWN_LABEL).to(device)
+        self.loss_sums: dict[str, torch.Tensor] = {}
+        self.n = 0
+        self.has_cls_labels = False
+
+    @torch.no_grad()
+    def update(self, out: dict, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, parts: dict, total):
+        b = images.shape[0]
+        self.n += b
+        for k, v in {"loss": total, **parts}.items():
+            self.loss_sums[k] = self.loss_sums.get(k, 0.0) + v.detach().float() * b
+        rgb = out["rgb"].float()
+        self.psnr.update(rgb, images)
+        self.ssim.update(rgb, images)
+        self.sem_cm.update(rgb_to_classes_torch(rgb), masks)  # semantic fidelity of the reconstruction
+        if "seg" in self.heads:
+            self.seg_cm.update(out["seg"].argmax(1), masks)
+        if "cls" in self.heads:
+            self.cls_acc.update(out["cls"].argmax(1), labels)
+            self.has_cls_labels = self.has_cls_labels or bool((labels != UNKNOWN_LABEL).any())
+
+    def compute(self) -> dict[str, float]:
+        m = {f"val_{k}": (v / self.n).item() for k, v in self.loss_sums.items() if not k.startswith("w_")}
+        m.update({f"val_{p}": m.get(f"val_{p}", NAN) for p in LOSS_PARTS})
+        m["val_psnr"] = self.psnr.compute().item()
+        m["val_ssim"] = self.ssim.compute().item()
+        sem_iou, m["val_sem_miou"], m["val_sem_acc"] = iou_from_confusion(self.sem_cm.compute())
+        if "seg" in self.heads:
+            seg_iou, m["val_seg_miou"], m["val_seg_acc"] = iou_from_confusion(self.seg_cm.compute())
+        else:
+            seg_iou, m["val_seg_miou"], m["val_seg_acc"] = torch.full((NUM_CLASSES,), NAN), NAN, NAN
+        m["val_cls_acc"] = self.cls_acc.compute().item() if self.has_cls_labels else NAN
+        if not self.has_cls_labels:  # no labelled image: the 0 from the empty mean is not a loss value
+            m["val_cls_ce"] = NAN
+        for i, c in enumerate(CLASS_NAMES):
+            m[f"val_seg_iou_{c}"] = seg_iou[i].item()
+            m[f"val_sem_iou_{c}"] = sem_iou[i].item()
+        return m
+
+    def confusions(self) -> dict[str, list | None]:
+        """Raw confusion matrices for eval.json (rows: true class, columns: predicted)."""
+        return {
+            "seg_confusion": self.seg_cm.compute().tolist() if "seg" in self.heads else None,
+            "sem_confusion": self.sem_cm.compute().tolist(),
+        }
+
+
+def is_finite(x: float) -> bool:
+    return math.isfinite(x)
