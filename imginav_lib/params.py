@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -200,11 +202,17 @@ def load_phase(path: str | Path, check_files: bool = True) -> Phase:
         raise InputError(f"{path}: expected a mapping at the top level")
     base = path.parent.resolve()
 
-    def absolute(p: str) -> str:
+    def absolute(p: str, field: str) -> str:
+        # ${VAR} lets a cluster user keep paths out of the file (IMGINAV_DATA, SCRATCH, ...). Without
+        # check_files (dry runs on a login node) an unset variable stays as it is, for the job to expand.
+        for var in re.findall(r"\$\{?(\w+)\}?", p):
+            if var not in os.environ and check_files:
+                raise InputError(f"{path}: {field}: environment variable {var} is not set (in {p!r})")
+        p = os.path.expandvars(p)
         return str(Path(p) if Path(p).is_absolute() else (base / p).resolve())
 
     if raw.get("architecture_from"):
-        winner = Path(absolute(raw["architecture_from"]))
+        winner = Path(absolute(raw["architecture_from"], "architecture_from"))
         if not winner.is_file():
             raise InputError(f"{path}: architecture_from: file not found: {winner}")
         arch = (yaml.safe_load(winner.read_text()) or {}).get("architecture")
@@ -223,11 +231,11 @@ def load_phase(path: str | Path, check_files: bool = True) -> Phase:
                     raise InputError(_one_line(e, f"{path}: experiments.{name}.{section}")) from None
     except ValidationError as e:
         raise InputError(_one_line(e, str(path))) from None
-    phase.data.manifest = absolute(phase.data.manifest)
-    phase.data.cache_dir = absolute(phase.data.cache_dir)
-    phase.runs_root = absolute(phase.runs_root)
+    phase.data.manifest = absolute(phase.data.manifest, "data.manifest")
+    phase.data.cache_dir = absolute(phase.data.cache_dir, "data.cache_dir")
+    phase.runs_root = absolute(phase.runs_root, "runs_root")
     if phase.architecture_from:
-        phase.architecture_from = absolute(phase.architecture_from)
+        phase.architecture_from = absolute(phase.architecture_from, "architecture_from")
     if phase.decision.baseline is not None and phase.decision.baseline not in phase.experiments:
         raise InputError(f"{path}: decision.baseline: {phase.decision.baseline!r} is not an experiment")
     unknown = set(phase.cluster.experiments) - set(phase.experiments)
