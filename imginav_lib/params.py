@@ -206,8 +206,10 @@ def load_phase(path: str | Path, check_files: bool = True) -> Phase:
         # ${VAR} lets a cluster user keep paths out of the file (IMGINAV_DATA, SCRATCH, ...). Without
         # check_files (dry runs on a login node) an unset variable stays as it is, for the job to expand.
         for var in re.findall(r"\$\{?(\w+)\}?", p):
-            if var not in os.environ and check_files:
-                raise InputError(f"{path}: {field}: environment variable {var} is not set (in {p!r})")
+            if var not in os.environ:
+                if check_files:
+                    raise InputError(f"{path}: {field}: environment variable {var} is not set (in {p!r})")
+                return p
         p = os.path.expandvars(p)
         return str(Path(p) if Path(p).is_absolute() else (base / p).resolve())
 
