@@ -99,24 +99,44 @@ class Decision(Strict):
 
 
 class ClusterResources(Strict):
+    """What one job asks the scheduler for. A field left out (None) is not requested: the queue's default applies."""
+
     queue: str | None = None  # LSF queue / SLURM partition
     cores: int | None = Field(None, ge=1)
-    mem_per_core_gb: float | None = Field(None, gt=0)
+    mem_per_core_gb: float | None = Field(None, gt=0)  # LSF rusage[mem=..] per slot / SLURM --mem-per-cpu
     gpus: int | None = Field(None, ge=0)
-    walltime: str | None = None  # "HH:MM"
+    walltime: str | None = Field(None, pattern=r"^\d{1,3}:[0-5]\d$")  # "H:MM" (LSF -W); SLURM gets H:MM:00
     project: str | None = None  # LSF project / SLURM account
+
+    def minutes(self) -> int | None:
+        if self.walltime is None:
+            return None
+        h, m = self.walltime.split(":")
+        return int(h) * 60 + int(m)
 
 
 class Cluster(Strict):
     backend: Literal["local", "lsf", "slurm"] = "local"
-    defaults: ClusterResources = ClusterResources(cores=8, mem_per_core_gb=8, gpus=1, walltime="06:00")
+    defaults: ClusterResources = ClusterResources(cores=8, mem_per_core_gb=8, gpus=1, walltime="6:00")
     experiments: dict[str, ClusterResources] = {}  # per-experiment overrides, e.g. another queue
+    # The report job after all runs: a CPU job; queue None means the scheduler's default queue.
+    report: ClusterResources = ClusterResources(cores=1, mem_per_core_gb=8, gpus=0, walltime="1:00")
     setup: list[str] = []  # shell lines before the run: module loads, conda activation
+    # runs_root and logs_dir may use environment variables ($SCRATCH, $USER), expanded when the jobs are written.
     runs_root: str | None = None  # scratch space on the cluster; default: the phase's runs_root
     logs_dir: str | None = None  # default: <runs root>/<phase>/logs
     max_parallel: int | None = Field(None, ge=1)  # array slot limit (%K)
     warning_minutes: int = Field(10, ge=1)  # warning signal this long before the walltime
     requeue_exit_code: int = Field(99, ge=1, le=255)
+
+    @model_validator(mode="after")
+    def _warning_before_walltime(self):
+        for name, res in [("defaults", self.defaults), *self.experiments.items()]:
+            minutes = res.minutes() or self.defaults.minutes()
+            if minutes is not None and self.warning_minutes >= minutes:
+                where = "defaults" if name == "defaults" else f"experiments.{name}"
+                raise ValueError(f"warning_minutes {self.warning_minutes} is not shorter than {where}.walltime {res.walltime or self.defaults.walltime}")
+        return self
 
 
 class ExperimentOverrides(Strict):
@@ -170,11 +190,11 @@ class RunConfig(Strict):
 def _one_line(e: ValidationError, source: str) -> str:
     parts = []
     for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        loc = ".".join(str(x) for x in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        parts.append(f"{loc}: {msg}")
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return f"{source}: " + "; ".join(parts)
 
 

@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from imginav_lib import data
+from imginav_lib.data import IGNORE_INDEX, PALETTE, read_manifest, rgb_to_mask
+from imginav_lib.errors import InputError
+
+
+def test_exact_palette_colours_map_to_their_class():
+    rgb = PALETTE[None, :, :]  # (1, K, 3)
+    assert rgb_to_mask(rgb).tolist() == [list(range(10))]
+
+
+def test_blended_pixels_snap_within_tolerance_and_unknown_colours_are_ignored():
+    wall, bg = PALETTE[8].astype(int), PALETTE[9].astype(int)
+    near_bg = (0.8 * bg + 0.2 * wall).astype(np.uint8)  # resized edge pixel, close to background
+    halfway = ((bg + PALETTE[0]) // 2).astype(np.uint8)  # bed/background blend: far from both
+    black = np.array([0, 0, 0], np.uint8)
+    mask = rgb_to_mask(np.stack([near_bg, halfway, black])[None])
+    assert mask.tolist() == [[9, IGNORE_INDEX, IGNORE_INDEX]]
+
+
+def test_torch_snapping_agrees_with_numpy_mapping():
+    rng = np.random.default_rng(0)
+    rgb = PALETTE[rng.integers(0, 10, (2, 8, 8))]  # (2, 8, 8, 3) exact colours
+    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1
+    assert (data.rgb_to_classes_torch(x).numpy() == rgb_to_mask(rgb)).all()
+
+
+def test_manifest_empty_type_is_unknown_label(real_manifest):
+    m = read_manifest(real_manifest, filters={"is_empty": [False]})
+    assert len(m) == 54 and (m["label"] == data.UNKNOWN_LABEL).all()
+    assert read_manifest(real_manifest, filters=None)["is_empty"].sum() == 25
+
+
+def test_manifest_errors_name_the_problem(tmp_path):
+    bad = tmp_path / "m.csv"
+    bad.write_text("layout_path,is_empty\na.png,false\n")
+    with pytest.raises(InputError, match="missing column.*type"):
+        read_manifest(bad)
+    bad.write_text("layout_path,type,is_empty\na.png,kitchen,false\n")
+    with pytest.raises(InputError, match="row 2: type 'kitchen'"):
+        read_manifest(bad)
+
+
+def test_cache_is_built_once_and_reused(tmp_path, labelled_manifest):
+    m = read_manifest(labelled_manifest)
+    before = data.decode_count()
+    first = data.prepare_cache(m, 32, tmp_path / "cache", progress=False)
+    assert data.decode_count() - before == len(m)
+    second = data.prepare_cache(m, 32, tmp_path / "cache", progress=False)
+    assert second == first and data.decode_count() - before == len(m)  # nothing decoded the second time
+    d = data.load_cache(first)
+    assert d.images.shape == (len(m), 3, 32, 32) and d.images.dtype == torch.uint8
+    assert d.masks.shape == (len(m), 32, 32) and set(d.labels.tolist()) == {0, 1}
+    # another image size is another cache
+    assert data.prepare_cache(m, 16, tmp_path / "cache", progress=False) != first
+
+
+def test_bad_images_listed_or_skipped(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.full((8, 8, 3), 240, np.uint8)).save(good)
+    (tmp_path / "corrupt.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((8, 8), np.uint8), mode="L").save(tmp_path / "gray.png")
+    (tmp_path / "m.csv").write_text(
+        "layout_path,type,is_empty\ngood.png,room,false\ncorrupt.png,room,false\nmissing.png,,false\ngray.png,,false\n"
+    )
+    m = read_manifest(tmp_path / "m.csv")
+    with pytest.raises(InputError) as e:
+        data.prepare_cache(m, 8, tmp_path / "cache", progress=False)
+    msg = str(e.value)
+    assert "3 unreadable" in msg and "corrupt.png" in msg and "missing.png" in msg and "\n" not in msg
+    assert not list((tmp_path / "cache").glob("*")) if (tmp_path / "cache").exists() else True  # nothing half-written
+    d = data.load_cache(data.prepare_cache(m, 8, tmp_path / "cache", on_bad_image="skip", progress=False))
+    assert len(d) == 1 and len(d.skipped) == 3
+
+
+def test_other_sizes_are_resized_nearest(tmp_path):
+    img = np.full((64, 64, 3), 240, np.uint8)
+    img[:, :32] = PALETTE[0]
+    Image.fromarray(img).save(tmp_path / "a.png")
+    (tmp_path / "m.csv").write_text("layout_path,type,is_empty\na.png,room,false\n")
+    d = data.load_cache(data.prepare_cache(read_manifest(tmp_path / "m.csv"), 16, tmp_path / "c", progress=False))
+    assert set(np.unique(d.masks.numpy())) == {0, 9}  # no blended colours from resizing

@@ -1,0 +1,94 @@
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from imginav_lib.errors import InputError
+from imginav_lib.params import load_phase, resolve_run, runs_of
+
+from conftest import REPO
+
+
+def _write(tmp_path, params):
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump(params))
+    return p
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "imginav_lib.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_repo_params_files_validate(real_manifest, monkeypatch):
+    monkeypatch.setenv("IMGINAV_DATA", str(real_manifest.parent))
+    phase = load_phase(REPO / "params" / "phase1_4.yaml")
+    assert list(phase.experiments) == ["phase1_4_AE_F1_rgb_only", "phase1_4_AE_F2_rgb_seg", "phase1_4_AE_F3_rgb_seg_cls"]
+    weights = [
+        resolve_run(REPO / "params" / "phase1_4.yaml", e, 42).loss.model_dump(include={"mse", "seg", "cls"})
+        for e in phase.experiments
+    ]
+    assert weights == [
+        {"mse": 1.0, "seg": 0.0, "cls": 0.0},
+        {"mse": 1.0, "seg": 0.05, "cls": 0.0},
+        {"mse": 1.0, "seg": 0.05, "cls": 0.01},
+    ]
+    demo = load_phase(REPO / "params" / "phase1_4_demo.yaml", check_files=False)
+    assert len(runs_of(demo)) == 9
+
+
+def test_overrides_merge_into_defaults(tiny):
+    cfg = resolve_run(tiny, "F3", 1)
+    assert (cfg.loss.seg, cfg.loss.cls, cfg.loss.mse) == (0.05, 0.01, 1.0)
+    assert cfg.training.epochs == 2 and cfg.run_dir.endswith("tiny/F3/seed1")
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda p: p["training"].update(epochz=3), "training.epochz: unknown key"),
+        (lambda p: p["experiments"]["F3"]["loss"].update(seg=-0.1), "experiments.F3.loss: seg: Input should be greater than or equal to 0"),
+        (lambda p: p["experiments"]["F3"].update(loss={"mse": 0}), "experiments.F3.loss: mse, seg and cls weights are all zero"),
+        (lambda p: p["data"].update(manifest="nope.csv"), "data.manifest: file not found"),
+        (lambda p: p["training"].update(batch_size="sixteen"), "training.batch_size: Input should be a valid integer"),
+        (lambda p: p["architecture"].update(base_channels=12), "base_channels 12 is not divisible by norm_groups 8"),
+        (lambda p: p.update(decision={"baseline": "F9"}), "decision.baseline: 'F9' is not an experiment"),
+    ],
+)
+def test_bad_params_one_line_error(tmp_path, tiny, mutate, message):
+    params = yaml.safe_load(tiny.read_text())
+    mutate(params)
+    p = _write(tmp_path, params)
+    with pytest.raises(InputError) as e:
+        load_phase(p)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_validate_cli_exit_2_one_line_and_creates_nothing(tmp_path, tiny):
+    params = yaml.safe_load(tiny.read_text())
+    params["loss"] = {"mse": 1.0, "sgе": 0.1}  # typo'd key
+    p = _write(tmp_path, params)
+    before = sorted(tmp_path.rglob("*"))
+    for cmd in ("validate", "run"):
+        r = _cli(cmd, str(p), cwd=tmp_path)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and "loss.sgе: unknown key" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_validate_cli_ok(tiny):
+    r = _cli("validate", str(tiny), cwd=tiny.parent)
+    assert r.returncode == 0 and "2 experiments x 1 seeds = 2 runs" in r.stdout
+
+
+def test_architecture_from_a_winner_file(tmp_path, tiny):
+    winner = tmp_path / "winner.yaml"
+    winner.write_text(yaml.safe_dump({"winner": "F2", "architecture": {"latent_channels": 16, "base_channels": 16, "downsampling_steps": 3}}))
+    params = yaml.safe_load(tiny.read_text())
+    params["architecture_from"] = str(winner)
+    params.pop("architecture")
+    p = _write(tmp_path, params)
+    assert load_phase(p).architecture.latent_channels == 16
+    params["architecture_from"] = "missing.yaml"
+    with pytest.raises(InputError, match="architecture_from: file not found"):
+        load_phase(_write(tmp_path, params))
