@@ -391,7 +391,7 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
     )
 
     def heartbeat(**extra):
-        info.update(updated=now(), epoch=state["epoch"], **extra)
+        info.update(updated=now(), epoch=state["epoch"], global_step=hooks.state["global_step"] if hooks else 0, **extra)
         finite = [r["epoch_time_s"] for r in rows if math.isfinite(r.get("epoch_time_s", NAN))]
         info["epoch_time_s"] = float(np.mean(finite)) if finite else None
         info["best_val_mse"] = state["best_value"] if math.isfinite(state["best_value"]) else None
@@ -404,6 +404,7 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
                "state": state, "rng": rng, "config": cfg.model_dump()}  # fmt: skip
         atomic_write(path, lambda f: torch.save(obj, f))
 
+    hooks = None
     heartbeat()
     hooks = _Hooks(cfg, state, optimizer, heartbeat)
     stop.install()

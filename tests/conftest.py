@@ -24,6 +24,7 @@ def tiny_params(tmp: Path, manifest: Path, **over) -> Path:
     }
     for section, value in over.items():
         params[section] = {**params[section], **value} if isinstance(value, dict) and section in params else value
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path

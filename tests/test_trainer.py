@@ -1,0 +1,138 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from imginav_lib import trainer
+from imginav_lib.params import resolve_run
+from imginav_lib.trainer import Diverged, Preempted, fit
+
+from conftest import tiny_params
+
+TIMING = ["epoch_time_s", "train_images_per_s"]
+
+
+def metrics_without_timing(run_dir) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "metrics.csv").drop(columns=TIMING)
+
+
+def assert_same_metrics(a, b):
+    a, b = metrics_without_timing(a), metrics_without_timing(b)
+    assert list(a["epoch"]) == list(b["epoch"])  # no duplicated or missing rows
+    pd.testing.assert_frame_equal(a, b, rtol=1e-6)
+
+
+def test_run_folder_contents(tiny):
+    cfg = resolve_run(tiny, "F3", 1)
+    result = fit(cfg, progress=False)
+    d = result.run_dir
+    for name in ("config.yaml", "metrics.csv", "steps.csv", "eval.json", "run.json",
+                 "checkpoints/latest.pt", "checkpoints/best.pt", "samples/epoch_001.png", "samples/epoch_002.npz"):
+        assert (d / name).is_file(), name
+    info = json.loads((d / "run.json").read_text())
+    assert info["status"] == "done" and info["epoch"] == 2 and info["best_val_mse"] > 0
+    m = pd.read_csv(d / "metrics.csv")
+    assert len(m) == 2 and m["val_seg_miou"].notna().all() and m["val_cls_acc"].notna().all()
+    assert m["val_sem_miou"].notna().all() and (m["val_psnr"] > 0).all()
+    s = np.load(d / "samples" / "epoch_002.npz")
+    assert s["input"].shape == (4, 3, 32, 32) and s["seg_pred"].shape == (4, 32, 32)
+    ev = json.loads((d / "eval.json").read_text())
+    assert len(ev["seg_confusion"]) == 10 and ev["val"]["val_mse"] == pytest.approx(info["best_val_mse"])
+    # F1 trains no seg/cls head: its metrics are empty, not made up; its samples have no seg_pred
+    f1 = fit(resolve_run(tiny, "F1", 1), progress=False).run_dir
+    m1 = pd.read_csv(f1 / "metrics.csv")
+    assert m1["val_seg_miou"].isna().all() and m1["val_cls_acc"].isna().all() and m1["val_sem_miou"].notna().all()
+    assert "seg_pred" not in np.load(f1 / "samples" / "epoch_002.npz")
+    # running a finished run again does nothing
+    assert fit(cfg, progress=False).status == "done" and len(pd.read_csv(d / "metrics.csv")) == 2
+
+
+def test_resume_after_epoch_equals_uninterrupted(tmp_path, labelled_manifest):
+    full = resolve_run(tiny_params(tmp_path / "a", labelled_manifest), "F3", 1)
+    fit(full, progress=False)
+    # the same run stopped after epoch 1 (as if killed), then resumed with the 2-epoch config
+    cut = resolve_run(tiny_params(tmp_path / "b", labelled_manifest, training={"epochs": 1}), "F3", 1)
+    fit(cut, progress=False)
+    info = json.loads((tmp_path / "b/runs/tiny/F3/seed1/run.json").read_text())
+    info["status"] = "running"  # a kill leaves the status as it was during training
+    (tmp_path / "b/runs/tiny/F3/seed1/run.json").write_text(json.dumps(info))
+    resumed = resolve_run(tiny_params(tmp_path / "b", labelled_manifest), "F3", 1)
+    fit(resumed, progress=False)
+    assert_same_metrics(tmp_path / "a/runs/tiny/F3/seed1", tmp_path / "b/runs/tiny/F3/seed1")
+    steps = pd.read_csv(tmp_path / "b/runs/tiny/F3/seed1/steps.csv")
+    assert steps["global_step"].is_unique
+
+
+def test_preempt_mid_epoch_resumes_without_losing_or_repeating_steps(tmp_path, labelled_manifest, monkeypatch):
+    ref = resolve_run(tiny_params(tmp_path / "a", labelled_manifest), "F3", 1)
+    fit(ref, progress=False)
+    cfg = resolve_run(tiny_params(tmp_path / "b", labelled_manifest), "F3", 1)
+    original = trainer._Hooks.after_step
+
+    def touch_stop_at_step_15(self, epoch, step, loss, parts):  # mid epoch 2 (11 steps per epoch)
+        original(self, epoch, step, loss, parts)
+        if self.state["global_step"] == 15:
+            (trainer.Path(cfg.run_dir) / "STOP").touch()
+
+    monkeypatch.setattr(trainer._Hooks, "after_step", touch_stop_at_step_15)
+    with pytest.raises(Preempted):
+        fit(cfg, progress=False)
+    info = json.loads((trainer.Path(cfg.run_dir) / "run.json").read_text())
+    assert info["status"] == "preempted" and info["epoch"] == 1 and info["global_step"] == 15
+    monkeypatch.setattr(trainer._Hooks, "after_step", original)
+    fit(cfg, progress=False)
+    assert_same_metrics(trainer.Path(ref.run_dir), trainer.Path(cfg.run_dir))
+    a = pd.read_csv(trainer.Path(ref.run_dir) / "steps.csv")
+    b = pd.read_csv(trainer.Path(cfg.run_dir) / "steps.csv")
+    pd.testing.assert_frame_equal(a, b, rtol=1e-6)
+
+
+def test_non_finite_loss_marks_run_diverged(tmp_path, labelled_manifest):
+    cfg = resolve_run(tiny_params(tmp_path, labelled_manifest, training={"lr": 1e30}), "F1", 1)
+    with pytest.raises(Diverged, match="non-finite loss"):
+        fit(cfg, progress=False)
+    info = json.loads((trainer.Path(cfg.run_dir) / "run.json").read_text())
+    assert info["status"] == "diverged" and "non-finite" in info["error"]
+
+
+KILL_SCRIPT = """
+import sys
+from imginav_lib.params import resolve_run
+from imginav_lib.trainer import fit
+fit(resolve_run(sys.argv[1], "F3", 1), progress=False)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_kill_9_mid_epoch_then_rerun_gives_same_final_metrics(tmp_path, labelled_manifest):
+    over = {"training": {"epochs": 3, "heartbeat_s": 0.01}}
+    ref = resolve_run(tiny_params(tmp_path / "a", labelled_manifest, **over), "F3", 1)
+    params_b = tiny_params(tmp_path / "b", labelled_manifest, **over)
+    run_b = trainer.Path(resolve_run(params_b, "F3", 1).run_dir)
+    env = {**os.environ, "OMP_NUM_THREADS": str(__import__("torch").get_num_threads())}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(params_b)], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until it is inside epoch 2 (steps 12..22)
+        try:
+            info = json.loads((run_b / "run.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            info = {}
+        if info.get("epoch") == 1 and info.get("global_step", 0) >= 14:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert info.get("epoch") == 1, "did not catch the run mid-epoch"
+    assert json.loads((run_b / "run.json").read_text())["status"] == "running"
+    subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(params_b)], env=env, check=True)
+    fit(ref, progress=False)
+    assert_same_metrics(trainer.Path(ref.run_dir), run_b)
+    assert json.loads((run_b / "run.json").read_text())["attempts"] == 2
