@@ -24,7 +24,7 @@ BED, CABINET, CHAIR, LIGHTING, OTHERS, STOOL, SOFA, TABLE, WALL, BACKGROUND = ra
 
 P_SCENE = 0.55  # share of multi-room scenes; the rest are single rooms
 P_EMPTY = 0.30  # share of walls-only layouts (the real set has 25 of 79)
-WALL_PX_128 = (2.8, 4.5)  # wall band thickness range in pixels of a 128-px tile (2-4 px in the real set)
+WALL_PX_128 = (2.9, 4.7)  # wall band thickness range in pixels of a 128-px tile (2-4 px in the real set)
 P_HOLLOW = 0.25  # share of layouts whose walls are drawn as double lines (outlined bands), as some renders do
 P_GREY_FLOOR = 0.1  # share of walls-only layouts with wall-coloured floors (3 of the 25 real empty tiles)
 DOOR_M = (0.8, 1.0)  # door gap width range in metres
@@ -70,10 +70,6 @@ def _overlaps(a: Rect, b: Rect) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _inside(r: Rect, room: Rect) -> bool:
-    return r[0] >= room[0] - 1e-9 and r[1] >= room[1] - 1e-9 and r[2] <= room[2] + 1e-9 and r[3] <= room[3] + 1e-9
-
-
 def _local(room: Rect, side: int, u0: float, v0: float, u1: float, v1: float) -> Rect:
     """Rect given along wall `side` (0 top, 1 right, 2 bottom, 3 left): u along the wall, v away from it."""
     x0, y0, x1, y1 = room
@@ -96,6 +92,16 @@ def _wall_length(room: Rect, side: int) -> tuple[float, float]:
 Item = tuple[int, str, float, float, float, float]
 
 
+def _put(c: _Canvas, rects: list[tuple[int, str, Rect]]) -> bool:
+    """Draw a group of (class, shape, rect) unless any rect overlaps something already placed."""
+    if any(_overlaps(r, p) for _, _, r in rects for p in c.placed):
+        return False
+    for cls, shape, r in rects:
+        (c.rect if shape == "r" else c.ellipse)(cls, r)
+    c.placed.extend(r for _, _, r in rects)
+    return True
+
+
 def _place(c: _Canvas, rng: np.random.Generator, room: Rect, items: list[Item], sides=None, centred=False, tries=16) -> int | None:
     """Put a group against one of `sides` of `room` where it fits and overlaps nothing placed; return the side."""
     width = max(it[4] for it in items)
@@ -109,34 +115,24 @@ def _place(c: _Canvas, rng: np.random.Generator, room: Rect, items: list[Item], 
         # Beds and sofas sit near the middle of their wall; cabinets anywhere along it.
         slack = length - width
         u = slack / 2 + rng.uniform(-0.3, 0.3) * slack if centred else rng.uniform(0, slack)
-        rects = [(cls, shape, _local(room, side, u + a, b, u + cc, d)) for cls, shape, a, b, cc, d in items]
-        if any(_overlaps(r, p) for _, _, r in rects for p in c.placed):
-            continue
-        for cls, shape, r in rects:
-            (c.rect if shape == "r" else c.ellipse)(cls, r)
-        c.placed.extend(r for _, _, r in rects)
-        return side
+        if _put(c, [(cls, shape, _local(room, side, u + a, b, u + cc, d)) for cls, shape, a, b, cc, d in items]):
+            return side
     return None
 
 
 def _place_free(c: _Canvas, rng: np.random.Generator, room: Rect, items: list[Item], tries=16) -> bool:
     """Put a free-standing group (a table with chairs) somewhere inside `room`, in either orientation."""
+    width = max(it[4] for it in items)
+    depth = max(it[5] for it in items)
     for _ in range(tries):
         side = int(rng.integers(4))
-        width = max(it[4] for it in items)
-        depth = max(it[5] for it in items)
         length, room_depth = _wall_length(room, side)
         if width > length or depth > room_depth:
             continue
         u = rng.uniform(0, length - width)
         v = (room_depth - depth) / 2 + rng.uniform(-0.35, 0.35) * (room_depth - depth)
-        rects = [(cls, shape, _local(room, side, u + a, v + b, u + cc, v + d)) for cls, shape, a, b, cc, d in items]
-        if any(_overlaps(r, p) for _, _, r in rects for p in c.placed):
-            continue
-        for cls, shape, r in rects:
-            (c.rect if shape == "r" else c.ellipse)(cls, r)
-        c.placed.extend(r for _, _, r in rects)
-        return True
+        if _put(c, [(cls, shape, _local(room, side, u + a, v + b, u + cc, v + d)) for cls, shape, a, b, cc, d in items]):
+            return True
     return False
 
 
@@ -217,7 +213,7 @@ def _dining_group(rng: np.random.Generator) -> list[Item]:
     for k in range(n_side):
         a = o + tw * (k + 0.5) / n_side - ch / 2
         items += [(CHAIR, "r", a, 0.0, a + ch, ch), (CHAIR, "r", a, o + td + 0.05, a + ch, o + td + 0.05 + ch)]
-    if rng.random() < 0.5:  # chairs at both ends
+    if rng.random() < 0.65:  # chairs at both ends
         b = o + td / 2 - ch / 2
         items += [(CHAIR, "r", 0.0, b, ch, b + ch), (CHAIR, "r", o + tw + 0.05, b, o + tw + 0.05 + ch, b + ch)]
     return items
@@ -252,24 +248,24 @@ def _living(rng: np.random.Generator, room: Rect, c: _Canvas, with_dining: bool)
         _living(rng, lounge, c, with_dining=False)
         return
     sw, sd = rng.uniform(1.9, 2.8), rng.uniform(0.85, 1.0)
-    items: list[Item] = [(SOFA, "r", 0, 0, sw, sd)]
-    if rng.random() < 0.3:  # L-shaped sofa: a chaise at one end
-        items.append((SOFA, "r", sw - sd, sd, sw, sd + rng.uniform(0.7, 1.0)))
+    core: list[Item] = [(SOFA, "r", 0, 0, sw, sd)]
+    v0 = sd + rng.uniform(0.35, 0.5)  # coffee table in front of the sofa
+    if rng.random() < 0.3:  # L-shaped sofa: a chaise at one end, the table pulled closer
+        core.append((SOFA, "r", sw - sd, sd, sw, sd + rng.uniform(0.7, 1.0)))
+        v0 = sd + 0.1
     tw = sw * rng.uniform(0.4, 0.55)
-    gap = rng.uniform(0.35, 0.5)
-    v0 = sd + gap if len(items) == 1 else sd + 0.1
-    table = (TABLE if rng.random() < 0.75 else CABINET, "e" if rng.random() < 0.35 else "r", sw / 2 - tw / 2, v0, sw / 2 + tw / 2, v0 + rng.uniform(0.5, 0.7))
-    items.append(table)
+    core.append((TABLE if rng.random() < 0.75 else CABINET, "e" if rng.random() < 0.35 else "r", sw / 2 - tw / 2, v0, sw / 2 + tw / 2, v0 + rng.uniform(0.5, 0.7)))
+    items = list(core)
     if rng.random() < 0.5:  # an armchair beside the table
         a = rng.uniform(0.7, 0.85)
         items.append((SOFA, "r", sw + 0.2, sd + 0.1, sw + 0.2 + a, sd + 0.1 + a))
-    if rng.random() < 0.5:  # lamp or side table at the sofa's end
+    if rng.random() < 0.5:  # lamp or side table at the sofa's end: shift the rest along the wall
         s = rng.uniform(0.3, 0.45)
-        items.insert(0, (LIGHTING if rng.random() < 0.6 else CABINET, "e", 0, 0, s, s))
-        items = [(k, sh, a + s + 0.05 if i else a, b, cc + s + 0.05 if i else cc, d) for i, (k, sh, a, b, cc, d) in enumerate(items)]
+        du = s + 0.05
+        items = [(LIGHTING if rng.random() < 0.6 else CABINET, "e", 0, 0, s, s)] + [(k, sh, a + du, b, cc + du, d) for k, sh, a, b, cc, d in items]
     side = _place(c, rng, room, items, centred=True)
-    if side is None:  # crowded: the sofa and its table alone
-        side = _place(c, rng, room, [it for it in items if it[0] != LIGHTING and it[2] < sw], centred=True)
+    if side is None:  # crowded: the sofa and its table alone, else a small sofa
+        side = _place(c, rng, room, core, centred=True)
     if side is None:
         side = _place(c, rng, room, [(SOFA, "r", 0, 0, 1.8, 0.85)], centred=True)
     if side is not None and rng.random() < 0.8:  # TV cabinet on the opposite wall
@@ -286,15 +282,15 @@ def _kitchen(rng: np.random.Generator, room: Rect, c: _Canvas) -> None:
     side = int(rng.integers(4))
     length, _ = _wall_length(room, side)
     a = length * rng.uniform(0.5, 1.0)
-    # Cabinet run ending in the corner it shares with the next wall clockwise, then an optional run along that wall.
-    got = _place(c, rng, room, [(CABINET, "r", 0, 0, a, d)], sides=[side], tries=3)
-    if got is not None and rng.random() < 0.8:
+    # A counter run ending in the corner shared with the next wall clockwise (where that wall's u starts),
+    # then often a second run along that wall: the L-shaped kitchens of the renders.
+    if _put(c, [(CABINET, "r", _local(room, side, length - a, 0, length, d))]):
         nxt = (side + 1) % 4
         b = _wall_length(room, nxt)[0] * rng.uniform(0.4, 0.8)
-        r = _local(room, nxt, d + 0.05, 0, b, d)
-        if b > d + 0.5 and not any(_overlaps(r, p) for p in c.placed):
-            c.rect(CABINET, r)
-            c.placed.append(r)
+        if b > d + 0.5 and rng.random() < 0.8:
+            _put(c, [(CABINET, "r", _local(room, nxt, d + 0.05, 0, b, d))])
+    else:  # a doorway in the way: a shorter run wherever it fits
+        _place(c, rng, room, [(CABINET, "r", 0, 0, min(a, 1.8), d)])
     if rng.random() < 0.3:
         _place_free(c, rng, room, _small_table(rng))
 
@@ -314,10 +310,7 @@ def _bathroom(rng: np.random.Generator, room: Rect, c: _Canvas) -> None:
 def _split(rng: np.random.Generator, r: Rect, rooms: list[Rect], depth: int = 0) -> None:
     """Binary space partition into rooms of at least ~2 m a side; big rooms stop splitting at random."""
     w, h = r[2] - r[0], r[3] - r[1]
-    if depth > 0 and (w * h < rng.uniform(10.0, 32.0) or max(w, h) < 4.6):
-        rooms.append(r)
-        return
-    if max(w, h) < 4.6:
+    if max(w, h) < 4.6 or (depth > 0 and w * h < rng.uniform(10.0, 32.0)):
         rooms.append(r)
         return
     vertical = w > h if abs(w - h) > 1.0 else rng.random() < 0.5  # a vertical cut splits the width
@@ -353,8 +346,10 @@ def _doors(rng: np.random.Generator, rooms: list[Rect]) -> list[tuple[str, float
                 ("y", a[3], b[1], max(a[0], b[0]), min(a[2], b[2])),
                 ("y", b[3], a[1], max(a[0], b[0]), min(a[2], b[2])),
             ):
+                if wa != wb:  # not a shared wall
+                    continue
                 dw = rng.uniform(*DOOR_M)
-                if wa != wb or hi - lo < dw + 0.5 or rng.random() > 0.7:
+                if hi - lo < dw + 0.5 or rng.random() > 0.7:  # too short for a door, or no door there
                     continue
                 if rng.random() < 0.1:  # open plan: most of the shared wall is an opening
                     doors.append((axis, wa, lo + 0.3, hi - 0.3))
@@ -419,7 +414,7 @@ def _draw_walls(rng: np.random.Generator, c: _Canvas, rooms: list[Rect], doors) 
 
 
 def _furnish(rng: np.random.Generator, c: _Canvas, rooms: list[Rect], doors, wall_m: float, scene: bool) -> None:
-    # Keep doorways clear: a 0.8 m deep keep-out on both sides of every gap.
+    # Keep doorways clear: a 0.6 m deep keep-out on both sides of every door gap.
     for axis, at, lo, hi in doors:
         d = 0.6 if hi - lo < 1.3 else 0.25  # open-plan openings keep only a strip clear
         c.placed.append((at - d, lo, at + d, hi) if axis == "x" else (lo, at - d, hi, at + d))
