@@ -415,13 +415,15 @@ def _draw_walls(rng: np.random.Generator, c: _Canvas, rooms: list[Rect], doors) 
 
 def _furnish(rng: np.random.Generator, c: _Canvas, rooms: list[Rect], doors, wall_m: float, scene: bool) -> None:
     # Keep doorways clear: a 0.6 m deep keep-out on both sides of every door gap.
+    keep_out = []
     for axis, at, lo, hi in doors:
         d = 0.6 if hi - lo < 1.3 else 0.25  # open-plan openings keep only a strip clear
-        c.placed.append((at - d, lo, at + d, hi) if axis == "x" else (lo, at - d, hi, at + d))
+        keep_out.append((at - d, lo, at + d, hi) if axis == "x" else (lo, at - d, hi, at + d))
     inset = wall_m / 2 + 1.0 / c.ppm + 0.03  # furniture stops a pixel short of the wall band
     inner = [(r[0] + inset, r[1] + inset, r[2] - inset, r[3] - inset) for r in rooms]
     if not scene:
         kind = rng.choice(["bedroom", "living", "dining", "study", "kitchen"], p=[0.42, 0.26, 0.14, 0.1, 0.08])
+        c.placed = keep_out
         _furnish_room(rng, c, inner[0], str(kind))
         return
     order = sorted(range(len(rooms)), key=lambda i: -(rooms[i][2] - rooms[i][0]) * (rooms[i][3] - rooms[i][1]))
@@ -438,6 +440,8 @@ def _furnish(rng: np.random.Generator, c: _Canvas, rooms: list[Rect], doors, wal
             if kind == "kitchen" and has_kitchen:
                 kind = "bedroom"
             has_kitchen |= kind == "kitchen"
+        # Rooms' interiors are disjoint, so overlap tests only need this room's door keep-outs.
+        c.placed = [k for k in keep_out if _overlaps(k, inner[i])]
         _furnish_room(rng, c, inner[i], kind)
 
 
