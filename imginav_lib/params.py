@@ -86,16 +86,51 @@ class Loss(Strict):
         return self
 
 
+class Handoff(Strict):
+    """The next phase that the winner is handed to (`params/<phase>.yaml`, written by `imginav report`)."""
+
+    phase: str = Field("phase1_5", pattern=r"^[A-Za-z0-9_.-]+$")
+    # Overrides of the winner's training settings; validated against Training, so a typo is an error.
+    training: dict = {
+        "epochs": 50,
+        "batch_size": 16,
+        "optimizer": "adamw",
+        "lr": 1e-4,
+        "weight_decay": 0.01,
+        "early_stopping": {"patience": 5, "min_delta": 1e-4, "restore_best": True},
+    }
+    seeds: list[int] | None = None  # default: the first seed of this phase
+
+    @model_validator(mode="after")
+    def _training_valid(self):
+        base = Training().model_dump()
+        merged = {**base, **self.training}
+        if isinstance(self.training.get("early_stopping"), dict):
+            merged["early_stopping"] = {**(base["early_stopping"] or {}), **self.training["early_stopping"]}
+        try:
+            Training.model_validate(merged)
+        except ValidationError as e:
+            err = e.errors()[0]
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            raise ValueError(f"training.{'.'.join(str(x) for x in err['loc'])}: {msg}") from None
+        return self
+
+
 class Decision(Strict):
     """The researchers' decision rules (defaults are theirs); evaluated by analysis.decide."""
 
-    primary_metric: Literal["val_mse"] = "val_mse"
+    primary_metric: Literal["val_mse"] = "val_mse"  # compared at each run's best epoch (best val MSE)
     baseline: str | None = None  # experiment the others are compared to; default: the first one
     similar_tolerance: float = Field(0.02, ge=0)  # |relative change of val MSE vs baseline| within this is "similar"
-    alpha: float = Field(0.05, gt=0, lt=1)  # significance level of the paired comparison
+    alpha: float = Field(0.05, gt=0, lt=1)  # significance level; intervals are (1 - alpha) confidence intervals
+    power: float = Field(0.8, gt=0, lt=1)  # for "needs more seeds (~N)": chance that N seeds decide
     min_seg_miou: float = Field(0.5, ge=0, le=1)
     min_cls_accuracy: float = Field(0.8, ge=0, le=1)
-    stability_not_worse: bool = True
+    stability_not_worse: bool = True  # if false, the stability rows are shown but do not decide
+    max_extra_spikes: float = Field(1.0, ge=0)  # loss spikes per run allowed above the baseline's mean
+    stability_ratio: float = Field(2.0, ge=1)  # late val wobble allowed, as a multiple of the baseline's
+    max_extra_epochs: float = Field(2.0, ge=0)  # epochs to within 10% of best allowed above the baseline's
+    handoff: Handoff = Handoff()
 
 
 class ClusterResources(Strict):

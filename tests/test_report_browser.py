@@ -1,0 +1,99 @@
+"""The report in headless Chromium: no console errors, every plot rendered, the sample browser works offline."""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from imginav_lib import analysis
+from imginav_lib.report import build_report
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()),
+    reason="chromium/chromedriver not installed (make browser installs them with apt-get)",
+)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """A 3 x 2 phase with a failed run, a missing run, and a name, a note and an error that try to run script."""
+    import json
+
+    tmp = tmp_path_factory.mktemp("browser")
+    evil = "<img src=x onerror=alert(1)>"  # experiment names cannot hold "/" (they are folders)
+    note = "<script>alert(2)</script>"
+    runs = analysis.write_synthetic_phase(
+        tmp / "runs", phase="phase_browser", seeds=(1, 2), epochs=6,
+        experiments={"F1": {}, "F2_seg": {"seg": 0.05}, evil: {"seg": 0.05, "cls": 0.01}},
+        states={("F2_seg", 2): "failed", ("F1", 2): "missing"}, notes={"F1": note},
+    )
+    info = runs / "F2_seg" / "seed2" / "run.json"
+    info.write_text(json.dumps({**json.loads(info.read_text()), "error": "</script><script>alert(3)</script>"}))
+    out = build_report(runs, out=tmp / "report.html")
+    a = analysis.analyse(runs)
+    from imginav_lib import report as r
+
+    return out, len(r.figures(a)), [evil, note, "</script><script>alert(3)</script>"]
+
+
+@pytest.fixture(scope="module")
+def driver():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--window-size=1400,1000"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    yield d
+    d.quit()
+
+
+def test_report_renders_without_console_errors(report, driver):
+    from selenium.webdriver.common.by import By
+
+    path, n_figures, evil = report
+    driver.get(path.resolve().as_uri())
+    deadline = time.time() + 30
+    while time.time() < deadline and len(driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) < n_figures:
+        time.sleep(0.2)
+    severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not severe, severe
+    assert len(driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")) == n_figures
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):  # the injected name did not run
+        driver.switch_to.alert.text
+    body = driver.find_element(By.TAG_NAME, "body").text
+    assert "Winner:" in body and "How sure we are" in body
+    for text in evil:  # the name, the note and the error show as text
+        assert text in body
+    assert "failed" in body and "missing" in body
+
+
+def test_sample_browser_epoch_slider_changes_image(report, driver):
+    from selenium.webdriver.common.by import By
+
+    path, _, _ = report
+    driver.get(path.resolve().as_uri())
+    root = driver.find_element(By.CSS_SELECTOR, ".imginav-browser")
+    slider = root.find_element(By.CSS_SELECTOR, '[data-role="epoch"]')
+    recon = root.find_element(By.CSS_SELECTOR, '[data-role="img-recon"]')
+    label = root.find_element(By.CSS_SELECTOR, '[data-role="epoch-label"]')
+    assert int(slider.get_attribute("max")) >= 1
+    before, before_label = recon.get_attribute("src"), label.text
+    assert before.startswith("data:image/")
+    driver.execute_script("arguments[0].value = 0; arguments[0].dispatchEvent(new Event('input'));", slider)
+    assert recon.get_attribute("src") != before
+    assert label.text != before_label
+    # Another experiment: the seed list and the image follow.
+    select = root.find_element(By.CSS_SELECTOR, '[data-role="exp"]')
+    driver.execute_script("arguments[0].value = 1; arguments[0].dispatchEvent(new Event('change'));", select)
+    assert root.find_element(By.CSS_SELECTOR, '[data-role="img-seg"]').get_attribute("src").startswith("data:image/png")
+    assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
