@@ -581,6 +581,27 @@ def _sureness(by, experiments, baseline, status, need, rules, unclear) -> str:
     return f"Not sure yet: the intervals of {', '.join(unclear) or baseline} are too wide to decide; {more}. {s}"
 
 
+def simulate_decisions(effect: float, n_seeds: int = 3, seed_sd: float = 0.03, run_sd: float = 0.015, draws: int = 400,
+                       rules: Decision | None = None, rng_seed: int = 0) -> dict:
+    """How often `decide` gets it right: draw phases of a baseline F1 and F2 whose true val MSE is (1 + effect) x
+    F1's, with seed noise (seed_sd: shared by both experiments of a seed, as the same init and data order;
+    run_sd: per run), equal stability and a good seg head. Returns the share of draws per winner and per F2 call."""
+    rng = np.random.default_rng(rng_seed)
+    rules = rules or Decision()
+    heads = {"F1": (), "F2": ("seg",)}
+    winners, calls = {}, {}
+    fixed = {"val_cls_acc": math.nan, "spikes": 0.0, "late_wobble": 0.01, "epochs_to_10pct": 5.0}
+    for _ in range(draws):
+        shared = rng.normal(0, seed_sd, n_seeds)
+        rows = [{"experiment": e, "seed": s, "best_val_mse": 0.004 * f * math.exp(shared[s] + rng.normal(0, run_sd)),
+                 "val_seg_miou": 0.7 if e == "F2" else math.nan, **fixed}
+                for e, f in (("F1", 1.0), ("F2", 1.0 + effect)) for s in range(n_seeds)]
+        v = decide(pd.DataFrame(rows), ["F1", "F2"], "F1", heads, rules)
+        winners[v.winner] = winners.get(v.winner, 0) + 1 / draws
+        calls[v.calls["F2"]] = calls.get(v.calls["F2"], 0) + 1 / draws
+    return {"winner": winners, "call": calls}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Hand-off to the next phase
 
