@@ -1,7 +1,6 @@
 """Procedural layouts: determinism, manifest format, exact palette pixels, sizes, speed, and realism vs the real set."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -104,13 +103,6 @@ def test_sizes_show_walls_and_furniture(tmp_path, size):
             assert not has_furniture, f"{p}: is_empty but has furniture"
         shown += has_furniture
     assert shown >= (1 if size == 512 else n // 3)
-
-
-def test_fast_enough(tmp_path):
-    # The Makefile's demo set: 320 layouts at 64 px. Measured ~1 s on a 2-core machine; 5 s leaves CI slack.
-    t = time.perf_counter()
-    make_layouts(tmp_path, n=320, size=64, seed=0)
-    assert time.perf_counter() - t < 5.0
 
 
 @pytest.mark.parametrize("kwargs", [dict(n=0, size=64, seed=0), dict(n=5, size=31, seed=0), dict(n=5, size=64, seed=-1)])
