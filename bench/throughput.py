@@ -1,0 +1,120 @@
+"""Training throughput: the trainer's steps (data from the cache, loss parts, metrics, step log) against the bare
+model's forward + backward + optimizer step on tensors already in memory. Same architecture, batch, image size.
+
+    python bench/throughput.py                      # CPU: 128 x 128, fp32
+    python bench/throughput.py --size 512 --device cuda --precision bf16   # on a GPU
+
+Prints images/s for F1 (MSE only) and F3 (MSE + seg + cls), bare and trainer, and the trainer/bare ratio.
+Measured in one process with the variants interleaved, so machine noise hits all of them alike.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from imginav_lib.data import load_cache, prepare_cache, read_manifest, to_model_input, train_val_split
+from imginav_lib.layouts import make_layouts
+from imginav_lib.losses import total_loss
+from imginav_lib.model import build_model, heads_for
+from imginav_lib.params import Architecture, Data, Loss, RunConfig, Training
+from imginav_lib.trainer import RunData, StopFlag, _Hooks, setup_device, train_one_epoch
+
+EXPERIMENTS = {"F1": Loss(mse=1.0), "F3": Loss(mse=1.0, seg=0.05, cls=0.01)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per repetition")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions; the median is printed")
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    ap.add_argument("--base-channels", type=int, default=32)
+    ap.add_argument("--downsampling-steps", type=int, default=4)
+    a = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="imginav-bench-"))
+    n = a.batch * a.steps
+    manifest = make_layouts(tmp / "layouts", n=int(n * 1.6) + 8, size=a.size, seed=0)
+    arch = Architecture(base_channels=a.base_channels, downsampling_steps=a.downsampling_steps, latent_channels=8)
+    training = Training(batch_size=a.batch, device=a.device, precision=a.precision, log_every=10, heartbeat_s=1e9)
+    data_cfg = Data(manifest=str(manifest), image_size=a.size, cache_dir=str(tmp / "cache"))
+    m = read_manifest(manifest, data_cfg.filters)
+    layouts = load_cache(prepare_cache(m, a.size, data_cfg.cache_dir, progress=False))
+    train_idx = train_val_split(len(layouts), 0.01, 0)[0][:n]
+    data = RunData(layouts, train_idx, train_idx[:1], train_idx[:1])
+    device, dtype = setup_device(training)
+    ctx = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    print(f"device {device} ({dtype}), {torch.get_num_threads()} threads, {a.size}x{a.size}, batch {a.batch}, "
+          f"{a.steps} steps x {a.reps} reps, base {a.base_channels}, {a.downsampling_steps} downsamplings")
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def setup(name):
+        torch.manual_seed(0)
+        model = build_model(arch).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+        scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
+        cfg = RunConfig(phase="bench", experiment=name, seed=0, run_dir=str(tmp / name), params_file="-",
+                        params_hash="-", data=data_cfg, architecture=arch, training=training, loss=EXPERIMENTS[name])
+        return model, opt, scaler, cfg
+
+    # Bare: one batch already on the device, the same heads and loss, nothing else.
+    batch = layouts.images[train_idx[: a.batch]].to(device)
+    x = to_model_input(batch)
+    masks = layouts.masks[train_idx[: a.batch]].to(device).long()
+    labels = layouts.labels[train_idx[: a.batch]].to(device).long()
+
+    def bare(name, model, opt, scaler, cfg):
+        w, heads = cfg.loss, heads_for(cfg.loss)
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(a.steps):
+            with ctx:
+                out = model(x, heads=heads)
+            loss, _ = total_loss(out, x, masks, labels, mse_weight=w.mse, seg_weight=w.seg, cls_weight=w.cls)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        sync()
+        return a.steps * a.batch / (time.perf_counter() - t0)
+
+    def trainer(name, model, opt, scaler, cfg):
+        state = {"step": 0, "global_step": 0}
+        hooks = _Hooks(cfg, state, opt, heartbeat=lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        train_one_epoch(model, opt, scaler, cfg, data, device, dtype, 1, state, StopFlag(tmp / "no-stop"), hooks)
+        sync()
+        return state["images"] / (time.perf_counter() - t0)
+
+    results: dict[tuple[str, str], list[float]] = {}
+    setups = {name: setup(name) for name in EXPERIMENTS}
+    for name in EXPERIMENTS:  # warm-up: allocator, kernels, first-touch of the cache pages
+        bare(name, *setups[name])
+        trainer(name, *setups[name])
+    for _ in range(a.reps):
+        for name in EXPERIMENTS:
+            for kind, fn in (("bare", bare), ("trainer", trainer)):
+                results.setdefault((name, kind), []).append(fn(name, *setups[name]))
+
+    print(f"{'experiment':<10} {'bare img/s':>11} {'trainer img/s':>14} {'trainer/bare':>13}")
+    med = {k: statistics.median(v) for k, v in results.items()}
+    for name in EXPERIMENTS:
+        b, t = med[(name, "bare")], med[(name, "trainer")]
+        print(f"{name:<10} {b:>11.1f} {t:>14.1f} {t / b:>12.1%}")
+    print(f"F1/F3 trainer speed ratio: {med[('F1', 'trainer')] / med[('F3', 'trainer')]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
