@@ -19,6 +19,11 @@ if [ -s "$PIDS" ]; then
   bash "$HERE/stop.sh"
 fi
 
+# A SLURM cluster this script did not start (a developer's or a real one): use it, never rewrite its config.
+if command -v sinfo >/dev/null && sinfo -h -o %t 2>/dev/null | grep -Eq '^(idle|mix|alloc)'; then
+  echo "a SLURM cluster is already answering (not started by this script): using it as it is"; exit 0
+fi
+
 # 1. install. Another apt-get may be running (e.g. `make browser` in parallel): wait for its lock
 #    instead of failing. policy-rc.d / no systemd means postinst cannot start the services; fine.
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
