@@ -604,6 +604,14 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
             return 1
         return 0 if ok else 1
 
+    # A finished run would only occupy a GPU slot to say "already done": submit the others (e.g. after a failure).
+    done = [i for i in entries if _read_json(Path(runs[i - 1]["run_dir"]) / "run.json").get("status") == "done"]
+    if done:
+        print(f"skipping {len(done)} run(s) already done: entries {_ranges(done)}")
+        entries = [i for i in entries if i not in done]
+    if not entries:
+        print(f"nothing to submit: every selected run is done (report: imginav report {phase_dir})")
+        return 0
     plan = plan_jobs(phase, params_file.resolve(), backend, runs, entries, phase_dir, logs)
     if not dry_run:
         print(f"cache: {prepare_phase_data(phase)}")

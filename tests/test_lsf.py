@@ -195,3 +195,31 @@ def test_script_bodies_run_each_index_and_a_warning_signal_requeues_and_resumes(
     pd.testing.assert_frame_equal(first.drop(columns=TIMING), twin.drop(columns=TIMING))
     steps = pd.read_csv(twin_dir / "steps.csv")
     assert steps["global_step"].is_unique
+
+
+def test_resubmitting_skips_runs_that_are_done(tmp_path, monkeypatch, capsys):
+    from imginav_lib.layouts import make_layouts
+
+    manifest = make_layouts(tmp_path / "layouts", n=8, size=32, seed=0)
+    params = {"phase": "t", "runs_root": str(tmp_path / "runs"), "seeds": [1, 2],
+              "data": {"manifest": str(manifest), "image_size": 32, "cache_dir": str(tmp_path / "cache")},
+              "experiments": {"F1": {}}, "cluster": {"defaults": {"walltime": "1:00"}}}  # fmt: skip
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    done = tmp_path / "runs" / "t" / "F1" / "seed1"
+    done.mkdir(parents=True)
+    (done / "run.json").write_text(json.dumps({"status": "done"}))
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "bsub").write_text(FAKE_BSUB.replace("python3", sys.executable, 1))
+    (tmp_path / "bin" / "bsub").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_BSUB_LOG", str(tmp_path / "bsub.jsonl"))
+    assert run_phase(path, backend="lsf") == 0
+    calls = [json.loads(line) for line in (tmp_path / "bsub.jsonl").read_text().splitlines()]
+    assert '#BSUB -J "t-default[2]"' in calls[0]["stdin"] and len(calls) == 2
+    assert "skipping 1 run(s) already done" in capsys.readouterr().out
+    (done.parent / "seed2").mkdir()
+    (done.parent / "seed2" / "run.json").write_text(json.dumps({"status": "done"}))
+    assert run_phase(path, backend="lsf") == 0
+    assert "nothing to submit" in capsys.readouterr().out
+    assert len((tmp_path / "bsub.jsonl").read_text().splitlines()) == 2  # no new bsub
