@@ -75,7 +75,7 @@ class PhaseRuns:
     metrics: pd.DataFrame  # metrics.csv rows of every run that wrote one, plus experiment, seed, state
     steps: pd.DataFrame  # steps.csv rows, plus experiment, seed, state
     evals: dict = field(default_factory=dict)  # (experiment, seed) -> eval.json
-    configs: dict = field(default_factory=dict)  # (experiment, seed) -> config.yaml
+    configs: dict = field(default_factory=dict)  # (experiment, seed) -> config.yaml, the first readable per experiment
     samples: pd.DataFrame = None  # experiment, seed, epoch, npz
     warnings: list[str] = field(default_factory=list)
 
@@ -140,6 +140,7 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
     decision = params.decision if params else Decision()
 
     rows, metrics, steps, evals, configs, samples = [], [], [], {}, {}, []
+    load_yaml = lambda p: yaml.load(p.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: E731
     for entry in index["runs"]:
         exp, seed = entry["experiment"], int(entry["seed"])
         # The index may hold cluster paths; the folder next to index.json is what we have here.
@@ -161,19 +162,23 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
                     row["error"] = f"unknown status {info.get('status')!r}"
             except (OSError, ValueError) as e:
                 row.update(state="unreadable", error=f"run.json: {e}")
-        for name, reader, sink in (("metrics.csv", pd.read_csv, metrics), ("steps.csv", pd.read_csv, steps)):
+        has_metrics = False
+        for name, sink in (("metrics.csv", metrics), ("steps.csv", steps)):
             p = d / name
             if p.is_file() and p.stat().st_size:
                 try:
-                    df = reader(p)
+                    df = pd.read_csv(p)
                 except Exception as e:  # pandas raises several types for a malformed CSV
                     row.update(state="unreadable", error=f"{name}: {e}")
                     continue
                 sink.append(df.assign(experiment=exp, seed=seed))
-        if row["state"] == "done" and not any((m["experiment"].iat[0], m["seed"].iat[0]) == (exp, seed) for m in metrics if len(m)):
+                has_metrics |= name == "metrics.csv" and len(df) > 0
+        if row["state"] == "done" and not has_metrics:
             row.update(state="unreadable", error="status done but metrics.csv is missing or empty")
-        for name, sink, load in (("eval.json", evals, _read_json), ("config.yaml", configs, lambda p: yaml.safe_load(p.read_text()))):
+        for name, sink, load in (("eval.json", evals, _read_json), ("config.yaml", configs, load_yaml)):
             p = d / name
+            if name == "config.yaml" and any(e == exp for e, _ in configs):
+                continue  # one per experiment is enough (heads, architecture, loss), and YAML is slow to parse
             if p.is_file():
                 try:
                     sink[(exp, seed)] = load(p)
@@ -184,13 +189,14 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
         rows.append(row)
 
     runs = pd.DataFrame(rows)
-    state = runs.set_index(["experiment", "seed"])["state"]
+    state = {(r["experiment"], r["seed"]): r["state"] for r in rows}
+
     def tidy(frames):
         if not frames:
             return pd.DataFrame(columns=["experiment", "seed", "epoch", "state"])
-        df = pd.concat(frames, ignore_index=True)
-        df["state"] = [state.get((e, s), "missing") for e, s in zip(df["experiment"], df["seed"])]
-        return df
+        for f in frames:
+            f["state"] = state[(f["experiment"].iat[0], f["seed"].iat[0])] if len(f) else "missing"
+        return pd.concat(frames, ignore_index=True)
 
     experiments = list(dict.fromkeys(runs["experiment"]))
     if params:
@@ -443,7 +449,7 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
     mean = {e: by[e][metric].mean() if len(by[e]) else math.nan for e in experiments}
     base = by[baseline]
     agg = lambda e, c: float(by[e][c].mean()) if c in by[e] and len(by[e]) else math.nan  # noqa: E731
-    crit, cmp_rows, calls, needs = [], [], {}, []
+    crit, cmp_rows, calls, needs, open_ = [], [], {}, [], []  # needs: undecided candidates; open_: MSE open, cannot win
 
     def add(e, criterion, value, threshold, result):
         crit.append({"experiment": e, "criterion": criterion, "value": value, "threshold": threshold, "result": result})
@@ -490,12 +496,15 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
                 ("pass" if ok else "fail") if rules.stability_not_worse else "info")
         if change == "worse" or not stab_ok:
             call = "hurts"
+        elif not aux_ok:  # its heads miss the bar: it cannot win, whatever more seeds say about its val MSE
+            call = "no gain"
         elif change in ("better", "similar"):
-            call = "helps" if aux_ok else "no gain"
+            call = "helps"
         else:
             call = "unclear"
+        if change == "unclear":
             n = seeds_needed(c["rel_change"], c["sd_rel"], tol, rules.alpha, rules.power)
-            needs.append(n if n is not None else 3)
+            (needs if call == "unclear" else open_).append((e, n if n is not None else 3))
         calls[e] = call
         cmp_rows.append({"experiment": e, **c, "change": change, "call": call, "mean": mean[e], "mean_baseline": mean[baseline]})
 
@@ -515,9 +524,13 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
         winner = min(finished, key=lambda e: mean[e])
     unclear = [e for e in experiments if calls[e] == "unclear"]
     status = "provisional" if unclear or not len(base) else "decided"
-    need = max(needs) if needs else None
+    need = max(n for _, n in needs) if needs else None
     paragraph = _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, winner, status)
     sureness = _sureness(by, experiments, baseline, status, need, rules, unclear)
+    if open_:
+        sureness += " " + " ".join(
+            f"Whether {e} hurts reconstruction stays open (its val MSE interval is too wide; ≈{n if n <= 200 else '> 200'} "
+            f"seeds per experiment would tell), but it cannot win with its heads below the bar." for e, n in open_)
     return Verdict(winner, status, paragraph, sureness, need, calls, pd.DataFrame(crit), comparisons)
 
 
@@ -551,7 +564,9 @@ def _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, w
         words = _head_words(heads.get(e, ()))
         call = {"helps": f"auxiliary {words} does not hurt" + (" and helps" if c.change == "better" else ""),
                 "hurts": f"auxiliary {words} hurts",
-                "no gain": f"reconstruction is fine but the {words} head is below the bar",
+                "no gain": f"its {words} head is below the bar ("
+                + ", ".join(f"{n} ≥ {v}" for h, n, v in (("seg", "seg mIoU", rules.min_seg_miou), ("cls", "cls accuracy", rules.min_cls_accuracy))
+                            if h in heads.get(e, ())) + "), so it cannot win" + (" whatever its val MSE" if c.change == "unclear" else ""),
                 "unclear": "undecided"}[calls[e]]
         if calls[e] == "hurts" and c.change != "worse":
             call += " (training is less stable or slower: see the criteria)"
@@ -574,7 +589,7 @@ def _sureness(by, experiments, baseline, status, need, rules, unclear) -> str:
     if lo < 3:
         s += " With 2 seeds a t-interval is very wide (t = 12.7); 3 or more seeds are needed for a useful interval."
     if status == "decided":
-        return f"Sure enough to decide: every comparison with {baseline} is clear at this level. {s}"
+        return f"Sure enough to pick the winner: no other experiment can still beat it at this level. {s}"
     more = f"needs more seeds (≈{need} per experiment)" if need and need <= 200 else \
         "needs more seeds (the observed change sits on the tolerance: more than 200 seeds would be needed; treat them as equal)" \
         if need else "needs more seeds (≥ 3 per experiment)"

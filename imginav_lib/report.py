@@ -266,6 +266,7 @@ def fig_curves(a: Analysis) -> go.Figure:
     fig = make_subplots(rows=len(comps), cols=2, shared_xaxes=True, vertical_spacing=0.06, horizontal_spacing=0.08,
                         subplot_titles=[f"{split} {names[c]}" for c in comps for split in ("train", "val")])
     col = colors(a.runs.experiments)
+    traces, rows, cols = [], [], []  # added in one call: add_trace per trace is slow with hundreds of traces
     for x in a.runs.experiments:
         g = m[m["experiment"] == x]
         if not len(g):
@@ -277,12 +278,16 @@ def fig_curves(a: Analysis) -> go.Figure:
                     continue
                 q = g.groupby("epoch")[k].agg(["mean", "min", "max"]).dropna()
                 ep = q.index.to_numpy()
-                fig.add_trace(go.Scatter(x=np.r_[ep, ep[::-1]], y=np.r_[q["max"], q["min"][::-1]], fill="toself", line_width=0,
-                                         fillcolor=_rgba(col[x], 0.15), hoverinfo="skip", showlegend=False, legendgroup=x), i + 1, j + 1)
-                fig.add_trace(go.Scatter(x=ep, y=q["mean"], mode="lines", line_color=col[x], name=_t(x), legendgroup=x,
-                                         showlegend=(i == 0 and j == 0), hovertemplate=f"{_t(x)}<br>epoch %{{x}}<br>{split} {names[c]} %{{y:.4g}}<extra></extra>"), i + 1, j + 1)
-        for i, c in enumerate(comps):
-            fig.update_yaxes(title_text=names[c], type="log" if c == "mse" else "linear", row=i + 1, col=1)
+                traces.append(go.Scatter(x=np.r_[ep, ep[::-1]], y=np.r_[q["max"], q["min"][::-1]], fill="toself", line_width=0,
+                                         fillcolor=_rgba(col[x], 0.15), hoverinfo="skip", showlegend=False, legendgroup=x))
+                traces.append(go.Scatter(x=ep, y=q["mean"], mode="lines", line_color=col[x], name=_t(x), legendgroup=x,
+                                         showlegend=(i == 0 and j == 0), hovertemplate=f"{_t(x)}<br>epoch %{{x}}<br>{split} {names[c]} %{{y:.4g}}<extra></extra>"))
+                rows += [i + 1, i + 1]
+                cols += [j + 1, j + 1]
+    if traces:
+        fig.add_traces(traces, rows=rows, cols=cols)
+    for i, c in enumerate(comps):
+        fig.update_yaxes(title_text=names[c], type="log" if c == "mse" else "linear", row=i + 1, col=1)
     fig.update_xaxes(title_text="epoch", row=len(comps))
     fig.update_layout(title=_t(f"{a.runs.phase}: loss components per epoch (mean over finished seeds, band = seed min-max)"),
                       height=260 * len(comps) + 120, legend_title_text="experiment")
@@ -290,18 +295,20 @@ def fig_curves(a: Analysis) -> go.Figure:
 
 
 def _bar_ci(fig, a, metric, row, col, colr):
-    s = a.summary
-    t = a.table
-    for x in a.runs.experiments:
-        q = s[(s.experiment == x) & (s.metric == metric)].iloc[0]
-        if q.n == 0 or not math.isfinite(q["mean"]):
-            continue
-        err = dict(type="data", symmetric=False, array=[q.ci_high - q["mean"]], arrayminus=[q["mean"] - q.ci_low]) if math.isfinite(q.ci_low) else None
-        fig.add_trace(go.Bar(x=[_t(x)], y=[q["mean"]], error_y=err, marker_color=colr[x], opacity=0.6, name=_t(x), legendgroup=x,
-                             showlegend=False, hovertemplate=f"{_t(x)}<br>mean %{{y:.4g}} (n={q.n})<extra></extra>"), row, col)
-        pts = t.loc[t["experiment"] == x, metric].dropna()
-        fig.add_trace(go.Scatter(x=[_t(x)] * len(pts), y=pts, mode="markers", marker=dict(color="black", size=5), showlegend=False,
-                                 hovertemplate=f"{_t(x)}<br>seed value %{{y:.4g}}<extra></extra>"), row, col)
+    """One bar trace (mean, whiskers = CI) and one dot trace (seeds) for a metric, over all experiments."""
+    s = a.summary[a.summary.metric == metric].set_index("experiment")
+    exps = [x for x in a.runs.experiments if s.loc[x, "n"] > 0 and math.isfinite(s.loc[x, "mean"])]
+    if not exps:
+        return
+    q = s.loc[exps]
+    ci = np.isfinite(q["ci_low"].to_numpy())
+    fig.add_trace(go.Bar(x=[_t(x) for x in exps], y=q["mean"], marker_color=[colr[x] for x in exps], opacity=0.6, showlegend=False,
+                         error_y=dict(type="data", symmetric=False, array=np.where(ci, q["ci_high"] - q["mean"], 0),
+                                      arrayminus=np.where(ci, q["mean"] - q["ci_low"], 0)),
+                         customdata=q["n"], hovertemplate="%{x}<br>mean %{y:.4g} (n=%{customdata})<extra></extra>"), row, col)
+    t = a.table[a.table["experiment"].isin(exps)].dropna(subset=[metric])
+    fig.add_trace(go.Scatter(x=[_t(x) for x in t["experiment"]], y=t[metric], mode="markers", marker=dict(color="black", size=5),
+                             showlegend=False, hovertemplate="%{x}<br>seed value %{y:.4g}<extra></extra>"), row, col)
 
 
 def fig_final_metrics(a: Analysis) -> go.Figure:
@@ -347,15 +354,20 @@ def fig_stability(a: Analysis) -> go.Figure:
              ("epochs_to_10pct", "epochs to within 10% of best", 1)]
     fig = make_subplots(rows=1, cols=4, subplot_titles=[s[1] for s in specs] + ["seed spread of final val MSE (%)"])
     colr = colors(a.runs.experiments)
+    traces, cols = [], []
     for x in a.runs.experiments:
         g = t[t["experiment"] == x] if len(t) else t
+        if not len(g):
+            continue
         for j, (col, _, scale) in enumerate(specs):
-            v = g[col].dropna() * scale if len(g) else []
-            fig.add_trace(go.Box(y=v, name=_t(x), marker_color=colr[x], boxpoints="all", jitter=0.3, showlegend=False, legendgroup=x), 1, j + 1)
-        s = a.summary
-        q = s[(s.experiment == x) & (s.metric == "seed_spread")]["mean"]
+            traces.append(go.Box(y=g[col].dropna() * scale, name=_t(x), marker_color=colr[x], boxpoints="all", jitter=0.3, showlegend=False))
+            cols.append(j + 1)
+        q = a.summary[(a.summary.experiment == x) & (a.summary.metric == "seed_spread")]["mean"]
         if len(q) and math.isfinite(q.iloc[0]):
-            fig.add_trace(go.Bar(x=[_t(x)], y=[q.iloc[0] * 100], marker_color=colr[x], showlegend=False), 1, 4)
+            traces.append(go.Bar(x=[_t(x)], y=[q.iloc[0] * 100], marker_color=colr[x], showlegend=False))
+            cols.append(4)
+    if traces:
+        fig.add_traces(traces, rows=[1] * len(traces), cols=cols)
     fig.update_xaxes(showticklabels=len(a.runs.experiments) <= 6)
     fig.update_layout(title=_t(f"{a.runs.phase}: stability and convergence per experiment (one dot per finished seed)"), height=420)
     return fig
@@ -440,7 +452,7 @@ def _png_p(indices: np.ndarray, palette: np.ndarray) -> bytes:
     im = Image.fromarray(indices.astype(np.uint8), mode="P")
     im.putpalette(palette.tolist())
     buf = io.BytesIO()
-    im.save(buf, format="PNG", optimize=True)
+    im.save(buf, format="PNG")
     return buf.getvalue()
 
 
@@ -449,23 +461,36 @@ _CLASS_LUT[: len(PALETTE)] = PALETTE
 _CLASS_LUT = _CLASS_LUT.ravel()  # IGNORE_INDEX shows black
 
 
-def panels(arrays: dict, i: int) -> dict[str, bytes]:
-    """Encoded images of sample i of an npz: input/mask/seg as palette PNG, recon as WebP, |error| as heat PNG."""
+def _webp(rgb: np.ndarray) -> bytes:
     from PIL import Image
 
-    def webp(rgb):
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, format="WEBP", quality=85, method=4)
-        return buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="WEBP", quality=85, method=4)
+    return buf.getvalue()
 
-    def png(rgb):
-        buf = io.BytesIO()
-        Image.fromarray(rgb).save(buf, format="PNG", optimize=True)
-        return buf.getvalue()
 
-    seg = arrays["seg_pred"][i] if "seg_pred" in arrays else arrays["recon_classes"][i]
-    return {"input": png(arrays["input"][i].transpose(1, 2, 0)), "recon": webp(arrays["recon"][i].transpose(1, 2, 0)),
-            "error": _png_p(arrays["error"][i], _error_lut()), "seg": _png_p(seg, _CLASS_LUT), "mask": _png_p(arrays["mask"][i], _CLASS_LUT)}
+def _png(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+_ERROR_LUT = _error_lut()
+# How each panel of a sample is encoded: npz arrays -> bytes. Layouts are flat colours (PNG); recon is photo-like (WebP).
+PANELS = {
+    "input": lambda a, i: _png(a["input"][i].transpose(1, 2, 0)),
+    "recon": lambda a, i: _webp(a["recon"][i].transpose(1, 2, 0)),
+    "error": lambda a, i: _png_p(a["error"][i], _ERROR_LUT),
+    "seg": lambda a, i: _png_p(a["seg_pred"][i] if "seg_pred" in a else a["recon_classes"][i], _CLASS_LUT),
+    "mask": lambda a, i: _png_p(a["mask"][i], _CLASS_LUT),
+}
+
+
+def panels(arrays: dict, i: int) -> dict[str, bytes]:
+    """Encoded images of sample i of an npz: input/mask/seg as palette PNG, recon as WebP, |error| as heat PNG."""
+    return {k: enc(arrays, i) for k, enc in PANELS.items()}
 
 
 def _thin(epochs: list[int], k: int) -> list[int]:
@@ -503,9 +528,12 @@ def browser_data(a: Analysis, budget: int = BROWSER_BUDGET) -> dict:
                 frame = []
                 for i in range(min(n_show, len(arrays["index"]))):
                     ref = {}
-                    for k, b in panels(arrays, i).items():
-                        h = hashlib.blake2b(b, digest_size=12).digest()
+                    for k, enc in PANELS.items():
+                        # The same input and true mask recur in every run and epoch: key by the raw pixels, encode once.
+                        src = arrays["seg_pred" if k == "seg" and "seg_pred" in arrays else "recon_classes" if k == "seg" else k][i]
+                        h = (k, hashlib.blake2b(src.tobytes(), digest_size=12).digest())
                         if h not in ids:
+                            b = enc(arrays, i)
                             ids[h] = len(blobs)
                             mime = "image/webp" if b[8:12] == b"WEBP" else "image/png"
                             blobs.append(f"data:{mime};base64," + base64.b64encode(b).decode())

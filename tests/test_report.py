@@ -1,0 +1,130 @@
+"""The HTML report: built by papermill + nbconvert, self-contained, escaped, naming failed and missing runs."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+import yaml
+
+from imginav_lib import analysis as A
+from imginav_lib import report as R
+from imginav_lib.cli import main
+
+EVIL = "<img src=x onerror=alert(1)>"  # experiment names are folders: no "/", so no "</script>"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A phase with one failed and one missing run, and a hostile name, note and error message."""
+    tmp = tmp_path_factory.mktemp("report")
+    runs = A.write_synthetic_phase(
+        tmp / "runs", phase="phase_report", seeds=(1, 2, 3), epochs=6, sample_interval=2,
+        experiments={"F1": {}, "F2_seg": {"seg": 0.05}, EVIL: {"seg": 0.05, "cls": 0.01}},
+        states={("F2_seg", 3): "failed", ("F1", 3): "missing"}, notes={"F1": "<script>alert(2)</script>"},
+    )
+    out = tmp / "out" / "report.html"
+    t = time.time()
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    return runs, out, out.read_text(), time.time() - t
+
+
+def test_report_files_are_written(built):
+    runs, out, _, seconds = built
+    assert out.is_file() and (runs / "analysis.ipynb").is_file()
+    assert (runs / "winner.yaml").is_file() and (runs / "phase1_5.yaml").is_file()
+    assert not [p for p in [*runs.iterdir(), *out.parent.iterdir()] if p.name.startswith(".")]  # atomic: no temp files
+    print(f"\nreport of 9 runs: {seconds:.1f} s, {out.stat().st_size / 1e6:.1f} MB")
+
+
+def test_report_is_self_contained(built):
+    _, _, html, _ = built
+    from plotly.offline import get_plotlyjs
+
+    assert html.count(get_plotlyjs()[:2000]) == 1  # plotly.js inlined exactly once
+    assert not re.search(r"<script[^>]+src=", html)  # nothing loaded from anywhere (CDNs included)
+    assert not re.search(r"<link[^>]+href=\"http", html)
+    assert "require.min.js" not in html and "mathjax@" not in html.lower()
+    assert "data:image/webp;base64," in html and "data:image/png;base64," in html
+
+
+def test_user_text_is_escaped(built):
+    _, _, html, _ = built
+    # Outside <script> (where names are JSON with <, >, & as \u escapes) every occurrence is escaped.
+    body = re.sub(r"<script.*?</script>", "", html, flags=re.S)
+    assert EVIL not in body and "&lt;img src=x onerror=alert(1)&gt;" in body
+    assert "<script>alert(2)</script>" not in body and "&lt;script&gt;alert(2)&lt;/script&gt;" in body
+
+
+def test_verdict_first_then_evidence(built):
+    _, _, html, _ = built
+    text = re.sub(r"<script.*?</script>|<style.*?</style>", "", html, flags=re.S)
+    order = [text.find(s) for s in ("phase_report: does an auxiliary loss", "Winner:", "How sure we are", "Decision criteria",
+                                    "Statistics across seeds", "Training curves", "Reconstructions")]
+    assert -1 not in order and order == sorted(order)
+    assert "jp-InputArea-editor" not in text and "analysis.analyse(" not in text  # code hidden
+
+
+def test_failed_and_missing_runs_are_named(built):
+    _, _, html, _ = built
+    assert "failed" in html and "RuntimeError: synthetic failure" in html
+    assert "missing" in html and "run folder not found" in html
+    assert "7 of 9 runs finished" in html
+
+
+def test_winner_yaml_names_the_winner(built):
+    runs, _, html, _ = built
+    w = yaml.safe_load((runs / "winner.yaml").read_text())
+    assert w["winner"] in ("F1", "F2_seg", EVIL)
+    assert f"Winner: {R.e(w['winner'])}" in html
+
+
+def test_report_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "runs folder not found" in capsys.readouterr().err
+
+
+def test_one_seed_phase_says_so(tmp_path):
+    """The report pieces for a 1-seed phase (in-process: the notebook path is covered above)."""
+    runs = A.write_synthetic_phase(tmp_path / "runs", seeds=(7,), epochs=4, sample_interval=2)
+    a = A.analyse(runs)
+    text = R.verdict_html(a) + R.stats_html(a) + R.criteria_html(a)
+    assert "no confidence interval" in text and "n=1" in text
+    for fig in R.figures(a):
+        fig.to_json()
+    assert "imginav-browser" in R.browser_html(a)
+
+
+def test_no_finished_run_still_renders(tmp_path):
+    runs = A.write_synthetic_phase(tmp_path / "runs", seeds=(1,), epochs=4,
+                                   states={("F1_rgb_only", 1): "failed", ("F2_rgb_seg", 1): "running", ("F3_rgb_seg_cls", 1): "missing"})
+    a = A.analyse(runs)
+    assert a.verdict.winner is None and a.verdict.status == "no results"
+    assert A.write_handoff(a.runs, a.verdict, a.summary) == {}
+    html = R.header_html(a) + R.verdict_html(a) + R.runs_html(a) + R.stats_html(a) + R.criteria_html(a)
+    assert "0 of 3 runs finished" in html
+    for fig in R.figures(a):
+        fig.to_json()
+
+
+def test_static_browser_stays_within_budget(tmp_path):
+    runs = A.write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=12, sample_interval=1, num_samples=6)
+    a = A.analyse(runs)
+    d = R.browser_data(a, budget=60)
+    shown = sum(len(s["epochs"]) * len(next(iter(s["frames"].values()))) for seeds in d["runs"] for s in seeds)
+    assert shown <= 60 + 6 * 4 and "static browser shows" in d["note"]
+    assert all(s["epochs"][-1] == 12 for seeds in d["runs"] for s in seeds)  # the last epoch is always there
+
+
+def test_scale_30_experiments_3_seeds_50_epochs(tmp_path):
+    t = time.time()
+    exps = {f"E{i:02d}": ({"seg": 0.05} if i % 3 else {}) | ({"cls": 0.01} if i % 5 == 0 else {}) for i in range(30)}
+    runs = A.write_synthetic_phase(tmp_path / "runs", phase="scale", experiments=exps, seeds=(1, 2, 3), epochs=50,
+                                   sample_interval=5, steps_per_epoch=10)
+    written = time.time() - t
+    out = R.build_report(runs, out=tmp_path / "scale.html")
+    seconds = time.time() - t - written
+    size = out.stat().st_size / 1e6
+    print(f"\nscale 30x3x50: wrote runs in {written:.1f} s; report {seconds:.1f} s, {size:.1f} MB")
+    assert size < 40 and seconds < 120
+    assert "E29" in out.read_text()
