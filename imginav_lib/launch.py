@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import re
 import shlex
@@ -207,12 +208,13 @@ def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) 
         # Scheduler warning (USR2) or termination (TERM): ask the trainer, which polls this file every step,
         # to checkpoint and stop. The kernel may not get the signal itself (its own process group).
         stop_file.touch()
-        print(f"imginav: {signal.Signals(signum).name}: asked {name} to checkpoint and stop", flush=True)
+        # os.write, not print: the handler may interrupt a print of the notebook's output (reentrant buffer).
+        msg = f"imginav: {signal.Signals(signum).name}: asked {name} to checkpoint and stop\n"
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout without a descriptor
+            os.write(sys.stdout.fileno(), msg.encode())
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGUSR2, signal.SIGTERM)}
-    import logging
-
-    import papermill
+    import papermill  # slow import: only here
 
     # --log-output equivalent: the notebook's output goes to this process's stdout, i.e. the scheduler's .out file.
     log = logging.getLogger("papermill")
