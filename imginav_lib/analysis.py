@@ -467,7 +467,7 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
         c = compare(by[e][metric].reindex(seeds).to_numpy(), base[metric].reindex(seeds).to_numpy(), level)
         change = classify_change(c["ci_low"], c["ci_high"], tol) if len(base) else "unclear"
         ci = f"{_pct(c['rel_change'])} (CI {_pct(c['ci_low'])} to {_pct(c['ci_high'])})"
-        add(e, "val MSE not worse than baseline", ci, f"not (CI > 0 and upper > {_pct(tol)})",
+        add(e, "val MSE not worse than baseline", ci, f"CI not entirely above 0 and reaching past {_pct(tol)}",
             "fail" if change == "worse" else "unclear" if change == "unclear" else "pass")
         add(e, f"val MSE similar (within ±{tol:.0%}) or better", ci, f"CI upper ≤ {_pct(tol)}",
             "pass" if change in ("better", "similar") else "fail" if change == "worse" else "unclear")

@@ -59,7 +59,7 @@ def _rgba(color: str, alpha: float) -> str:
 CSS = """
 .imginav h1 {font-size: 1.7em; margin: 0.2em 0}
 .imginav table {border-collapse: collapse; font-size: 0.9em; margin: 0.4em 0}
-.imginav th, .imginav td {border: 1px solid #ccc; padding: 3px 7px; text-align: left; vertical-align: top}
+.imginav th, .imginav td {border: 1px solid #ccc; padding: 3px 7px; text-align: left !important; vertical-align: top}
 .imginav th {background: #f3f3f3}
 .imginav .verdict {border: 2px solid #2a6; border-radius: 6px; padding: 0.6em 1em; background: #f4fbf6}
 .imginav .verdict.provisional {border-color: #d90; background: #fffaf0}
@@ -278,7 +278,7 @@ def fig_curves(a: Analysis) -> go.Figure:
                     continue
                 q = g.groupby("epoch")[k].agg(["mean", "min", "max"]).dropna()
                 ep = q.index.to_numpy()
-                traces.append(go.Scatter(x=np.r_[ep, ep[::-1]], y=np.r_[q["max"], q["min"][::-1]], fill="toself", line_width=0,
+                traces.append(go.Scatter(x=np.r_[ep, ep[::-1]], y=np.r_[q["max"], q["min"][::-1]], fill="toself", mode="lines", line_width=0,
                                          fillcolor=_rgba(col[x], 0.15), hoverinfo="skip", showlegend=False, legendgroup=x))
                 traces.append(go.Scatter(x=ep, y=q["mean"], mode="lines", line_color=col[x], name=_t(x), legendgroup=x,
                                          showlegend=(i == 0 and j == 0), hovertemplate=f"{_t(x)}<br>epoch %{{x}}<br>{split} {names[c]} %{{y:.4g}}<extra></extra>"))
@@ -384,6 +384,7 @@ def fig_iou(a: Analysis) -> go.Figure:
                                  text=np.where(np.isfinite(z), np.round(z, 2).astype(str), "—"), texttemplate="%{text}" if len(exps) <= 12 else None,
                                  hovertemplate="%{y}<br>%{x}: IoU %{z:.3f}<extra></extra>"), 1, j + 1)
     fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(showticklabels=False, row=1, col=2)  # same rows as the left panel
     fig.update_layout(title=_t(f"{a.runs.phase}: per-class IoU at the best epoch (mean over finished seeds; — = head not trained)"),
                       height=max(380, 28 * len(exps) + 220))
     return fig
@@ -627,13 +628,29 @@ def browser_widget(a: Analysis):
     caps = {k: W.Label(k) for k in names}
     box = W.HBox([W.VBox([imgs[k], caps[k]]) for k in names])
 
+    busy = [False]  # while options are replaced, the value observers must not fire on half-updated state
+
     def on_exp(_=None):
+        busy[0] = True
         seed.options = sorted(s.loc[s.experiment == exp.value, "seed"].unique().tolist())
+        seed.value = seed.options[0]
+        busy[0] = False
+        on_seed()
+
     def on_seed(_=None):
+        if busy[0]:
+            return
         g = s[(s.experiment == exp.value) & (s.seed == seed.value)]
-        epoch.options = sorted(g["epoch"].tolist())
-        epoch.value = epoch.options[-1]
+        old, epochs = epoch.value, sorted(g["epoch"].tolist())
+        busy[0] = True
+        epoch.options = epochs
+        epoch.value = min(epochs, key=lambda x: abs(x - old)) if old else epochs[-1]
+        busy[0] = False
+        draw()
+
     def draw(_=None):
+        if busy[0]:
+            return
         g = s[(s.experiment == exp.value) & (s.seed == seed.value) & (s.epoch == epoch.value)]
         if not len(g):
             return
@@ -645,12 +662,11 @@ def browser_widget(a: Analysis):
             imgs[k].value = b
         caps["seg"].value = "predicted segmentation" if "seg_pred" in arrays else "recon snapped to palette"
 
+    on_exp()
     exp.observe(on_exp, "value")
     seed.observe(on_seed, "value")
     epoch.observe(draw, "value")
     sample.observe(draw, "value")
-    on_exp()
-    draw()
     return W.VBox([W.HBox([exp, seed]), W.HBox([epoch, sample]), box])
 
 

@@ -128,3 +128,17 @@ def test_scale_30_experiments_3_seeds_50_epochs(tmp_path):
     print(f"\nscale 30x3x50: wrote runs in {written:.1f} s; report {seconds:.1f} s, {size:.1f} MB")
     assert size < 40 and seconds < 120
     assert "E29" in out.read_text()
+
+
+def test_live_widget_browser_follows_its_controls(tmp_path):
+    runs = A.write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=4, sample_interval=2)
+    w = R.browser_widget(A.analyse(runs))
+    (exp, seed), (epoch, sample) = w.children[0].children, w.children[1].children
+    recon = w.children[2].children[1].children[0]
+    assert (seed.value, epoch.value) == (1, 4) and recon.format == "webp" and recon.value
+    before = recon.value
+    epoch.value = 2
+    assert recon.value != before
+    exp.value = exp.options[1]
+    assert seed.value == 1 and epoch.value == 2  # the nearest epoch is kept
+    assert w.children[2].children[3].children[1].value == "predicted segmentation"
