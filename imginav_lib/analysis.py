@@ -172,9 +172,9 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
                     row.update(state="unreadable", error=f"{name}: {e}")
                     continue
                 sink.append(df.assign(experiment=exp, seed=seed))
-                has_metrics |= name == "metrics.csv" and len(df) > 0
+                has_metrics |= name == "metrics.csv" and "val_mse" in df and bool(np.isfinite(df["val_mse"]).any())
         if row["state"] == "done" and not has_metrics:
-            row.update(state="unreadable", error="status done but metrics.csv is missing or empty")
+            row.update(state="unreadable", error="status done but metrics.csv has no finite val_mse")
         for name, sink, load in (("eval.json", evals, _read_json), ("config.yaml", configs, load_yaml)):
             p = d / name
             if name == "config.yaml" and any(e == exp for e, _ in configs):
@@ -459,6 +459,10 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
             calls[e] = "no results"
             add(e, "finished runs", "0", "≥ 1", "fail")
             continue
+        if not len(base):  # nothing to compare with: the ranking below is by mean only
+            calls[e] = "unclear"
+            add(e, "baseline has finished runs", "0", "≥ 1", "unclear")
+            continue
         if e == baseline:
             calls[e] = "baseline"
             add(e, f"val MSE (baseline, {len(base)} seeds)", f"{mean[e]:.4g}", "", "baseline")
@@ -527,6 +531,10 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
     need = max(n for _, n in needs) if needs else None
     paragraph = _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, winner, status)
     sureness = _sureness(by, experiments, baseline, status, need, rules, unclear)
+    if not len(base):
+        paragraph = (f"The baseline {baseline} has no finished run, so no experiment can be compared with it; "
+                     f"{winner} has the lowest mean best val MSE ({mean[winner]:.4g}). " + paragraph)
+        sureness = f"Not sure: without a finished run of the baseline {baseline} there is no comparison; rerun it."
     if open_:
         sureness += " " + " ".join(
             f"Whether {e} hurts reconstruction stays open (its val MSE interval is too wide; ≈{n if n <= 200 else '> 200'} "

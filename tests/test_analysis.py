@@ -127,6 +127,13 @@ def test_a_bad_aux_head_or_unstable_training_is_not_a_win(tmp_path):
     assert v.winner == F[0] and "simplify to RGB-only" in v.paragraph
 
 
+def test_no_finished_baseline_is_said_not_hidden(tmp_path):
+    runs = synthetic(tmp_path, states={(F[0], s): "failed" for s in (1, 2, 3)})
+    v = A.analyse(runs).verdict
+    assert v.status == "provisional" and v.calls[F[0]] == "no results"
+    assert "baseline F1_rgb_only has no finished run" in v.paragraph and "rerun it" in v.sureness
+
+
 def test_wide_intervals_ask_for_more_seeds(tmp_path):
     runs = synthetic(tmp_path, seeds=(1, 2, 3), noise=0.08, effects={F[1]: {"mse": 1.05}, F[2]: {"mse": 1.05}})
     v = A.analyse(runs).verdict
