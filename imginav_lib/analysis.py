@@ -425,6 +425,7 @@ class Verdict:
     calls: dict[str, str]  # experiment -> helps / hurts / no gain / unclear / baseline / no results
     criteria: pd.DataFrame  # experiment, criterion, value, threshold, result
     comparisons: pd.DataFrame  # experiment, rel_change, ci_low, ci_high, p_value, effect_size, test, call, ...
+    level: float = 0.95  # confidence level of the comparison intervals (1 - alpha, or 1 - alpha / m with Bonferroni)
 
 
 def _pct(x: float) -> str:
@@ -444,7 +445,8 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
     tolerance) or its training is less stable or slower. The winner is the helping experiment with the lowest
     mean val MSE (those significantly better first), else the baseline. Any "unclear" makes it provisional.
     """
-    level, tol, metric = 1 - rules.alpha, rules.similar_tolerance, "best_val_mse"
+    m = max(1, len(experiments) - 1) if rules.correction == "bonferroni" else 1
+    level, tol, metric = 1 - rules.alpha / m, rules.similar_tolerance, "best_val_mse"
     by = {e: table[table["experiment"] == e].set_index("seed") for e in experiments}
     mean = {e: by[e][metric].mean() if len(by[e]) else math.nan for e in experiments}
     base = by[baseline]
@@ -507,7 +509,7 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
         else:
             call = "unclear"
         if change == "unclear":
-            n = seeds_needed(c["rel_change"], c["sd_rel"], tol, rules.alpha, rules.power)
+            n = seeds_needed(c["rel_change"], c["sd_rel"], tol, rules.alpha / m, rules.power)
             (needs if call == "unclear" else open_).append((e, n if n is not None else 3))
         calls[e] = call
         cmp_rows.append({"experiment": e, **c, "change": change, "call": call, "mean": mean[e], "mean_baseline": mean[baseline]})
@@ -517,7 +519,7 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
     finished = [e for e in experiments if len(by[e])]
     if not finished:
         return Verdict(None, "no results", "No run of this phase has finished: there is nothing to compare yet.",
-                       "Not at all: no finished runs.", None, calls, pd.DataFrame(crit), comparisons)
+                       "Not at all: no finished runs.", None, calls, pd.DataFrame(crit), comparisons, level)
     helpers = [e for e in experiments if calls[e] == "helps"]
     better = [e for e in helpers if comparisons.set_index("experiment").loc[e, "change"] == "better"]
     if helpers:
@@ -531,6 +533,8 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
     need = max(n for _, n in needs) if needs else None
     paragraph = _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, winner, status)
     sureness = _sureness(by, experiments, baseline, status, need, rules, unclear)
+    if m > 1:
+        sureness += f" Bonferroni: each of the {m} comparisons uses a {level:.2%} interval (alpha {rules.alpha} / {m})."
     if not len(base):
         paragraph = (f"The baseline {baseline} has no finished run, so no experiment can be compared with it; "
                      f"{winner} has the lowest mean best val MSE ({mean[winner]:.4g}). " + paragraph)
@@ -539,7 +543,7 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
         sureness += " " + " ".join(
             f"Whether {e} hurts reconstruction stays open (its val MSE interval is too wide; ≈{n if n <= 200 else '> 200'} "
             f"seeds per experiment would tell), but it cannot win with its heads below the bar." for e, n in open_)
-    return Verdict(winner, status, paragraph, sureness, need, calls, pd.DataFrame(crit), comparisons)
+    return Verdict(winner, status, paragraph, sureness, need, calls, pd.DataFrame(crit), comparisons, level)
 
 
 def _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, winner, status) -> str:

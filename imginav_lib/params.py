@@ -123,6 +123,9 @@ class Decision(Strict):
     baseline: str | None = None  # experiment the others are compared to; default: the first one
     similar_tolerance: float = Field(0.02, ge=0)  # |relative change of val MSE vs baseline| within this is "similar"
     alpha: float = Field(0.05, gt=0, lt=1)  # significance level; intervals are (1 - alpha) confidence intervals
+    # bonferroni: each of the m comparisons with the baseline uses alpha / m, so that with many experiments the
+    # chance of any false "worse"/"better" stays near alpha (none: alpha per comparison, the researchers' default)
+    correction: Literal["none", "bonferroni"] = "none"
     power: float = Field(0.8, gt=0, lt=1)  # for "needs more seeds (~N)": chance that N seeds decide
     min_seg_miou: float = Field(0.5, ge=0, le=1)
     min_cls_accuracy: float = Field(0.8, ge=0, le=1)

@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .analysis import _UMASK, LOSS_COMPONENTS, RUN_METRICS, STABILITY, Analysis, ReportError, atomic_write_text
-from .data import CLASS_NAMES, IGNORE_INDEX, PALETTE
+from .data import CLASS_NAMES, PALETTE
 from .errors import InputError
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analysis.ipynb"
@@ -224,6 +224,8 @@ def stats_html(a: Analysis) -> str:
           "With 1 seed there is no interval; with 2 it is very wide: 3 or more seeds are needed.</p>"
     out += _table(["experiment", *[labels[m] for m in metrics]], rows)
     c = a.verdict.comparisons
+    if a.verdict.level != 1 - a.runs.decision.alpha:
+        level = f"{a.verdict.level:.2%} (Bonferroni)"
     if len(c):
         crow = [[e(r.experiment), e(f"{r.n} vs {r.n_baseline} ({r.n_pairs} paired)"), e(f"{r.rel_change:+.2%}" if math.isfinite(r.rel_change) else "n/a"),
                  e(f"[{r.ci_low:+.2%}, {r.ci_high:+.2%}]" if math.isfinite(r.ci_low) else "n/a"),
@@ -329,7 +331,7 @@ def fig_final_metrics(a: Analysis) -> go.Figure:
 def fig_relative(a: Analysis) -> go.Figure:
     c = a.verdict.comparisons
     tol = a.runs.decision.similar_tolerance
-    level = f"{1 - a.runs.decision.alpha:.0%}"
+    level = f"{a.verdict.level:.0%}" if a.verdict.level == 1 - a.runs.decision.alpha else f"{a.verdict.level:.2%} (Bonferroni)"
     fig = go.Figure()
     fig.add_vrect(x0=-tol * 100, x1=tol * 100, fillcolor="green", opacity=0.1, line_width=0,
                   annotation_text=f"similar (±{tol:.0%})", annotation_position="top left")

@@ -1,7 +1,6 @@
 """Loading, statistics, stability numbers, the decision engine (including its validity) and the hand-off."""
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -202,3 +201,13 @@ def test_decision_rules_in_the_params_files_validate():
     with pytest.raises(Exception):
         Decision.model_validate({"tolerance": 0.02})
 
+
+
+def test_bonferroni_widens_the_intervals_with_many_experiments(tmp_path):
+    exps = {f"E{i}": {} for i in range(6)}
+    runs = synthetic(tmp_path, experiments=exps, seeds=(1, 2, 3))
+    a = A.analyse(runs)
+    plain = A.decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision())
+    bonf = A.decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision(correction="bonferroni"))
+    w = lambda v: (v.comparisons.ci_high - v.comparisons.ci_low).to_numpy()  # noqa: E731
+    assert (w(bonf) > w(plain)).all() and "Bonferroni" in bonf.sureness
