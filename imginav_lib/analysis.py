@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 from scipy import special
 
-from .data import CLASS_NAMES
+from .palette import CLASS_NAMES
 from .errors import InputError
 from .params import Decision, Phase, Training, _deep_merge, load_phase, params_hash
 
@@ -794,7 +794,7 @@ def write_synthetic_phase(
     """
     from PIL import Image
 
-    from .data import mask_to_rgb
+    from .palette import mask_to_rgb
 
     rng = np.random.default_rng(rng_seed)
     experiments = experiments or {"F1_rgb_only": {}, "F2_rgb_seg": {"seg": 0.05}, "F3_rgb_seg_cls": {"seg": 0.05, "cls": 0.01}}

@@ -1,4 +1,4 @@
-"""Layouts: palette, RGB -> class masks, the researchers' manifest, and the decoded cache.
+"""Layouts: the researchers' manifest and the decoded cache (the palette and masks live in palette.py).
 
 Every PNG is decoded once by `prepare_cache` into uint8 arrays (images N x 3 x H x W, masks N x H x W,
 labels N) that every experiment of a phase and every later run reuse. Training steps only index tensors.
@@ -19,41 +19,20 @@ import torch
 from PIL import Image
 
 from .errors import InputError
-
-# The fixed 10-colour palette of the 3D-FRONT layout renders: class id -> (name, RGB).
-CLASSES: list[tuple[str, tuple[int, int, int]]] = [
-    ("bed", (228, 26, 28)),
-    ("cabinet_shelf_desk", (55, 126, 184)),
-    ("chair", (77, 175, 74)),
-    ("lighting", (152, 78, 163)),
-    ("others", (127, 127, 127)),
-    ("pier_stool", (255, 127, 0)),
-    ("sofa", (255, 255, 51)),
-    ("table", (166, 86, 40)),
-    ("wall", (200, 200, 200)),
-    ("background", (240, 240, 240)),
-]
-CLASS_NAMES = [name for name, _ in CLASSES]
-PALETTE = np.array([rgb for _, rgb in CLASSES], dtype=np.uint8)  # (K, 3)
-NUM_CLASSES = len(CLASSES)
-IGNORE_INDEX = 255  # mask value of pixels too far from every palette colour (blended edges)
-SCENE_TYPES = {"room": 0, "scene": 1}  # classification target; empty `type` -> UNKNOWN_LABEL
-UNKNOWN_LABEL = -1
-MASK_TOLERANCE = 30.0  # max Euclidean RGB distance to the nearest palette colour, else IGNORE_INDEX
+from .palette import (  # noqa: F401  (re-exported: the palette is part of the data API)
+    CLASS_NAMES,
+    CLASSES,
+    IGNORE_INDEX,
+    MASK_TOLERANCE,
+    NUM_CLASSES,
+    PALETTE,
+    SCENE_TYPES,
+    UNKNOWN_LABEL,
+    mask_to_rgb,
+    rgb_to_mask,
+)
 
 CACHE_VERSION = 1
-
-
-def rgb_to_mask(rgb: np.ndarray, tolerance: float = MASK_TOLERANCE) -> np.ndarray:
-    """(..., H, W, 3) uint8 RGB -> (..., H, W) uint8 class ids; pixels farther than `tolerance` get IGNORE_INDEX."""
-    if rgb.dtype != np.uint8 or rgb.shape[-1] != 3:
-        raise ValueError(f"rgb_to_mask wants uint8 (..., 3), got {rgb.dtype} {rgb.shape}")
-    # Squared distances to the 10 palette colours in int32: (..., H, W, K). 10 colours keep this small.
-    diff = rgb[..., None, :].astype(np.int32) - PALETTE.astype(np.int32)
-    dist2 = np.einsum("...kc,...kc->...k", diff, diff)
-    mask = dist2.argmin(-1).astype(np.uint8)
-    mask[dist2.min(-1) > tolerance**2] = IGNORE_INDEX
-    return mask
 
 
 def rgb_to_classes_torch(rgb: torch.Tensor) -> torch.Tensor:
@@ -64,13 +43,6 @@ def rgb_to_classes_torch(rgb: torch.Tensor) -> torch.Tensor:
     palette = torch.as_tensor(PALETTE, device=rgb.device, dtype=rgb.dtype) / 127.5 - 1.0  # (K, 3)
     dist = (rgb[:, None] - palette[None, :, :, None, None]).square().sum(2)  # (B, K, H, W)
     return dist.argmin(1)
-
-
-def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
-    """(..., H, W) class ids -> (..., H, W, 3) uint8 palette colours; IGNORE_INDEX shows black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[:NUM_CLASSES] = PALETTE
-    return lut[mask]
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import PALETTE
+from .palette import PALETTE
 from .errors import InputError
 
 # Class ids, in the order of data.CLASSES.

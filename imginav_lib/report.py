@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .analysis import _UMASK, LOSS_COMPONENTS, RUN_METRICS, STABILITY, Analysis, ReportError, atomic_write_text
-from .data import CLASS_NAMES, PALETTE
+from .palette import CLASS_NAMES, PALETTE
 from .errors import InputError
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analysis.ipynb"
