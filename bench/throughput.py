@@ -103,17 +103,31 @@ def main():
     for name in EXPERIMENTS:  # warm-up: allocator, kernels, first-touch of the cache pages
         bare(name, *setups[name])
         trainer(name, *setups[name])
-    for _ in range(a.reps):
+    for rep in range(a.reps):
         for name in EXPERIMENTS:
             for kind, fn in (("bare", bare), ("trainer", trainer)):
                 results.setdefault((name, kind), []).append(fn(name, *setups[name]))
+        print(f"rep {rep + 1}: " + "  ".join(f"{n} {k} {v[-1]:.1f}" for (n, k), v in results.items()), flush=True)
 
     print(f"{'experiment':<10} {'bare img/s':>11} {'trainer img/s':>14} {'trainer/bare':>13}")
     med = {k: statistics.median(v) for k, v in results.items()}
     for name in EXPERIMENTS:
         b, t = med[(name, "bare")], med[(name, "trainer")]
         print(f"{name:<10} {b:>11.1f} {t:>14.1f} {t / b:>12.1%}")
-    print(f"F1/F3 trainer speed ratio: {med[('F1', 'trainer')] / med[('F3', 'trainer')]:.3f}")
+    pair = [f1 / f3 for f1, f3 in zip(results[("F1", "trainer")], results[("F3", "trainer")])]
+    print(f"F1/F3 trainer speed ratio: {med[('F1', 'trainer')] / med[('F3', 'trainer')]:.3f} "
+          f"(median of per-repetition ratios {statistics.median(pair):.3f})")
+    # Work per image does not depend on machine noise: count it too.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for name in EXPERIMENTS:
+        model, opt, scaler, cfg = setups[name]
+        w = cfg.loss
+        with FlopCounterMode(display=False) as fc:
+            out = model(x, heads=heads_for(w))
+            loss, _ = total_loss(out, x, masks, labels, mse_weight=w.mse, seg_weight=w.seg, cls_weight=w.cls)
+            loss.backward()
+        print(f"{name}: {fc.get_total_flops() / a.batch / 1e9:.2f} GFLOP per image (forward + backward)")
 
 
 if __name__ == "__main__":
