@@ -36,6 +36,7 @@ test: $(BIN)/imginav browser
 
 bench: $(BIN)/imginav
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/report_bench.py
 
 clean:
 	rm -rf runs .cache data reports/*.html
