@@ -378,8 +378,9 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
     steps = [r for r in read_rows(steps_path) if r["global_step"] <= state["global_step"]]
     write_csv(metrics_path, rows, metric_columns())
     write_csv(steps_path, steps, STEP_COLUMNS)
+    # A STOP file already here is a stop request that came while this attempt started (kernel start, imports):
+    # it is honoured after the first step. The attempt that serves a STOP removes it (below).
     stop = StopFlag(run_dir / "STOP")
-    stop.stop_file.unlink(missing_ok=True)  # a STOP left by the previous attempt was served by its checkpoint
 
     info.update(
         phase=cfg.phase, experiment=cfg.experiment, seed=cfg.seed, status="running", ended=None, error=None,
@@ -476,6 +477,7 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
         write_json(run_dir / "eval.json", {"epoch": eval_epoch, "val": final.compute(), **final.confusions()})
         heartbeat(status="done", ended=now())
     except Preempted:
+        stop.stop_file.unlink(missing_ok=True)  # served: the checkpoint is written, the next attempt resumes
         raise
     except Diverged as e:
         _append_steps(steps_path, hooks.rows)
