@@ -10,7 +10,6 @@ import datetime as dt
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +18,9 @@ import pandas as pd
 import yaml
 from scipy import special
 
-from .palette import CLASS_NAMES
 from .errors import InputError
+from .files import atomic_path, atomic_write_text
+from .palette import CLASS_NAMES
 from .params import Decision, Phase, Training, _deep_merge, load_phase, params_hash
 
 STATES = ("done", "running", "preempted", "failed", "diverged", "missing", "unreadable")
@@ -45,8 +45,6 @@ STABILITY = {
     "epochs_to_10pct": "epochs to converge: first epoch whose val MSE is within 10% of the run's best val MSE",
 }
 SPIKE_FACTOR, SPIKE_WINDOW = 3.0, 20
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class ReportError(InputError):
@@ -633,19 +631,6 @@ def simulate_decisions(effect: float, n_seeds: int = 3, seed_sd: float = 0.03, r
 # Hand-off to the next phase
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _resolved(pr: PhaseRuns, exp: str, section: str) -> dict:
     """The winner's section as it ran (config.yaml of a finished seed), else as the params resolve it."""
     for (e, s), c in sorted(pr.configs.items()):
@@ -721,19 +706,12 @@ def _write_next_params(pr: PhaseRuns, dest: Path, w: str, architecture: dict, lo
               f"# Winner: {w} ({verdict.status}). To follow a later winner file instead, use\n"
               f"# architecture_from: {os.path.relpath(winner_file, dest.parent)}\n")
     text = header + yaml.safe_dump(params, sort_keys=False, allow_unicode=True, width=120)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.stem}.", suffix=".yaml")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
-        load_phase(tmp, check_files=False)  # what `imginav validate` checks, before it replaces anything
-        os.replace(tmp, dest)
+        with atomic_path(dest) as tmp:
+            Path(tmp).write_text(text)
+            load_phase(tmp, check_files=False)  # what `imginav validate` checks, before it replaces anything
     except InputError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise ReportError(f"the next-phase params would not validate: {e}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------------

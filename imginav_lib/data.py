@@ -19,18 +19,7 @@ import torch
 from PIL import Image
 
 from .errors import InputError
-from .palette import (  # noqa: F401  (re-exported: the palette is part of the data API)
-    CLASS_NAMES,
-    CLASSES,
-    IGNORE_INDEX,
-    MASK_TOLERANCE,
-    NUM_CLASSES,
-    PALETTE,
-    SCENE_TYPES,
-    UNKNOWN_LABEL,
-    mask_to_rgb,
-    rgb_to_mask,
-)
+from .palette import MASK_TOLERANCE, PALETTE, SCENE_TYPES, UNKNOWN_LABEL, rgb_to_mask
 
 CACHE_VERSION = 1
 

@@ -23,12 +23,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .files import atomic_write_text
 from .params import ClusterResources, Phase, load_phase, params_hash, runs_of
 
 REPO = Path(__file__).resolve().parents[1]  # the package is installed editable from the repository
@@ -49,23 +49,8 @@ def train_notebook(override: str | Path | None = None) -> Path:
     return path
 
 
-def _atomic_write_text(path: Path, text: str, executable: bool = False) -> None:
-    """Write beside `path`, then rename: a reader (or a scheduler) never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o755 if executable else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _write_json(path: Path, obj) -> None:
-    _atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _read_json(path: Path) -> dict:
@@ -141,7 +126,7 @@ def write_index(phase: Phase, params_file: str | Path, runs_root: str | Path) ->
         "params_hash": params_hash(params_file),
         "runs": runs_of(phase, str(Path(runs_root).resolve())),
     }
-    _atomic_write_text(phase_dir / "params.yaml", params_file.read_text())
+    atomic_write_text(phase_dir / "params.yaml", params_file.read_text())
     _write_json(phase_dir / "index.json", index)
     return phase_dir / "index.json"
 
@@ -443,8 +428,8 @@ def _submit_cluster(plan: JobPlan, phase: Phase, dry_run: bool) -> int:
         return 0
     plan.logs.mkdir(parents=True, exist_ok=True)  # neither scheduler creates the log folder
     for _, script, text in plan.arrays:
-        _atomic_write_text(script, text, executable=True)
-    _atomic_write_text(plan.report[0], plan.report[1], executable=True)
+        atomic_write_text(script, text, executable=True)
+    atomic_write_text(plan.report[0], plan.report[1], executable=True)
     record = {"backend": b, "submitted": _now(), "cwd": os.getcwd(), "jobs": [], "report": None,
               "entries": [i for g, _, _ in plan.arrays for i in g.entries]}  # fmt: skip
     try:

@@ -8,8 +8,6 @@ The look and the per-class pixel fractions were tuned against /work/shared/real_
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from PIL import Image
 
 from .palette import PALETTE
 from .errors import InputError
+from .files import atomic_path
 
 # Class ids, in the order of data.CLASSES.
 BED, CABINET, CHAIR, LIGHTING, OTHERS, STOOL, SOFA, TABLE, WALL, BACKGROUND = range(10)
@@ -509,14 +508,8 @@ def make_layouts(out_dir: str | Path, n: int, size: int, seed: int) -> Path:
         rel = f"images/layout_{i:05d}.png"
         Image.fromarray(PALETTE[ids]).save(out / rel, compress_level=6)
         rows.append((rel, kind, "true" if empty else "false"))
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=".manifest.", suffix=".csv.tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(["layout_path", "type", "is_empty"])
-            w.writerows(rows)
-        os.replace(tmp, out / "manifest.csv")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out / "manifest.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["layout_path", "type", "is_empty"])
+        w.writerows(rows)
     return out / "manifest.csv"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .data import IGNORE_INDEX, UNKNOWN_LABEL
+from .palette import IGNORE_INDEX, UNKNOWN_LABEL
 
 
 def _check(name: str, t: torch.Tensor, dtype_ok: bool, ndim: int, what: str) -> None:

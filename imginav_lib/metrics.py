@@ -11,7 +11,8 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from .data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, UNKNOWN_LABEL, rgb_to_classes_torch
+from .data import rgb_to_classes_torch
+from .palette import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, UNKNOWN_LABEL
 
 LOSS_PARTS = ("mse", "seg_ce", "cls_ce", "kl")
 NAN = float("nan")

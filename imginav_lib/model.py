@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import NUM_CLASSES
+from .palette import NUM_CLASSES
 from .params import Architecture
 
 HEADS = ("rgb", "seg", "cls")

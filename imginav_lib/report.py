@@ -23,7 +23,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .analysis import _UMASK, LOSS_COMPONENTS, RUN_METRICS, STABILITY, Analysis, ReportError, atomic_write_text
+from .analysis import LOSS_COMPONENTS, RUN_METRICS, STABILITY, Analysis, ReportError
+from .files import UMASK, atomic_write_text
 from .palette import CLASS_NAMES, PALETTE
 from .errors import InputError
 
@@ -733,7 +734,7 @@ def build_report(runs_dir, params_file=None, out=None) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.chmod(tmp, 0o666 & ~UMASK)
     os.replace(tmp, nb_path)
     atomic_write_text(out, export_html(nb_path, f"{phase}: phase report"))
     return out

@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +26,12 @@ import torch
 import yaml
 from PIL import Image
 
-from .data import LayoutData, load_cache, mask_to_rgb, prepare_cache, read_manifest, to_model_input, train_val_split
+from .data import LayoutData, load_cache, prepare_cache, read_manifest, rgb_to_classes_torch, to_model_input, train_val_split
+from .files import atomic_write
 from .losses import total_loss
 from .metrics import LOSS_PARTS, NAN, ValMetrics, metric_columns
 from .model import LayoutAutoencoder, build_model, heads_for
+from .palette import mask_to_rgb
 from .params import RunConfig
 
 STEP_COLUMNS = ["global_step", "epoch", "step", "loss", *LOSS_PARTS, "lr"]
@@ -46,20 +47,6 @@ class Preempted(RuntimeError):
 
 # ---------------------------------------------------------------------------------------------------------
 # Atomic files
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through `write(file_object)` into a temp file beside `path`, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_json(path: Path, obj) -> None:
@@ -259,8 +246,6 @@ def evaluate(model, cfg: RunConfig, data: RunData, device, dtype) -> ValMetrics:
 def save_samples(model, cfg: RunConfig, data: RunData, device, dtype, epoch: int, out_dir: Path) -> Path:
     """Input, reconstruction, predicted segmentation (or the reconstruction snapped to the palette when there is
     no seg head) and |error| of the fixed validation images: a PNG grid and an npz of the arrays."""
-    from .data import rgb_to_classes_torch
-
     model.eval()
     heads = tuple(dict.fromkeys(("rgb", *heads_for(cfg.loss))))
     images, masks, _ = get_batch(data.layouts, data.sample_idx, device)

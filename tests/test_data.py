@@ -4,7 +4,8 @@ import torch
 from PIL import Image
 
 from imginav_lib import data
-from imginav_lib.data import IGNORE_INDEX, PALETTE, read_manifest, rgb_to_mask
+from imginav_lib.data import read_manifest
+from imginav_lib.palette import IGNORE_INDEX, PALETTE, UNKNOWN_LABEL, rgb_to_mask
 from imginav_lib.errors import InputError
 
 
@@ -31,7 +32,7 @@ def test_torch_snapping_agrees_with_numpy_mapping():
 
 def test_manifest_empty_type_is_unknown_label(real_manifest):
     m = read_manifest(real_manifest, filters={"is_empty": [False]})
-    assert len(m) == 54 and (m["label"] == data.UNKNOWN_LABEL).all()
+    assert len(m) == 54 and (m["label"] == UNKNOWN_LABEL).all()
     assert read_manifest(real_manifest, filters=None)["is_empty"].sum() == 25
 
 

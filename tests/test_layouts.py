@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imginav_lib.data import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE, read_manifest, rgb_to_mask
+from imginav_lib.data import read_manifest
+from imginav_lib.palette import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE, rgb_to_mask
 from imginav_lib.errors import InputError
 from imginav_lib.layouts import make_layouts
 

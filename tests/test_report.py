@@ -133,7 +133,7 @@ def test_scale_30_experiments_3_seeds_50_epochs(tmp_path):
 def test_live_widget_browser_follows_its_controls(tmp_path):
     runs = A.write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=4, sample_interval=2)
     w = R.browser_widget(A.analyse(runs))
-    (exp, seed), (epoch, sample) = w.children[0].children, w.children[1].children
+    (exp, seed), (epoch, _) = w.children[0].children, w.children[1].children
     recon = w.children[2].children[1].children[0]
     assert (seed.value, epoch.value) == (1, 4) and recon.format == "webp" and recon.value
     before = recon.value

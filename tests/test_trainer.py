@@ -1,5 +1,4 @@
 import json
-import math
 import os
 import signal
 import subprocess
@@ -9,7 +8,6 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from imginav_lib import trainer
 from imginav_lib.params import resolve_run
