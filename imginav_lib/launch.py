@@ -34,7 +34,6 @@ from .params import ClusterResources, Phase, load_phase, params_hash, runs_of
 REPO = Path(__file__).resolve().parents[1]  # the package is installed editable from the repository
 HPC = REPO / "hpc"
 NOTEBOOK_ENV = "IMGINAV_TRAIN_NOTEBOOK"  # override of the training notebook (tests, a researcher's variant)
-FINISHED = ("done", "diverged")  # a diverged run ended with a recorded result: the report shows it
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -161,8 +160,8 @@ def _mark_failed(run_dir: Path, entry: dict, phase: str, error: str) -> None:
 def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) -> int:
     """Execute entry i (1-based) of a phase index through papermill; return the process exit code.
 
-    0: the run is done (or diverged, a recorded result); `cluster.requeue_exit_code`: it checkpointed on a stop
-    request and should be requeued; 1: it failed (run.json says why); 2 (InputError): bad index or params.
+    0: the run is done; `cluster.requeue_exit_code`: it checkpointed on a stop request and should be requeued;
+    1: it failed or diverged (run.json says why; the report lists it); 2 (InputError): bad index or params.
     """
     index_file = Path(index_file).resolve()
     index = read_index(index_file)
@@ -230,9 +229,9 @@ def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) 
     if status == "preempted":
         print(f"imginav: {name}: checkpointed and stopped; exit {phase.cluster.requeue_exit_code} (requeue)", flush=True)
         return phase.cluster.requeue_exit_code
-    if status in FINISHED:
-        print(f"imginav: {name}: {status}", flush=True)
-        return 0 if error is None or status == "diverged" else 1
+    if status == "done" and error is None:
+        print(f"imginav: {name}: done", flush=True)
+        return 0
     if status in (None, "running"):
         why = error or "the notebook ended without recording the end of the run"
         _mark_failed(run_dir, entry, index["phase"], f"papermill: {why}")

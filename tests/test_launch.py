@@ -143,7 +143,7 @@ def one_run(tmp_path, layouts):
     "body, code, status, error",
     [
         ("status('done')", 0, "done", None),
-        ("status('diverged', error='non-finite loss')\nraise RuntimeError('diverged')", 0, "diverged", "non-finite"),
+        ("status('diverged', error='non-finite loss')\nraise RuntimeError('diverged')", 1, "diverged", "non-finite"),
         ("status('preempted')\nraise RuntimeError('stop requested')", 99, "preempted", None),
         ("status('running')\nos._exit(1)", 1, "failed", "papermill: "),  # kernel died mid-run
         ("raise ValueError('no such thing')", 1, "failed", "ValueError: no such thing"),  # before the trainer
