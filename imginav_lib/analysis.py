@@ -440,8 +440,9 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
     table: run_table() rows (finished runs only). An auxiliary experiment "helps" when its val MSE is similar
     or better (interval of the relative change below +tolerance), its heads reach the minimum accuracies and
     its training is not less stable; it "hurts" when its val MSE is worse (interval above 0 and past the
-    tolerance) or its training is less stable or slower. The winner is the helping experiment with the lowest
-    mean val MSE (those significantly better first), else the baseline. Any "unclear" makes it provisional.
+    tolerance) or its training is less stable or slower. Reconstruction comes first: a significantly better val
+    MSE helps even when the heads miss their bar. The winner is the helping experiment with the lowest mean val
+    MSE (those significantly better first), else the baseline. Any "unclear" makes it provisional.
     """
     m = max(1, len(experiments) - 1) if rules.correction == "bonferroni" else 1
     level, tol, metric = 1 - rules.alpha / m, rules.similar_tolerance, "best_val_mse"
@@ -500,8 +501,10 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
                 ("pass" if ok else "fail") if rules.stability_not_worse else "info")
         if change == "worse" or not stab_ok:
             call = "hurts"
-        elif not aux_ok:  # its heads miss the bar: it cannot win, whatever more seeds say about its val MSE
-            call = "no gain"
+        elif not aux_ok and change != "better":
+            # Its heads miss the bar, so only a significantly better reconstruction (which comes first) could
+            # make it win: undecided while its interval still reaches below 0, else no gain.
+            call = "unclear" if change == "unclear" and c["ci_low"] < 0 else "no gain"
         elif change in ("better", "similar"):
             call = "helps"
         else:
@@ -572,11 +575,15 @@ def _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, w
         if aux:
             what += "; it " + " and ".join(aux)
         words = _head_words(heads.get(e, ()))
-        call = {"helps": f"auxiliary {words} does not hurt" + (" and helps" if c.change == "better" else ""),
+        weak = [n for h, col, thr, n in (("seg", "val_seg_miou", rules.min_seg_miou, "seg mIoU"),
+                                         ("cls", "val_cls_acc", rules.min_cls_accuracy, "cls accuracy"))
+                if h in heads.get(e, ()) and not t[col].mean() >= thr]
+        call = {"helps": f"auxiliary {words} does not hurt" + (" and helps" if c.change == "better" else "")
+                + (f" (its {' and '.join(weak)} is below the bar, but reconstruction comes first)" if weak else ""),
                 "hurts": f"auxiliary {words} hurts",
                 "no gain": f"its {words} head is below the bar ("
                 + ", ".join(f"{n} ≥ {v}" for h, n, v in (("seg", "seg mIoU", rules.min_seg_miou), ("cls", "cls accuracy", rules.min_cls_accuracy))
-                            if h in heads.get(e, ())) + "), so it cannot win" + (" whatever its val MSE" if c.change == "unclear" else ""),
+                            if h in heads.get(e, ())) + "), so it cannot win",
                 "unclear": "undecided"}[calls[e]]
         if calls[e] == "hurts" and c.change != "worse":
             call += " (training is less stable or slower: see the criteria)"

@@ -211,3 +211,11 @@ def test_bonferroni_widens_the_intervals_with_many_experiments(tmp_path):
     bonf = A.decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision(correction="bonferroni"))
     w = lambda v: (v.comparisons.ci_high - v.comparisons.ci_low).to_numpy()  # noqa: E731
     assert (w(bonf) > w(plain)).all() and "Bonferroni" in bonf.sureness
+
+
+def test_a_clearly_better_reconstruction_wins_even_with_weak_heads(tmp_path):
+    # Reconstruction comes first: weak aux heads do not stop a significantly better val MSE from winning.
+    runs = synthetic(tmp_path, seeds=(1, 2, 3, 4, 5), noise=0.01, effects={F[1]: {"mse": 0.85, "seg_miou": 0.2}})
+    v = A.analyse(runs).verdict
+    assert v.calls[F[1]] == "helps" and v.winner == F[1]
+    assert "below the bar, but reconstruction comes first" in v.paragraph
