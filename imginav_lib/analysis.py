@@ -584,7 +584,8 @@ def _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, w
                 "no gain": f"its {words} head is below the bar ("
                 + ", ".join(f"{n} ≥ {v}" for h, n, v in (("seg", "seg mIoU", rules.min_seg_miou), ("cls", "cls accuracy", rules.min_cls_accuracy))
                             if h in heads.get(e, ())) + "), so it cannot win",
-                "unclear": "undecided"}[calls[e]]
+                "unclear": "undecided" + (f" (its {' and '.join(weak)} is below the bar: only a significantly better "
+                                          "val MSE would make it win)" if weak else "")}[calls[e]]
         if calls[e] == "hurts" and c.change != "worse":
             call += " (training is less stable or slower: see the criteria)"
         parts.append(f"{what}: {call}.")
