@@ -3,7 +3,7 @@
 A layout is planned in metres (rooms from a binary space partition, doors, furniture groups per room kind) and
 rasterised straight into a (size, size) array of class ids, so every pixel is an exact palette colour at any
 size. Wall thickness is a fixed fraction of the tile, like the real renders; furniture scales with the plan.
-The look and the per-class pixel fractions were tuned against /work/shared/real_layouts (tests/test_layouts.py).
+The look and the per-class pixel fractions were tuned against ../shared/real_layouts (tests/test_layouts.py).
 """
 from __future__ import annotations
 
