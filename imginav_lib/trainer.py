@@ -27,6 +27,7 @@ import yaml
 from PIL import Image
 
 from .data import LayoutData, load_cache, prepare_cache, read_manifest, rgb_to_classes_torch, to_model_input, train_val_split
+from .errors import InputError
 from .files import atomic_write
 from .losses import total_loss
 from .metrics import LOSS_PARTS, NAN, ValMetrics, metric_columns
@@ -331,6 +332,7 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
     for d in (ckpt_dir, sample_dir):
         d.mkdir(parents=True, exist_ok=True)
     info_path, metrics_path, steps_path = run_dir / "run.json", run_dir / "metrics.csv", run_dir / "steps.csv"
+    check_same_run(cfg, run_dir / "config.yaml")
     info = json.loads(info_path.read_text()) if info_path.is_file() else {}
     if info.get("status") == "done":
         print(f"{run_dir}: already done (status done); nothing to do")
@@ -475,6 +477,34 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
         stop.uninstall()
         bar.close()
     return RunResult(model.cpu(), pd.read_csv(metrics_path), run_dir, "done")
+
+
+# What makes two runs the same computation. Epochs, logging, intervals and paths may change between attempts
+# (e.g. resume with more epochs, or from another checkout); anything else would silently mix two experiments.
+SAME_RUN = {
+    "seed": None,
+    "architecture": None,
+    "loss": None,
+    "training": ("batch_size", "optimizer", "lr", "weight_decay", "early_stopping"),
+    "data": ("image_size", "filters", "val_fraction", "split_seed", "mask_tolerance"),
+}
+
+
+def check_same_run(cfg: RunConfig, saved: Path) -> None:
+    """Refuse to resume (or skip as done) a run folder that holds a run of another configuration."""
+    if not saved.is_file():
+        return
+    before, now_ = yaml.safe_load(saved.read_text()) or {}, cfg.model_dump()
+    changed = []
+    for section, fields in SAME_RUN.items():
+        a, b = before.get(section), now_.get(section)
+        if fields is not None and isinstance(a, dict):
+            a, b = {k: a.get(k) for k in fields}, {k: b.get(k) for k in fields}
+        if a != b:
+            changed += [section] if not isinstance(a, dict) else [f"{section}.{k}" for k in b if a.get(k) != b.get(k)]
+    if changed:
+        raise InputError(f"{saved.parent} holds a run with another {', '.join(changed)}: "
+                         "delete that folder or use another runs_root to start afresh")
 
 
 def _job_id() -> str | None:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from imginav_lib import trainer
+from imginav_lib.errors import InputError
 from imginav_lib.params import resolve_run
 from imginav_lib.trainer import Diverged, Preempted, fit
 
@@ -103,6 +104,7 @@ def test_non_finite_loss_marks_run_diverged(tmp_path, labelled_manifest):
 
 KILL_SCRIPT = """
 import sys
+from imginav_lib.errors import InputError
 from imginav_lib.params import resolve_run
 from imginav_lib.trainer import fit
 fit(resolve_run(sys.argv[1], "F3", 1), progress=False)
@@ -134,3 +136,12 @@ def test_kill_9_mid_epoch_then_rerun_gives_same_final_metrics(tmp_path, labelled
     fit(ref, progress=False)
     assert_same_metrics(trainer.Path(ref.run_dir), run_b)
     assert json.loads((run_b / "run.json").read_text())["attempts"] == 2
+
+
+def test_a_run_folder_of_another_config_is_refused_not_mixed(tmp_path, labelled_manifest):
+    fit(resolve_run(tiny_params(tmp_path, labelled_manifest), "F1", 1), progress=False)
+    more_epochs = resolve_run(tiny_params(tmp_path, labelled_manifest, training={"epochs": 3}), "F1", 1)
+    assert len(fit(more_epochs, progress=False).history) == 2  # done stays done; more epochs is the same run
+    other = resolve_run(tiny_params(tmp_path, labelled_manifest, architecture={"latent_channels": 8}), "F1", 1)
+    with pytest.raises(InputError, match="holds a run with another architecture.latent_channels"):
+        fit(other, progress=False)
