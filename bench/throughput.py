@@ -10,7 +10,6 @@ Measured in one process with the variants interleaved, so machine noise hits all
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import tempfile
 import time
@@ -23,7 +22,7 @@ from imginav_lib.layouts import make_layouts
 from imginav_lib.losses import total_loss
 from imginav_lib.model import build_model, heads_for
 from imginav_lib.params import Architecture, Data, Loss, RunConfig, Training
-from imginav_lib.trainer import RunData, StopFlag, _Hooks, setup_device, train_one_epoch
+from imginav_lib.trainer import RunData, StopFlag, _Hooks, precision, setup_device, train_one_epoch
 
 EXPERIMENTS = {"F1": Loss(mse=1.0), "F3": Loss(mse=1.0, seg=0.05, cls=0.01)}
 
@@ -51,7 +50,6 @@ def main():
     train_idx = train_val_split(len(layouts), 0.01, 0)[0][:n]
     data = RunData(layouts, train_idx, train_idx[:1], train_idx[:1])
     device, dtype = setup_device(training)
-    ctx = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
     print(f"device {device} ({dtype}), {torch.get_num_threads()} threads, {a.size}x{a.size}, batch {a.batch}, "
           f"{a.steps} steps x {a.reps} reps, base {a.base_channels}, {a.downsampling_steps} downsamplings")
 
@@ -79,7 +77,7 @@ def main():
         sync()
         t0 = time.perf_counter()
         for _ in range(a.steps):
-            with ctx:
+            with precision(device, dtype):
                 out = model(x, heads=heads)
             loss, _ = total_loss(out, x, masks, labels, mse_weight=w.mse, seg_weight=w.seg, cls_weight=w.cls)
             opt.zero_grad(set_to_none=True)

@@ -139,6 +139,16 @@ def get_batch(data: LayoutData, idx: torch.Tensor, device: torch.device):
 # One epoch of training, one evaluation
 
 
+def precision(device: torch.device, dtype: torch.dtype):
+    """The one precision context of training and evaluation: autocast unless fp32."""
+    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+
+
+def eval_heads(loss) -> tuple[str, ...]:
+    """Heads computed in evaluation: the trained ones, plus rgb, which every metric needs."""
+    return tuple(dict.fromkeys(("rgb", *heads_for(loss))))
+
+
 class StopFlag:
     """Set by SIGUSR2/SIGTERM (cluster walltime warning, preemption) or by a STOP file in the run folder."""
 
@@ -179,12 +189,11 @@ def train_one_epoch(
     w = cfg.loss
     perm = data.train_idx[torch.randperm(len(data.train_idx), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))]
     batches = perm.split(t.batch_size)
-    ctx = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
     sums = state.setdefault("sums", {})
     t0 = time.perf_counter()
     for step in range(state.get("step", 0), len(batches)):
         images, masks, labels = get_batch(data.layouts, batches[step], device)
-        with ctx:
+        with precision(device, dtype):
             out = model(images, heads=heads)
         loss, parts = total_loss(
             out, images, masks, labels, mse_weight=w.mse, seg_weight=w.seg, cls_weight=w.cls, kl_weight=w.kl
@@ -228,13 +237,12 @@ def train_one_epoch(
 def evaluate(model, cfg: RunConfig, data: RunData, device, dtype) -> ValMetrics:
     """Validation metrics over the whole validation split (the latent mean for a variational encoder)."""
     model.eval()
-    heads = tuple(dict.fromkeys(("rgb", *heads_for(cfg.loss))))  # metrics need rgb even if it is not trained
+    heads = eval_heads(cfg.loss)
     w = cfg.loss
     metrics = ValMetrics(heads, device)
-    ctx = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
     for idx in data.val_idx.split(cfg.training.batch_size):
         images, masks, labels = get_batch(data.layouts, idx, device)
-        with ctx:
+        with precision(device, dtype):
             out = model(images, heads=heads)
         loss, parts = total_loss(
             out, images, masks, labels, mse_weight=w.mse, seg_weight=w.seg, cls_weight=w.cls, kl_weight=w.kl
@@ -248,10 +256,9 @@ def save_samples(model, cfg: RunConfig, data: RunData, device, dtype, epoch: int
     """Input, reconstruction, predicted segmentation (or the reconstruction snapped to the palette when there is
     no seg head) and |error| of the fixed validation images: a PNG grid and an npz of the arrays."""
     model.eval()
-    heads = tuple(dict.fromkeys(("rgb", *heads_for(cfg.loss))))
+    heads = eval_heads(cfg.loss)
     images, masks, _ = get_batch(data.layouts, data.sample_idx, device)
-    ctx = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
-    with ctx:
+    with precision(device, dtype):
         out = model(images, heads=heads)
     rgb = out["rgb"].float()
     to_u8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()  # noqa: E731
