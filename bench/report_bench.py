@@ -3,9 +3,9 @@
     .venv/bin/python bench/report_bench.py            # both phases, then the validity rates
     .venv/bin/python bench/report_bench.py --quick    # 9 runs only, fewer draws
 
-Each phase is written with `analysis.write_synthetic_phase` (every file of the run-folder contract) into a temporary
+Each phase is written with `synthetic.write_synthetic_phase` (every file of the run-folder contract) into a temporary
 folder and built with `report.build_report` exactly as `imginav report` does (papermill + nbconvert, one process
-each), so the times include the kernel start. Validity: `analysis.simulate_decisions` with the demo's seed noise.
+each), so the times include the kernel start. Validity: `synthetic.simulate_decisions` with the demo's seed noise.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from imginav_lib import analysis as A
+from imginav_lib.synthetic import simulate_decisions, write_synthetic_phase
 from imginav_lib.report import build_report
 
 DEMO_NOISE = {"seed_sd": 0.094, "run_sd": 0.022}  # measured on the 9 demo runs (tests/test_analysis.py)
@@ -22,8 +22,8 @@ DEMO_NOISE = {"seed_sd": 0.094, "run_sd": 0.022}  # measured on the 9 demo runs 
 
 def bench(root: Path, name: str, experiments: dict, seeds: tuple, epochs: int, sample_interval: int) -> dict:
     t = time.perf_counter()
-    runs = A.write_synthetic_phase(root, phase=name, experiments=experiments, seeds=seeds, epochs=epochs,
-                                   sample_interval=sample_interval, steps_per_epoch=10)
+    runs = write_synthetic_phase(root, phase=name, experiments=experiments, seeds=seeds, epochs=epochs,
+                                 sample_interval=sample_interval, steps_per_epoch=10)
     written = time.perf_counter() - t
     t = time.perf_counter()
     out = build_report(runs, out=root / f"{name}.html")
@@ -49,9 +49,9 @@ def main() -> None:
     draws = 200 if args.quick else 1000
     print(f"\ndecision validity, {draws} draws each, demo seed noise {DEMO_NOISE}:")
     for n in (3, 5, 10):
-        worse = A.simulate_decisions(0.10, n_seeds=n, draws=draws, **DEMO_NOISE)
-        equal = A.simulate_decisions(0.0, n_seeds=n, draws=draws, rng_seed=1, **DEMO_NOISE)
-        better = A.simulate_decisions(-0.10, n_seeds=n, draws=draws, rng_seed=2, **DEMO_NOISE)
+        worse = simulate_decisions(0.10, n_seeds=n, draws=draws, **DEMO_NOISE)
+        equal = simulate_decisions(0.0, n_seeds=n, draws=draws, rng_seed=1, **DEMO_NOISE)
+        better = simulate_decisions(-0.10, n_seeds=n, draws=draws, rng_seed=2, **DEMO_NOISE)
         print(f"  {n:2d} seeds: F2 10% worse -> winner F1 {worse['winner'].get('F1', 0):.1%}, 'hurts' found {worse['call'].get('hurts', 0):.1%}; "
               f"equal -> false 'hurts' {equal['call'].get('hurts', 0):.1%}, 'helps' {equal['call'].get('helps', 0):.1%}; "
               f"F2 10% better -> winner F2 {better['winner'].get('F2', 0):.1%}")

@@ -46,7 +46,7 @@ def _run_one(a):
 
 
 def _report(a):
-    from .analysis import build_report
+    from .report import build_report
 
     path = build_report(a.runs_dir, params_file=a.params, out=a.out)
     print(f"report: {path}")

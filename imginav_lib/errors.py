@@ -3,3 +3,7 @@
 
 class InputError(Exception):
     """Bad params, manifest or image: the message names the field or file."""
+
+
+class ReportError(InputError):
+    """The analysis notebook or the hand-off failed; the message says where to look."""

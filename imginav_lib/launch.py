@@ -582,7 +582,7 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
         print("\n" + _summary(runs, entries, results))
         ok = all(rc == 0 for rc, _ in results.values())
         try:
-            from .analysis import build_report
+            from .report import build_report
 
             print(f"report: {build_report(phase_dir, params_file=str(params_file.resolve()))}")
         except Exception as e:  # the runs stay; the report can be rebuilt with `imginav report`

@@ -8,9 +8,15 @@ import pytest
 import yaml
 from scipy import stats
 
-from imginav_lib import analysis as A
+from imginav_lib.analysis import analyse
 from imginav_lib.cli import main
+from imginav_lib.decision import decide
+from imginav_lib.errors import InputError
+from imginav_lib.handoff import write_handoff
 from imginav_lib.params import Decision, load_phase
+from imginav_lib.phase import load_phase_runs, run_table
+from imginav_lib.stats import compare, count_spikes, epochs_to_within, late_wobble, seeds_needed, summarize
+from imginav_lib.synthetic import simulate_decisions, write_synthetic_phase
 
 F = ("F1_rgb_only", "F2_rgb_seg", "F3_rgb_seg_cls")
 
@@ -18,7 +24,7 @@ F = ("F1_rgb_only", "F2_rgb_seg", "F3_rgb_seg_cls")
 def synthetic(tmp_path, **kw):
     kw.setdefault("epochs", 6)
     kw.setdefault("sample_interval", 3)
-    return A.write_synthetic_phase(tmp_path / "runs", **kw)
+    return write_synthetic_phase(tmp_path / "runs", **kw)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -29,31 +35,31 @@ def test_every_state_is_listed_and_only_done_runs_count(tmp_path):
     states = {(F[0], 2): "failed", (F[1], 2): "diverged", (F[1], 3): "running", (F[2], 2): "preempted", (F[2], 3): "missing"}
     runs = synthetic(tmp_path, states=states)
     (runs / F[0] / "seed3" / "run.json").write_text('{"status": "do')  # a job killed mid-write
-    pr = A.load_phase_runs(runs)
+    pr = load_phase_runs(runs)
     got = pr.runs.set_index(["experiment", "seed"])["state"].to_dict()
     assert {k: got[k] for k in states} == states
     assert got[(F[0], 3)] == "unreadable" and got[(F[0], 1)] == "done"
     assert pr.runs.set_index(["experiment", "seed"]).loc[(F[2], 3), "error"] == "run folder not found"
-    table = A.run_table(pr)
+    table = run_table(pr)
     assert sorted(map(tuple, table[["experiment", "seed"]].to_numpy())) == [(F[0], 1), (F[1], 1), (F[2], 1)]
     assert pr.heads == {F[0]: (), F[1]: ("seg",), F[2]: ("seg", "cls")}
-    v = A.decide(table, pr.experiments, pr.baseline, pr.heads, pr.decision)  # one seed each: no crash
+    v = decide(table, pr.experiments, pr.baseline, pr.heads, pr.decision)  # one seed each: no crash
     assert v.status == "provisional" and "no confidence interval" in v.sureness
 
 
 def test_runs_are_found_without_index_json(tmp_path):
     runs = synthetic(tmp_path, seeds=(1,))
     (runs / "index.json").unlink()
-    pr = A.load_phase_runs(runs)
+    pr = load_phase_runs(runs)
     assert len(pr.done) == 3 and any("index.json" in w for w in pr.warnings)
 
 
 def test_missing_folder_and_bad_params_are_input_errors(tmp_path):
-    with pytest.raises(A.InputError, match="runs folder not found"):
-        A.load_phase_runs(tmp_path / "nope")
+    with pytest.raises(InputError, match="runs folder not found"):
+        load_phase_runs(tmp_path / "nope")
     runs = synthetic(tmp_path, seeds=(1,))
-    with pytest.raises(A.InputError, match="params file not found"):
-        A.load_phase_runs(runs, params_file=tmp_path / "nope.yaml")
+    with pytest.raises(InputError, match="params file not found"):
+        load_phase_runs(runs, params_file=tmp_path / "nope.yaml")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -64,29 +70,29 @@ def test_stability_numbers_on_known_inputs():
     loss = np.ones(100)
     loss[[30, 60]] = 5.0  # two steps at 5x the running median
     loss[80] = 2.0  # 2x: not a spike
-    assert A.count_spikes(loss) == 2
-    assert A.late_wobble(np.linspace(2, 1, 10)) == pytest.approx(0.0, abs=1e-12)  # a straight decline: no wobble
-    assert A.late_wobble(np.array([1.0, 1.0, 1.1, 0.9, 1.1, 0.9])) > 0.05
-    assert A.epochs_to_within(np.arange(1, 6), np.array([10, 5, 1.2, 1.05, 1.0])) == 4
+    assert count_spikes(loss) == 2
+    assert late_wobble(np.linspace(2, 1, 10)) == pytest.approx(0.0, abs=1e-12)  # a straight decline: no wobble
+    assert late_wobble(np.array([1.0, 1.0, 1.1, 0.9, 1.1, 0.9])) > 0.05
+    assert epochs_to_within(np.arange(1, 6), np.array([10, 5, 1.2, 1.05, 1.0])) == 4
 
 
 def test_compare_matches_scipy_paired_and_welch():
     x, b = np.array([1.10, 1.21, 1.04, 1.32]), np.array([1.0, 1.1, 1.0, 1.2])
-    c = A.compare(x, b)
+    c = compare(x, b)
     r = x / b - 1
     assert c["p_value"] == pytest.approx(stats.ttest_1samp(r, 0).pvalue)
     half = stats.t.ppf(0.975, 3) * r.std(ddof=1) / 2
     assert (c["ci_low"], c["ci_high"]) == pytest.approx((r.mean() - half, r.mean() + half))
     assert c["test"].startswith("paired")
-    c = A.compare(np.array([1.1, 1.2, 1.3, np.nan, np.nan]), np.array([np.nan, np.nan, np.nan, 1.0, 1.1]))
+    c = compare(np.array([1.1, 1.2, 1.3, np.nan, np.nan]), np.array([np.nan, np.nan, np.nan, 1.0, 1.1]))
     assert c["test"].startswith("Welch")
     assert c["p_value"] == pytest.approx(stats.ttest_ind([1.1, 1.2, 1.3], [1.0, 1.1], equal_var=False).pvalue)
-    assert A.compare(np.array([1.1]), np.array([1.0]))["test"].startswith("none")
+    assert compare(np.array([1.1]), np.array([1.0]))["test"].startswith("none")
 
 
 def test_summary_has_t_intervals_and_none_for_one_seed(tmp_path):
-    pr = A.load_phase_runs(synthetic(tmp_path, states={(F[0], 2): "failed", (F[0], 3): "failed"}))
-    s = A.summarize(A.run_table(pr), pr.experiments).set_index(["experiment", "metric"])
+    pr = load_phase_runs(synthetic(tmp_path, states={(F[0], 2): "failed", (F[0], 3): "failed"}))
+    s = summarize(run_table(pr), pr.experiments).set_index(["experiment", "metric"])
     one = s.loc[(F[0], "best_val_mse")]
     assert one.n == 1 and math.isnan(one.ci_low)
     three = s.loc[(F[1], "best_val_mse")]
@@ -95,10 +101,10 @@ def test_summary_has_t_intervals_and_none_for_one_seed(tmp_path):
 
 
 def test_seeds_needed_grows_as_the_change_nears_the_tolerance():
-    far = A.seeds_needed(0.10, 0.03, 0.02, 0.05)
-    near = A.seeds_needed(0.01, 0.03, 0.02, 0.05)
+    far = seeds_needed(0.10, 0.03, 0.02, 0.05)
+    near = seeds_needed(0.01, 0.03, 0.02, 0.05)
     assert 2 <= far < near
-    assert A.seeds_needed(0.01, math.nan, 0.02, 0.05) is None
+    assert seeds_needed(0.01, math.nan, 0.02, 0.05) is None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -108,7 +114,7 @@ def test_seeds_needed_grows_as_the_change_nears_the_tolerance():
 def test_planted_effects_are_found(tmp_path):
     runs = synthetic(tmp_path, seeds=(1, 2, 3, 4, 5), noise=0.01,
                      effects={F[1]: {"mse": 1.0}, F[2]: {"mse": 1.15}})
-    a = A.analyse(runs)
+    a = analyse(runs)
     v = a.verdict
     assert v.calls == {F[0]: "baseline", F[1]: "helps", F[2]: "hurts"}
     assert v.winner == F[1] and v.status == "decided"
@@ -121,21 +127,21 @@ def test_planted_effects_are_found(tmp_path):
 def test_a_bad_aux_head_or_unstable_training_is_not_a_win(tmp_path):
     runs = synthetic(tmp_path, seeds=(1, 2, 3, 4), noise=0.01,
                      effects={F[1]: {"mse": 1.0, "seg_miou": 0.2}, F[2]: {"mse": 1.0, "spikes": 8}})
-    v = A.analyse(runs).verdict
+    v = analyse(runs).verdict
     assert v.calls[F[1]] == "no gain" and v.calls[F[2]] == "hurts"
     assert v.winner == F[0] and "simplify to RGB-only" in v.paragraph
 
 
 def test_no_finished_baseline_is_said_not_hidden(tmp_path):
     runs = synthetic(tmp_path, states={(F[0], s): "failed" for s in (1, 2, 3)})
-    v = A.analyse(runs).verdict
+    v = analyse(runs).verdict
     assert v.status == "provisional" and v.calls[F[0]] == "no results"
     assert "baseline F1_rgb_only has no finished run" in v.paragraph and "rerun it" in v.sureness
 
 
 def test_wide_intervals_ask_for_more_seeds(tmp_path):
     runs = synthetic(tmp_path, seeds=(1, 2, 3), noise=0.08, effects={F[1]: {"mse": 1.05}, F[2]: {"mse": 1.05}})
-    v = A.analyse(runs).verdict
+    v = analyse(runs).verdict
     assert v.status == "provisional" and "unclear" in v.calls.values()
     assert v.seeds_needed and v.seeds_needed > 3 and "needs more seeds" in v.sureness
 
@@ -144,9 +150,9 @@ def test_wide_intervals_ask_for_more_seeds(tmp_path):
 def test_decision_validity_over_many_draws(n_seeds):
     """Seed noise as measured on the demo (see DEMO_NOISE): SD of log val MSE shared per seed and per run."""
     sd = dict(seed_sd=DEMO_NOISE["seed_sd"], run_sd=DEMO_NOISE["run_sd"], n_seeds=n_seeds, draws=400)
-    worse = A.simulate_decisions(0.10, **sd)  # F2 truly 10% worse: the true winner is F1
-    equal = A.simulate_decisions(0.0, **sd, rng_seed=1)  # truly equal: "aux hurts" would be a false alarm
-    better = A.simulate_decisions(-0.10, **sd, rng_seed=2)  # F2 truly 10% better: the true winner is F2
+    worse = simulate_decisions(0.10, **sd)  # F2 truly 10% worse: the true winner is F1
+    equal = simulate_decisions(0.0, **sd, rng_seed=1)  # truly equal: "aux hurts" would be a false alarm
+    better = simulate_decisions(-0.10, **sd, rng_seed=2)  # F2 truly 10% better: the true winner is F2
     print(f"\n{n_seeds} seeds: worse {worse}\n equal {equal}\n better {better}")
     assert worse["winner"].get("F1", 0) >= 0.95
     assert equal["call"].get("hurts", 0) <= 0.05  # by construction about alpha / 2
@@ -167,8 +173,8 @@ def test_handoff_writes_winner_and_valid_next_params(tmp_path, monkeypatch):
     runs = synthetic(tmp_path, seeds=(1, 2, 3), noise=0.01, effects={F[1]: {"mse": 0.9}})
     (runs / "data").mkdir()
     (runs / "data" / "manifest.csv").write_text("layout_path,type,is_empty\n")  # `validate` checks the file exists
-    a = A.analyse(runs)
-    paths = A.write_handoff(a.runs, a.verdict, a.summary)
+    a = analyse(runs)
+    paths = write_handoff(a.runs, a.verdict, a.summary)
     w = yaml.safe_load(paths["winner"].read_text())
     assert w["winner"] == F[1] == a.verdict.winner
     assert w["loss"]["seg"] == 0.05 and w["architecture"]["base_channels"] == 8
@@ -206,9 +212,9 @@ def test_decision_rules_in_the_params_files_validate():
 def test_bonferroni_widens_the_intervals_with_many_experiments(tmp_path):
     exps = {f"E{i}": {} for i in range(6)}
     runs = synthetic(tmp_path, experiments=exps, seeds=(1, 2, 3))
-    a = A.analyse(runs)
-    plain = A.decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision())
-    bonf = A.decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision(correction="bonferroni"))
+    a = analyse(runs)
+    plain = decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision())
+    bonf = decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision(correction="bonferroni"))
     w = lambda v: (v.comparisons.ci_high - v.comparisons.ci_low).to_numpy()  # noqa: E731
     assert (w(bonf) > w(plain)).all() and "Bonferroni" in bonf.sureness
 
@@ -216,6 +222,6 @@ def test_bonferroni_widens_the_intervals_with_many_experiments(tmp_path):
 def test_a_clearly_better_reconstruction_wins_even_with_weak_heads(tmp_path):
     # Reconstruction comes first: weak aux heads do not stop a significantly better val MSE from winning.
     runs = synthetic(tmp_path, seeds=(1, 2, 3, 4, 5), noise=0.01, effects={F[1]: {"mse": 0.85, "seg_miou": 0.2}})
-    v = A.analyse(runs).verdict
+    v = analyse(runs).verdict
     assert v.calls[F[1]] == "helps" and v.winner == F[1]
     assert "below the bar, but reconstruction comes first" in v.paragraph

@@ -7,9 +7,13 @@ import time
 import pytest
 import yaml
 
-from imginav_lib import analysis as A
-from imginav_lib import report as R
+from imginav_lib.analysis import analyse
+from imginav_lib.browser import browser_data, browser_html, browser_widget
 from imginav_lib.cli import main
+from imginav_lib.figures import figures
+from imginav_lib.handoff import write_handoff
+from imginav_lib.report import build_report, criteria_html, e, header_html, runs_html, stats_html, verdict_html
+from imginav_lib.synthetic import write_synthetic_phase
 
 EVIL = "<img src=x onerror=alert(1)>"  # experiment names are folders: no "/", so no "</script>"
 
@@ -18,7 +22,7 @@ EVIL = "<img src=x onerror=alert(1)>"  # experiment names are folders: no "/", s
 def built(tmp_path_factory):
     """A phase with one failed and one missing run, and a hostile name, note and error message."""
     tmp = tmp_path_factory.mktemp("report")
-    runs = A.write_synthetic_phase(
+    runs = write_synthetic_phase(
         tmp / "runs", phase="phase_report", seeds=(1, 2, 3), epochs=6, sample_interval=2,
         experiments={"F1": {}, "F2_seg": {"seg": 0.05}, EVIL: {"seg": 0.05, "cls": 0.01}},
         states={("F2_seg", 3): "failed", ("F1", 3): "missing"}, notes={"F1": "<script>alert(2)</script>"},
@@ -76,7 +80,7 @@ def test_winner_yaml_names_the_winner(built):
     runs, _, html, _ = built
     w = yaml.safe_load((runs / "winner.yaml").read_text())
     assert w["winner"] in ("F1", "F2_seg", EVIL)
-    assert f"Winner: {R.e(w['winner'])}" in html
+    assert f"Winner: {e(w['winner'])}" in html
 
 
 def test_report_cli_errors_are_one_line(tmp_path, capsys):
@@ -86,31 +90,31 @@ def test_report_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_one_seed_phase_says_so(tmp_path):
     """The report pieces for a 1-seed phase (in-process: the notebook path is covered above)."""
-    runs = A.write_synthetic_phase(tmp_path / "runs", seeds=(7,), epochs=4, sample_interval=2)
-    a = A.analyse(runs)
-    text = R.verdict_html(a) + R.stats_html(a) + R.criteria_html(a)
+    runs = write_synthetic_phase(tmp_path / "runs", seeds=(7,), epochs=4, sample_interval=2)
+    a = analyse(runs)
+    text = verdict_html(a) + stats_html(a) + criteria_html(a)
     assert "no confidence interval" in text and "n=1" in text
-    for fig in R.figures(a):
+    for fig in figures(a):
         fig.to_json()
-    assert "imginav-browser" in R.browser_html(a)
+    assert "imginav-browser" in browser_html(a)
 
 
 def test_no_finished_run_still_renders(tmp_path):
-    runs = A.write_synthetic_phase(tmp_path / "runs", seeds=(1,), epochs=4,
+    runs = write_synthetic_phase(tmp_path / "runs", seeds=(1,), epochs=4,
                                    states={("F1_rgb_only", 1): "failed", ("F2_rgb_seg", 1): "running", ("F3_rgb_seg_cls", 1): "missing"})
-    a = A.analyse(runs)
+    a = analyse(runs)
     assert a.verdict.winner is None and a.verdict.status == "no results"
-    assert A.write_handoff(a.runs, a.verdict, a.summary) == {}
-    html = R.header_html(a) + R.verdict_html(a) + R.runs_html(a) + R.stats_html(a) + R.criteria_html(a)
+    assert write_handoff(a.runs, a.verdict, a.summary) == {}
+    html = header_html(a) + verdict_html(a) + runs_html(a) + stats_html(a) + criteria_html(a)
     assert "0 of 3 runs finished" in html
-    for fig in R.figures(a):
+    for fig in figures(a):
         fig.to_json()
 
 
 def test_static_browser_stays_within_budget(tmp_path):
-    runs = A.write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=12, sample_interval=1, num_samples=6)
-    a = A.analyse(runs)
-    d = R.browser_data(a, budget=60)
+    runs = write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=12, sample_interval=1, num_samples=6)
+    a = analyse(runs)
+    d = browser_data(a, budget=60)
     shown = sum(len(s["epochs"]) * len(next(iter(s["frames"].values()))) for seeds in d["runs"] for s in seeds)
     assert shown <= 60 + 6 * 4 and "static browser shows" in d["note"]
     assert all(s["epochs"][-1] == 12 for seeds in d["runs"] for s in seeds)  # the last epoch is always there
@@ -119,10 +123,10 @@ def test_static_browser_stays_within_budget(tmp_path):
 def test_scale_30_experiments_3_seeds_50_epochs(tmp_path):
     t = time.time()
     exps = {f"E{i:02d}": ({"seg": 0.05} if i % 3 else {}) | ({"cls": 0.01} if i % 5 == 0 else {}) for i in range(30)}
-    runs = A.write_synthetic_phase(tmp_path / "runs", phase="scale", experiments=exps, seeds=(1, 2, 3), epochs=50,
+    runs = write_synthetic_phase(tmp_path / "runs", phase="scale", experiments=exps, seeds=(1, 2, 3), epochs=50,
                                    sample_interval=5, steps_per_epoch=10)
     written = time.time() - t
-    out = R.build_report(runs, out=tmp_path / "scale.html")
+    out = build_report(runs, out=tmp_path / "scale.html")
     seconds = time.time() - t - written
     size = out.stat().st_size / 1e6
     print(f"\nscale 30x3x50: wrote runs in {written:.1f} s; report {seconds:.1f} s, {size:.1f} MB")
@@ -131,8 +135,8 @@ def test_scale_30_experiments_3_seeds_50_epochs(tmp_path):
 
 
 def test_live_widget_browser_follows_its_controls(tmp_path):
-    runs = A.write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=4, sample_interval=2)
-    w = R.browser_widget(A.analyse(runs))
+    runs = write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=4, sample_interval=2)
+    w = browser_widget(analyse(runs))
     (exp, seed), (epoch, _) = w.children[0].children, w.children[1].children
     recon = w.children[2].children[1].children[0]
     assert (seed.value, epoch.value) == (1, 4) and recon.format == "webp" and recon.value

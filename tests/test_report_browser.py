@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from imginav_lib import analysis
+from imginav_lib.analysis import analyse
 from imginav_lib.report import build_report
+from imginav_lib.synthetic import write_synthetic_phase
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -26,7 +27,7 @@ def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     evil = "<img src=x onerror=alert(1)>"  # experiment names cannot hold "/" (they are folders)
     note = "<script>alert(2)</script>"
-    runs = analysis.write_synthetic_phase(
+    runs = write_synthetic_phase(
         tmp / "runs", phase="phase_browser", seeds=(1, 2), epochs=6,
         experiments={"F1": {}, "F2_seg": {"seg": 0.05}, evil: {"seg": 0.05, "cls": 0.01}},
         states={("F2_seg", 2): "failed", ("F1", 2): "missing"}, notes={"F1": note},
@@ -34,10 +35,10 @@ def report(tmp_path_factory):
     info = runs / "F2_seg" / "seed2" / "run.json"
     info.write_text(json.dumps({**json.loads(info.read_text()), "error": "</script><script>alert(3)</script>"}))
     out = build_report(runs, out=tmp / "report.html")
-    a = analysis.analyse(runs)
-    from imginav_lib import report as r
+    a = analyse(runs)
+    from imginav_lib.figures import figures
 
-    return out, len(r.figures(a)), [evil, note, "</script><script>alert(3)</script>"]
+    return out, len(figures(a)), [evil, note, "</script><script>alert(3)</script>"]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,89 @@
+"""The hand-off to the next phase: winner.yaml in the phase folder and the next phase's params file."""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from .decision import Verdict
+from .errors import InputError, ReportError
+from .files import atomic_path, atomic_write_text
+from .params import Training, _deep_merge, load_phase
+from .phase import PhaseRuns, resolved_section, run_table
+from .stats import RUN_METRICS
+
+def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame) -> dict[str, Path]:
+    """Write <runs>/<phase>/winner.yaml and the next phase's params next to the params file; return the paths."""
+    if verdict.winner is None:
+        return {}
+    w = verdict.winner
+    table = run_table(pr)
+    t = table[table["experiment"] == w]
+    best = t.loc[t["best_val_mse"].idxmin()] if len(t) else None
+    runinfo = pr.runs.set_index(["experiment", "seed"])
+    commit = runinfo.loc[(w, int(best.seed)), "git_commit"] if best is not None and "git_commit" in runinfo else None
+    s = summary[summary["experiment"] == w].set_index("metric")
+    metrics = {m: {k: (None if not math.isfinite(float(s.loc[m, k])) else float(s.loc[m, k])) for k in ("mean", "ci_low", "ci_high")}
+               | {"n": int(s.loc[m, "n"])} for m in RUN_METRICS if m in s.index and s.loc[m, "n"] > 0}
+    architecture, loss = resolved_section(pr, w, "architecture"), resolved_section(pr, w, "loss")
+    paths = {"winner": pr.runs_dir / "winner.yaml"}
+    nxt = pr.decision.handoff
+    if pr.params_file is not None:
+        paths["next_params"] = pr.params_file.parent / f"{nxt.phase}.yaml"
+    winner = {
+        "phase": pr.phase,
+        "winner": w,
+        "status": verdict.status,
+        "verdict": verdict.paragraph,
+        "how_sure": verdict.sureness,
+        "loss": loss,
+        "architecture": architecture,
+        "metrics": metrics,
+        "best_seed": int(best.seed) if best is not None else None,
+        "best_checkpoint": str(Path(runinfo.loc[(w, int(best.seed)), "run_dir"]) / "checkpoints" / "best.pt") if best is not None else None,
+        "params_file": str(pr.params_file) if pr.params_file else None,
+        "params_hash": pr.params_hash,
+        "git_commit": commit if isinstance(commit, str) else None,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "next_params": str(paths.get("next_params")) if "next_params" in paths else None,
+    }
+    atomic_write_text(paths["winner"], yaml.safe_dump(winner, sort_keys=False, allow_unicode=True, width=120))
+    if "next_params" in paths:
+        _write_next_params(pr, paths["next_params"], w, architecture, loss, verdict, paths["winner"])
+    return paths
+
+
+def _write_next_params(pr: PhaseRuns, dest: Path, w: str, architecture: dict, loss: dict, verdict: Verdict, winner_file: Path):
+    nxt = pr.decision.handoff
+    raw = yaml.safe_load(pr.params_file.read_text()) or {}
+    training = Training.model_validate(_deep_merge(resolved_section(pr, w, "training"), nxt.training)).model_dump(mode="json")
+    params = {
+        "phase": nxt.phase,
+        "description": f"Final training of {w}, the {verdict.status} winner of {pr.phase} (see {winner_file}).",
+        "runs_root": raw.get("runs_root", "runs"),
+        "data": raw["data"],  # as written (relative paths and ${VAR} stay valid: this file sits next to it)
+        "architecture": architecture,
+        "training": training,
+        "loss": loss,
+        "seeds": nxt.seeds or [pr.params.seeds[0]],
+        "experiments": {w: {"note": f"winner of {pr.phase} ({verdict.status})"}},
+    }
+    if "cluster" in raw:
+        cluster = dict(raw["cluster"])
+        cluster["experiments"] = {k: v for k, v in (cluster.get("experiments") or {}).items() if k == w}
+        params["cluster"] = cluster
+    header = (f"# {nxt.phase}: written by `imginav report` from {pr.phase} on "
+              f"{dt.date.today().isoformat()}; do not edit by hand, edit {pr.params_file.name}'s decision.handoff.\n"
+              f"# Winner: {w} ({verdict.status}). To follow a later winner file instead, use\n"
+              f"# architecture_from: {os.path.relpath(winner_file, dest.parent)}\n")
+    text = header + yaml.safe_dump(params, sort_keys=False, allow_unicode=True, width=120)
+    try:
+        with atomic_path(dest) as tmp:
+            Path(tmp).write_text(text)
+            load_phase(tmp, check_files=False)  # what `imginav validate` checks, before it replaces anything
+    except InputError as e:
+        raise ReportError(f"the next-phase params would not validate: {e}") from None

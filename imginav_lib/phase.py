@@ -1,0 +1,242 @@
+"""Loading a phase folder: the index, each run's run.json, metrics.csv, steps.csv, eval.json, config.yaml and
+samples, as tidy frames; and the per-run table the statistics and the decision read.
+
+Everything here reads the run-folder contract (docs/run-folder.md) and nothing else. Runs that are not `done`
+are listed with their state and left out of every statistic.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .errors import InputError
+from .palette import CLASS_NAMES
+from .params import Decision, Phase, _deep_merge, load_phase, params_hash
+from .stats import RUN_METRICS, count_spikes, epochs_to_within, late_wobble
+
+STATES = ("done", "running", "preempted", "failed", "diverged", "missing", "unreadable")
+LOSS_COMPONENTS = ("mse", "seg_ce", "cls_ce", "kl")  # unweighted parts logged in metrics.csv and steps.csv
+
+
+@dataclass
+class PhaseRuns:
+    """Everything a phase folder holds, as tidy frames. `runs` has one row per index entry, whatever its state."""
+
+    phase: str
+    runs_dir: Path
+    params_file: Path | None  # the params file the analysis uses (None: none found, defaults apply)
+    params: Phase | None
+    params_hash: str | None
+    decision: Decision
+    experiments: list[str]  # index order
+    baseline: str
+    heads: dict[str, tuple[str, ...]]  # experiment -> trained auxiliary heads ("seg", "cls")
+    notes: dict[str, str]
+    runs: pd.DataFrame  # experiment, seed, run_dir, state, error, host, device, git_commit, started, ended, ...
+    metrics: pd.DataFrame  # metrics.csv rows of every run that wrote one, plus experiment, seed, state
+    steps: pd.DataFrame  # steps.csv rows, plus experiment, seed, state
+    evals: dict = field(default_factory=dict)  # (experiment, seed) -> eval.json
+    configs: dict = field(default_factory=dict)  # (experiment, seed) -> config.yaml, the first readable per experiment
+    samples: pd.DataFrame = None  # experiment, seed, epoch, npz
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def done(self) -> pd.DataFrame:
+        return self.runs[self.runs["state"] == "done"]
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _resolve_params_file(runs_dir: Path, index: dict, params_file) -> Path | None:
+    if params_file is not None:
+        if not Path(params_file).is_file():
+            raise InputError(f"params file not found: {params_file}")
+        return Path(params_file).resolve()
+    for cand in (index.get("params_file"), runs_dir / "params.yaml"):
+        if cand and Path(cand).is_file():
+            return Path(cand).resolve()
+    return None
+
+
+def _discover_index(runs_dir: Path) -> dict:
+    """No index.json: every <experiment>/seed<k>/ folder with a run.json or metrics.csv is a run."""
+    runs = []
+    for d in sorted(runs_dir.glob("*/seed*")):
+        if d.is_dir() and d.name[4:].lstrip("-").isdigit():
+            runs.append({"experiment": d.parent.name, "seed": int(d.name[4:]), "run_dir": str(d)})
+    return {"phase": runs_dir.name, "runs": runs}
+
+
+def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None) -> PhaseRuns:
+    """Read a phase folder. A run whose files are missing or unreadable gets that state; nothing raises for it."""
+    runs_dir = Path(runs_dir).resolve()
+    if not runs_dir.is_dir():
+        raise InputError(f"runs folder not found: {runs_dir}")
+    warnings = []
+    index_path = runs_dir / "index.json"
+    if index_path.is_file():
+        try:
+            index = _read_json(index_path)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{index_path}: cannot read: {e}") from None
+    else:
+        index = _discover_index(runs_dir)
+        warnings.append(f"no index.json in {runs_dir}: runs were found by folder name")
+    if not index.get("runs"):
+        raise InputError(f"{runs_dir}: no runs listed in index.json and no <experiment>/seed<k>/ folders")
+
+    pfile = _resolve_params_file(runs_dir, index, params_file)
+    params = None
+    if pfile is not None:
+        try:
+            params = load_phase(pfile, check_files=False)
+        except InputError as e:
+            if params_file is not None:
+                raise
+            warnings.append(f"params file not usable, decision defaults apply: {e}")
+    else:
+        warnings.append("no params file found: decision defaults apply")
+    decision = params.decision if params else Decision()
+
+    rows, metrics, steps, evals, configs, samples = [], [], [], {}, {}, []
+    load_yaml = lambda p: yaml.load(p.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: E731
+    for entry in index["runs"]:
+        exp, seed = entry["experiment"], int(entry["seed"])
+        # The index may hold cluster paths; the folder next to index.json is what we have here.
+        d = runs_dir / exp / f"seed{seed}"
+        if not d.is_dir() and Path(entry.get("run_dir", "")).is_dir():
+            d = Path(entry["run_dir"])
+        row = {"experiment": exp, "seed": seed, "run_dir": str(d), "state": "missing", "error": None}
+        info_path = d / "run.json"
+        if not d.is_dir():
+            row["error"] = "run folder not found"
+        elif not info_path.is_file():
+            row["error"] = "no run.json (never started?)"
+        else:
+            try:
+                info = _read_json(info_path)
+                row.update({k: v for k, v in info.items() if k not in ("experiment", "seed", "phase")})
+                row["state"] = info.get("status") if info.get("status") in STATES else "unreadable"
+                if row["state"] == "unreadable":
+                    row["error"] = f"unknown status {info.get('status')!r}"
+            except (OSError, ValueError) as e:
+                row.update(state="unreadable", error=f"run.json: {e}")
+        has_metrics = False
+        for name, sink in (("metrics.csv", metrics), ("steps.csv", steps)):
+            p = d / name
+            if p.is_file() and p.stat().st_size:
+                try:
+                    df = pd.read_csv(p)
+                except Exception as e:  # pandas raises several types for a malformed CSV
+                    row.update(state="unreadable", error=f"{name}: {e}")
+                    continue
+                sink.append(df.assign(experiment=exp, seed=seed))
+                has_metrics |= name == "metrics.csv" and "val_mse" in df and bool(np.isfinite(df["val_mse"]).any())
+        if row["state"] == "done" and not has_metrics:
+            row.update(state="unreadable", error="status done but metrics.csv has no finite val_mse")
+        for name, sink, load in (("eval.json", evals, _read_json), ("config.yaml", configs, load_yaml)):
+            p = d / name
+            if name == "config.yaml" and any(e == exp for e, _ in configs):
+                continue  # one per experiment is enough (heads, architecture, loss), and YAML is slow to parse
+            if p.is_file():
+                try:
+                    sink[(exp, seed)] = load(p)
+                except Exception as e:  # a truncated file from a killed job: list it, don't stop
+                    warnings.append(f"{exp}/seed{seed}/{name}: unreadable ({e})")
+        for npz in sorted((d / "samples").glob("epoch_*.npz")):
+            samples.append({"experiment": exp, "seed": seed, "epoch": int(npz.stem[6:]), "npz": str(npz)})
+        rows.append(row)
+
+    runs = pd.DataFrame(rows)
+    state = {(r["experiment"], r["seed"]): r["state"] for r in rows}
+
+    def tidy(frames):
+        if not frames:
+            return pd.DataFrame(columns=["experiment", "seed", "epoch", "state"])
+        for f in frames:
+            f["state"] = state[(f["experiment"].iat[0], f["seed"].iat[0])] if len(f) else "missing"
+        return pd.concat(frames, ignore_index=True)
+
+    experiments = list(dict.fromkeys(runs["experiment"]))
+    if params:
+        experiments = [e for e in params.experiments if e in experiments] + [e for e in experiments if e not in params.experiments]
+    baseline = decision.baseline if decision.baseline in experiments else experiments[0]
+    metrics_df, steps_df = tidy(metrics), tidy(steps)
+    return PhaseRuns(
+        phase=index.get("phase") or (params.phase if params else runs_dir.name),
+        runs_dir=runs_dir,
+        params_file=pfile,
+        params=params,
+        params_hash=index.get("params_hash") or (params_hash(pfile) if pfile else None),
+        decision=decision,
+        experiments=experiments,
+        baseline=baseline,
+        heads={e: _heads(e, params, configs, metrics_df) for e in experiments},
+        notes={e: params.experiments[e].note for e in experiments if params and e in params.experiments},
+        runs=runs,
+        metrics=metrics_df,
+        steps=steps_df,
+        evals=evals,
+        configs=configs,
+        samples=pd.DataFrame(samples, columns=["experiment", "seed", "epoch", "npz"]),
+        warnings=warnings,
+    )
+
+
+def _heads(exp: str, params: Phase | None, configs: dict, metrics: pd.DataFrame) -> tuple[str, ...]:
+    """The auxiliary heads an experiment trains: from its runs' config.yaml, else the params, else the metrics."""
+    loss = next((c.get("loss") for (e, _), c in configs.items() if e == exp and isinstance(c, dict)), None)
+    if loss is None and params and exp in params.experiments:
+        loss = _deep_merge(params.loss.model_dump(), params.experiments[exp].loss)
+    if loss is not None:
+        return tuple(h for h in ("seg", "cls") if loss.get(h, 0) > 0)
+    m = metrics[metrics["experiment"] == exp] if len(metrics) else metrics
+    return tuple(h for h, col in (("seg", "val_seg_miou"), ("cls", "val_cls_acc")) if col in m and m[col].notna().any())
+
+
+
+def run_table(pr: PhaseRuns) -> pd.DataFrame:
+    """One row per finished (`done`) run: outcome metrics at the best epoch and the stability numbers."""
+    rows = []
+    met = pr.metrics.groupby(["experiment", "seed"]) if len(pr.metrics) else {}
+    stp = dict(list(pr.steps.groupby(["experiment", "seed"]))) if len(pr.steps) else {}
+    for r in pr.done.itertuples():
+        key = (r.experiment, r.seed)
+        m = met.get_group(key).sort_values("epoch") if key in getattr(met, "groups", {}) else None
+        if m is None or "val_mse" not in m or m["val_mse"].notna().sum() == 0:
+            continue
+        best_i = m["val_mse"].idxmin()
+        at_best = m.loc[best_i].to_dict()
+        ev = (pr.evals.get(key) or {}).get("val") or {}
+        out = {"experiment": r.experiment, "seed": r.seed, "epochs_run": int(m["epoch"].max()),
+               "best_epoch": int(at_best["epoch"]), "best_val_mse": float(ev.get("val_mse", m["val_mse"].min())),
+               "final_val_mse": float(m["val_mse"].iloc[-1])}
+        for col in [c for c in RUN_METRICS if c.startswith("val_")] + [f"val_{h}_iou_{c}" for h in ("seg", "sem") for c in CLASS_NAMES]:
+            v = ev.get(col, at_best.get(col, math.nan))
+            out[col] = float(v) if v is not None else math.nan
+        s = stp.get(key)
+        out["spikes"] = count_spikes(s.sort_values("global_step")["loss"].to_numpy()) if s is not None and "loss" in s else math.nan
+        out["late_wobble"] = late_wobble(m["val_mse"].to_numpy())
+        out["epochs_to_10pct"] = epochs_to_within(m["epoch"].to_numpy(), m["val_mse"].to_numpy())
+        out["epoch_time_s"] = float(m["epoch_time_s"].mean()) if "epoch_time_s" in m else math.nan
+        rows.append(out)
+    cols = ["experiment", "seed", "epochs_run", "best_epoch", *RUN_METRICS, "spikes", "late_wobble", "epochs_to_10pct"]
+    return pd.DataFrame(rows, columns=list(dict.fromkeys(cols + (list(rows[0]) if rows else []))))
+
+
+def resolved_section(pr: PhaseRuns, exp: str, section: str) -> dict:
+    """The winner's section as it ran (config.yaml of a finished seed), else as the params resolve it."""
+    for (e, s), c in sorted(pr.configs.items()):
+        if e == exp and isinstance(c, dict) and section in c:
+            return c[section]
+    if pr.params and exp in pr.params.experiments:
+        return _deep_merge(getattr(pr.params, section).model_dump(), getattr(pr.params.experiments[exp], section))
+    return {}

@@ -1,0 +1,178 @@
+"""Synthetic phase folders with planted effects, and how often `decide` gets a planted effect right.
+
+For tests, the benchmark and trying the report without training; no library module imports this.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .decision import decide
+from .palette import CLASS_NAMES
+from .params import Decision, load_phase, params_hash
+
+
+def write_synthetic_phase(
+    root: str | Path,
+    phase: str = "synthetic",
+    experiments: dict[str, dict] | None = None,
+    seeds: tuple[int, ...] = (1, 2, 3),
+    epochs: int = 10,
+    effects: dict[str, dict] | None = None,
+    states: dict[tuple[str, int], str] | None = None,
+    noise: float = 0.03,
+    image_size: int = 32,
+    num_samples: int = 4,
+    sample_interval: int = 2,
+    steps_per_epoch: int = 20,
+    rng_seed: int = 0,
+    notes: dict[str, str] | None = None,
+) -> Path:
+    """Write `<root>/<phase>/` with every contract file for experiments x seeds; return that folder.
+
+    experiments: name -> loss weights {"seg": w, "cls": w} (default: F1/F2/F3 of Phase 1.4).
+    effects: name -> {"mse": factor on the true val MSE (1.1 = 10% worse), "seg_miou", "cls_acc", "spikes"
+    (per run), "wobble" (late val noise, fraction)}. noise: seed-to-seed SD of the val MSE (fraction).
+    states: (name, seed) -> failed / diverged / running / preempted / missing (listed, no folder).
+    notes: name -> the experiment's note in params.yaml.
+    """
+    from PIL import Image
+
+    from .palette import mask_to_rgb
+
+    rng = np.random.default_rng(rng_seed)
+    experiments = experiments or {"F1_rgb_only": {}, "F2_rgb_seg": {"seg": 0.05}, "F3_rgb_seg_cls": {"seg": 0.05, "cls": 0.01}}
+    effects, states = effects or {}, states or {}
+    out = Path(root) / phase
+    out.mkdir(parents=True, exist_ok=True)
+    params = {
+        "phase": phase, "description": "synthetic phase with planted effects", "runs_root": str(Path(root).resolve()),
+        "data": {"manifest": "data/manifest.csv", "image_size": image_size, "num_samples": num_samples},
+        "architecture": {"latent_channels": 4, "base_channels": 8, "downsampling_steps": 2},
+        "training": {"epochs": epochs, "sample_interval": sample_interval, "log_every": 1},
+        "seeds": list(seeds),
+        "experiments": {e: {"note": (notes or {}).get(e, f"synthetic {e}"), **({"loss": w} if w else {})} for e, w in experiments.items()},
+    }
+    params_path = out / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    phase_cfg = load_phase(params_path, check_files=False)
+    index = {"phase": phase, "params_file": str(params_path), "params_hash": params_hash(params_path), "runs": []}
+
+    # The fixed validation images: rooms of wall + background with furniture rectangles.
+    masks = np.full((num_samples, image_size, image_size), 9, np.uint8)
+    for m in masks:
+        m[[0, -1], :] = m[:, [0, -1]] = 8
+        for _ in range(4):
+            y, x = rng.integers(2, image_size - 8, 2)
+            m[y : y + rng.integers(3, 8), x : x + rng.integers(3, 8)] = rng.integers(0, 8)
+    inputs = mask_to_rgb(masks).transpose(0, 3, 1, 2)  # (N, 3, H, W)
+    seed_effect = {s: rng.normal(0, noise) for s in seeds}  # shared by experiments: same init and data order
+    k = len(CLASS_NAMES)
+    for e, weights in experiments.items():
+        eff = effects.get(e, {})
+        heads = [h for h in ("seg", "cls") if weights.get(h, 0) > 0]
+        for s in seeds:
+            d = out / e / f"seed{s}"
+            index["runs"].append({"experiment": e, "seed": s, "run_dir": str(d)})
+            state = states.get((e, s), "done")
+            if state == "missing":
+                continue
+            d.mkdir(parents=True, exist_ok=True)
+            last = epochs if state == "done" else max(1, epochs // 2)
+            true_final = 0.004 * eff.get("mse", 1.0) * math.exp(seed_effect[s] + rng.normal(0, noise / 2))
+            ep = np.arange(1, last + 1)
+            wob = rng.normal(0, eff.get("wobble", 0.005), last)
+            val = true_final * (1 + 4 * np.exp(-ep / max(1, epochs / 5))) * (1 + wob)
+            if state == "diverged":
+                val[-1] = math.nan
+            miou, acc = eff.get("seg_miou", 0.7), eff.get("cls_acc", 0.85)
+            rows = []
+            for i, epoch in enumerate(ep):
+                prog = 1 - math.exp(-epoch / max(1, epochs / 4))
+                r = {"epoch": epoch, "lr": 1e-4, "epoch_time_s": 2.0 + rng.normal(0, 0.1), "train_images_per_s": 100.0,
+                     "train_mse": val[i] * 0.95, "train_kl": math.nan, "val_mse": val[i], "val_kl": math.nan,
+                     "val_psnr": 10 * math.log10(4 / val[i]) if np.isfinite(val[i]) else math.nan,
+                     "val_ssim": 1 - 20 * val[i] if np.isfinite(val[i]) else math.nan,
+                     "val_sem_acc": 0.97 * prog, "val_sem_miou": 0.8 * prog}
+                for h, ce, mval in (("seg", 2.3 * (1 - prog) + 0.2, miou * prog), ("cls", 0.69 * (1 - prog) + 0.3, acc * prog)):
+                    on = h in heads
+                    r[f"train_{h}_ce"] = ce if on else math.nan
+                    r[f"val_{h}_ce"] = ce * 1.05 if on else math.nan
+                    r[f"train_{h}_acc"] = min(1, mval + 0.1) if on else math.nan
+                    r[f"val_{h}_acc"] = (min(1, mval + 0.15) if h == "seg" else mval) if on else math.nan
+                r["val_seg_miou"] = r.pop("val_seg_acc_tmp", miou * prog) if "seg" in heads else math.nan
+                r["train_loss"] = r["train_mse"] + sum(weights.get(h, 0) * r[f"train_{h}_ce"] for h in heads)
+                r["val_loss"] = r["val_mse"] + sum(weights.get(h, 0) * r[f"val_{h}_ce"] for h in heads)
+                for j, c in enumerate(CLASS_NAMES):
+                    r[f"val_seg_iou_{c}"] = float(np.clip(r["val_seg_miou"] + 0.15 * math.sin(j + s), 0, 1)) if "seg" in heads else math.nan
+                    r[f"val_sem_iou_{c}"] = float(np.clip(r["val_sem_miou"] + 0.15 * math.cos(j + s), 0, 1))
+                rows.append(r)
+            metrics = pd.DataFrame(rows)
+            metrics.to_csv(d / "metrics.csv", index=False)
+            n_steps = last * steps_per_epoch
+            base = np.repeat(val * 1.2, steps_per_epoch) * np.exp(rng.normal(0, 0.1, n_steps))
+            spikes = rng.choice(np.arange(25, n_steps), size=min(int(eff.get("spikes", 0)), max(0, n_steps - 25)), replace=False)
+            base[spikes] *= 10
+            pd.DataFrame({"global_step": np.arange(1, n_steps + 1), "epoch": np.repeat(ep, steps_per_epoch),
+                          "step": np.tile(np.arange(steps_per_epoch), last), "loss": base, "mse": base / 1.2,
+                          "seg_ce": math.nan, "cls_ce": math.nan, "kl": math.nan, "lr": 1e-4}).to_csv(d / "steps.csv", index=False)
+            best = int(np.nanargmin(val)) if np.isfinite(val).any() else 0
+            cfg = {"phase": phase, "experiment": e, "seed": s, "run_dir": str(d), "params_file": str(params_path),
+                   "params_hash": index["params_hash"], "data": phase_cfg.data.model_dump(),
+                   "architecture": phase_cfg.architecture.model_dump(), "training": phase_cfg.training.model_dump(),
+                   "loss": {**phase_cfg.loss.model_dump(), **weights}}
+            (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+            info = {"phase": phase, "experiment": e, "seed": s, "status": state, "started": "2026-01-01T10:00:00+00:00",
+                    "ended": None if state in ("running", "preempted") else "2026-01-01T10:20:00+00:00",
+                    "updated": "2026-01-01T10:20:00+00:00", "git_commit": "synthetic0000", "host": "synthetic-host",
+                    "device": "cpu (2 threads)", "error": {"failed": "RuntimeError: synthetic failure", "diverged":
+                    f"non-finite loss at epoch {last}"}.get(state), "epoch": last, "epochs": epochs,
+                    "best_val_mse": float(val[best]), "best_epoch": best + 1, "epoch_time_s": 2.0, "stopped_early": False,
+                    "job_id": None, "skipped_images": 0, "attempts": 1}
+            (d / "run.json").write_text(json.dumps(info, indent=1))
+            if state == "done":
+                cm = np.diag(np.full(k, 100)) + rng.integers(0, 10, (k, k))
+                (d / "eval.json").write_text(json.dumps({"epoch": best + 1, "val": metrics.iloc[best].drop("epoch").to_dict(),
+                                                         "seg_confusion": cm.tolist() if "seg" in heads else None,
+                                                         "sem_confusion": cm.tolist()}))
+            (d / "samples").mkdir(exist_ok=True)
+            for epoch in sorted({*range(sample_interval, last + 1, sample_interval), last}):
+                amp = 120 * math.sqrt(val[epoch - 1] / true_final) / 3 if np.isfinite(val[epoch - 1]) else 120
+                recon = np.clip(inputs + rng.normal(0, amp, inputs.shape), 0, 255).astype(np.uint8)
+                flip = rng.random(masks.shape) > miou * (epoch / last)
+                seg_pred = np.where(flip, rng.integers(0, k, masks.shape), masks).astype(np.uint8)
+                arrays = {"index": np.arange(num_samples, dtype=np.int64), "input": inputs, "recon": recon, "mask": masks,
+                          "recon_classes": masks, "error": np.abs(recon.astype(int) - inputs).mean(1).astype(np.uint8)}
+                if "seg" in heads:
+                    arrays["seg_pred"] = seg_pred
+                np.savez_compressed(d / "samples" / f"epoch_{epoch:03d}.npz", **arrays)
+                grid = np.concatenate([np.concatenate([inputs[i].transpose(1, 2, 0), recon[i].transpose(1, 2, 0)], 1) for i in range(num_samples)], 0)
+                Image.fromarray(grid).save(d / "samples" / f"epoch_{epoch:03d}.png")
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    return out
+
+
+def simulate_decisions(effect: float, n_seeds: int = 3, seed_sd: float = 0.03, run_sd: float = 0.015, draws: int = 400,
+                       rules: Decision | None = None, rng_seed: int = 0) -> dict:
+    """How often `decide` gets it right: draw phases of a baseline F1 and F2 whose true val MSE is (1 + effect) x
+    F1's, with seed noise (seed_sd: shared by both experiments of a seed, as the same init and data order;
+    run_sd: per run), equal stability and a good seg head. Returns the share of draws per winner and per F2 call."""
+    rng = np.random.default_rng(rng_seed)
+    rules = rules or Decision()
+    heads = {"F1": (), "F2": ("seg",)}
+    winners, calls = {}, {}
+    fixed = {"val_cls_acc": math.nan, "spikes": 0.0, "late_wobble": 0.01, "epochs_to_10pct": 5.0}
+    for _ in range(draws):
+        shared = rng.normal(0, seed_sd, n_seeds)
+        rows = [{"experiment": e, "seed": s, "best_val_mse": 0.004 * f * math.exp(shared[s] + rng.normal(0, run_sd)),
+                 "val_seg_miou": 0.7 if e == "F2" else math.nan, **fixed}
+                for e, f in (("F1", 1.0), ("F2", 1.0 + effect)) for s in range(n_seeds)]
+        v = decide(pd.DataFrame(rows), ["F1", "F2"], "F1", heads, rules)
+        winners[v.winner] = winners.get(v.winner, 0) + 1 / draws
+        calls[v.calls["F2"]] = calls.get(v.calls["F2"], 0) + 1 / draws
+    return {"winner": winners, "call": calls}
