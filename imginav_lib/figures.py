@@ -14,8 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .palette import CLASS_NAMES
-from .phase import LOSS_COMPONENTS
-from .stats import RUN_METRICS
+from . import heads as H
 
 if TYPE_CHECKING:
     from .analysis import Analysis
@@ -48,8 +47,8 @@ def _done_metrics(a: Analysis) -> pd.DataFrame:
 def fig_curves(a: Analysis) -> go.Figure:
     """Per loss component, train and val: mean over seeds per epoch with a min-max seed band."""
     m = _done_metrics(a)
-    comps = [c for c in LOSS_COMPONENTS if any(f"{s}_{c}" in m and m[f"{s}_{c}"].notna().any() for s in ("train", "val"))] or ["mse"]
-    names = {"mse": "MSE", "seg_ce": "seg CE", "cls_ce": "cls CE", "kl": "KL"}
+    comps = [c for c in H.loss_terms() if any(f"{s}_{c}" in m and m[f"{s}_{c}"].notna().any() for s in ("train", "val"))] or ["mse"]
+    names = H.term_labels()
     fig = make_subplots(rows=len(comps), cols=2, shared_xaxes=True, vertical_spacing=0.06, horizontal_spacing=0.08,
                         subplot_titles=[f"{split} {names[c]}" for c in comps for split in ("train", "val")])
     col = colors(a.runs.experiments)
@@ -100,10 +99,11 @@ def _bar_ci(fig, a, metric, row, col, colr):
 
 def fig_final_metrics(a: Analysis) -> go.Figure:
     level = f"{1 - a.runs.decision.alpha:.0%}"
-    metrics = [m for m in RUN_METRICS if a.table[m].notna().any()] if len(a.table) else ["best_val_mse"]
+    labels = H.run_metrics()
+    metrics = [m for m in labels if a.table[m].notna().any()] if len(a.table) else ["best_val_mse"]
     ncol = 3
     nrow = math.ceil(len(metrics) / ncol)
-    fig = make_subplots(rows=nrow, cols=ncol, subplot_titles=[RUN_METRICS[m] for m in metrics], vertical_spacing=0.12)
+    fig = make_subplots(rows=nrow, cols=ncol, subplot_titles=[labels[m] for m in metrics], vertical_spacing=0.12)
     colr = colors(a.runs.experiments)
     for i, m in enumerate(metrics):
         _bar_ci(fig, a, m, i // ncol + 1, i % ncol + 1, colr)
@@ -163,15 +163,17 @@ def fig_stability(a: Analysis) -> go.Figure:
 def fig_iou(a: Analysis) -> go.Figure:
     t = a.table
     exps = a.runs.experiments
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["segmentation head IoU", "semantic fidelity IoU (reconstruction snapped to palette)"],
-                        horizontal_spacing=0.15)
-    for j, h in enumerate(("seg", "sem")):
+    prefixes = H.class_iou_prefixes()  # the per-pixel heads, then the snapped reconstruction ("sem")
+    titles = [f"{h.label} head IoU" for h in H.HEADS if h.class_iou] + ["semantic fidelity IoU (reconstruction snapped to palette)"]
+    fig = make_subplots(rows=1, cols=len(prefixes), subplot_titles=titles, horizontal_spacing=0.15)
+    for j, h in enumerate(prefixes):
         z = np.array([[t.loc[t.experiment == x, f"val_{h}_iou_{c}"].mean() if len(t) and f"val_{h}_iou_{c}" in t else np.nan for c in CLASS_NAMES] for x in exps], dtype=float)
-        fig.add_trace(go.Heatmap(z=z, x=CLASS_NAMES, y=[_t(x) for x in exps], zmin=0, zmax=1, colorscale="Viridis", showscale=(j == 1),
+        fig.add_trace(go.Heatmap(z=z, x=CLASS_NAMES, y=[_t(x) for x in exps], zmin=0, zmax=1, colorscale="Viridis", showscale=(j == len(prefixes) - 1),
                                  text=np.where(np.isfinite(z), np.round(z, 2).astype(str), "—"), texttemplate="%{text}" if len(exps) <= 12 else None,
                                  hovertemplate="%{y}<br>%{x}: IoU %{z:.3f}<extra></extra>"), 1, j + 1)
     fig.update_yaxes(autorange="reversed")
-    fig.update_yaxes(showticklabels=False, row=1, col=2)  # same rows as the left panel
+    for j in range(2, len(prefixes) + 1):
+        fig.update_yaxes(showticklabels=False, row=1, col=j)  # same rows as the left panel
     fig.update_layout(title=_t(f"{a.runs.phase}: per-class IoU at the best epoch (mean over finished seeds; — = head not trained)"),
                       height=max(380, 28 * len(exps) + 220))
     return fig
@@ -205,13 +207,14 @@ def fig_confusion(a: Analysis) -> go.Figure:
 
 
 def fig_cls(a: Analysis) -> go.Figure | None:
-    exps = [x for x in a.runs.experiments if "cls" in a.runs.heads.get(x, ())]
-    if not exps or not len(a.table) or a.table["val_cls_acc"].isna().all():
+    h = H.head("cls")
+    exps = [x for x in a.runs.experiments if h.name in a.runs.heads.get(x, ())]
+    if not exps or not len(a.table) or a.table[h.gate].isna().all():
         return None
     level = f"{1 - a.runs.decision.alpha:.0%}"
     fig = make_subplots(rows=1, cols=1)
-    _bar_ci(fig, a, "val_cls_acc", 1, 1, colors(a.runs.experiments))
-    fig.add_hline(y=a.runs.decision.min_cls_accuracy, line_dash="dash", annotation_text=f"minimum {a.runs.decision.min_cls_accuracy}")
+    _bar_ci(fig, a, h.gate, 1, 1, colors(a.runs.experiments))
+    fig.add_hline(y=h.minimum(a.runs.decision), line_dash="dash", annotation_text=f"minimum {h.minimum(a.runs.decision)}")
     fig.update_layout(title=_t(f"{a.runs.phase}: room/scene classification accuracy (mean, {level} CI, seeds)"),
                       yaxis_title="validation accuracy", yaxis_range=[0, 1.05], height=380)
     return fig

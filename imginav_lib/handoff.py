@@ -14,7 +14,7 @@ from .errors import InputError, ReportError
 from .files import atomic_path, atomic_write_text
 from .params import Training, _deep_merge, load_phase
 from .phase import PhaseRuns, resolved_section, run_table
-from .stats import RUN_METRICS
+from . import heads as H
 
 def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame) -> dict[str, Path]:
     """Write <runs>/<phase>/winner.yaml and the next phase's params next to the params file; return the paths."""
@@ -28,7 +28,7 @@ def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame) -> dic
     commit = runinfo.loc[(w, int(best.seed)), "git_commit"] if best is not None and "git_commit" in runinfo else None
     s = summary[summary["experiment"] == w].set_index("metric")
     metrics = {m: {k: (None if not math.isfinite(float(s.loc[m, k])) else float(s.loc[m, k])) for k in ("mean", "ci_low", "ci_high")}
-               | {"n": int(s.loc[m, "n"])} for m in RUN_METRICS if m in s.index and s.loc[m, "n"] > 0}
+               | {"n": int(s.loc[m, "n"])} for m in H.run_metrics() if m in s.index and s.loc[m, "n"] > 0}
     architecture, loss = resolved_section(pr, w, "architecture"), resolved_section(pr, w, "loss")
     paths = {"winner": pr.runs_dir / "winner.yaml"}
     nxt = pr.decision.handoff

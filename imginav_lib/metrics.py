@@ -11,20 +11,22 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from . import heads as H
 from .data import rgb_to_classes_torch
 from .palette import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, UNKNOWN_LABEL
 
-LOSS_PARTS = ("mse", "seg_ce", "cls_ce", "kl")
+LOSS_PARTS = H.loss_terms()  # ("mse", "seg_ce", "cls_ce", "kl")
 NAN = float("nan")
 
 
 def metric_columns() -> list[str]:
     """The metrics.csv header, in order: the analysis API."""
+    terms = H.loss_terms()  # read from the heads table when called
     cols = ["epoch", "lr", "epoch_time_s", "train_images_per_s", "train_loss"]
-    cols += [f"train_{p}" for p in LOSS_PARTS] + ["train_seg_acc", "train_cls_acc", "val_loss"]
-    cols += [f"val_{p}" for p in LOSS_PARTS]
-    cols += ["val_psnr", "val_ssim", "val_seg_acc", "val_seg_miou", "val_cls_acc", "val_sem_acc", "val_sem_miou"]
-    cols += [f"val_seg_iou_{c}" for c in CLASS_NAMES] + [f"val_sem_iou_{c}" for c in CLASS_NAMES]
+    cols += [f"train_{p}" for p in terms] + [c for h in H.HEADS for c in h.train_metrics] + ["val_loss"]
+    cols += [f"val_{p}" for p in terms]
+    cols += H.val_metric_columns()
+    cols += [f"val_{p}_iou_{c}" for p in H.class_iou_prefixes() for c in CLASS_NAMES]
     return cols
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import heads as H
 from .palette import NUM_CLASSES
 from .params import Architecture
 
-HEADS = ("rgb", "seg", "cls")
+HEADS = H.names()  # ("rgb", "seg", "cls"): the layers below are per head, the names come from the table
 
 
 def _act(name: str) -> nn.Module:
@@ -136,4 +137,4 @@ def build_model(cfg: Architecture) -> LayoutAutoencoder:
 
 def heads_for(loss_weights) -> tuple[str, ...]:
     """The heads worth computing in training: those with a non-zero loss weight."""
-    return tuple(h for h, w in (("rgb", loss_weights.mse), ("seg", loss_weights.seg), ("cls", loss_weights.cls)) if w > 0)
+    return tuple(h.name for h in H.HEADS if getattr(loss_weights, h.loss_weight) > 0)

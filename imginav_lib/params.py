@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InputError
+from .heads import HEADS
 
 
 class Strict(BaseModel):
@@ -81,8 +82,9 @@ class Loss(Strict):
 
     @model_validator(mode="after")
     def _not_all_zero(self):
-        if self.mse == 0 and self.seg == 0 and self.cls == 0:
-            raise ValueError("mse, seg and cls weights are all zero")
+        weights = [h.loss_weight for h in HEADS]
+        if not any(getattr(self, w) for w in weights):
+            raise ValueError(f"{', '.join(weights[:-1])} and {weights[-1]} weights are all zero")
         return self
 
 

@@ -18,10 +18,10 @@ import yaml
 from .errors import InputError
 from .palette import CLASS_NAMES
 from .params import Decision, Phase, _deep_merge, load_phase, params_hash
-from .stats import RUN_METRICS, count_spikes, epochs_to_within, late_wobble
+from . import heads as H
+from .stats import count_spikes, epochs_to_within, late_wobble
 
 STATES = ("done", "running", "preempted", "failed", "diverged", "missing", "unreadable")
-LOSS_COMPONENTS = ("mse", "seg_ce", "cls_ce", "kl")  # unweighted parts logged in metrics.csv and steps.csv
 
 
 @dataclass
@@ -36,7 +36,7 @@ class PhaseRuns:
     decision: Decision
     experiments: list[str]  # index order
     baseline: str
-    heads: dict[str, tuple[str, ...]]  # experiment -> trained auxiliary heads ("seg", "cls")
+    heads: dict[str, tuple[str, ...]]  # experiment -> trained auxiliary heads (names in heads.HEADS)
     notes: dict[str, str]
     runs: pd.DataFrame  # experiment, seed, run_dir, state, error, host, device, git_commit, started, ended, ...
     metrics: pd.DataFrame  # metrics.csv rows of every run that wrote one, plus experiment, seed, state
@@ -179,7 +179,7 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
         decision=decision,
         experiments=experiments,
         baseline=baseline,
-        heads={e: _heads(e, params, configs, metrics_df) for e in experiments},
+        heads={e: _trained_heads(e, params, configs, metrics_df) for e in experiments},
         notes={e: params.experiments[e].note for e in experiments if params and e in params.experiments},
         runs=runs,
         metrics=metrics_df,
@@ -191,15 +191,15 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
     )
 
 
-def _heads(exp: str, params: Phase | None, configs: dict, metrics: pd.DataFrame) -> tuple[str, ...]:
+def _trained_heads(exp: str, params: Phase | None, configs: dict, metrics: pd.DataFrame) -> tuple[str, ...]:
     """The auxiliary heads an experiment trains: from its runs' config.yaml, else the params, else the metrics."""
     loss = next((c.get("loss") for (e, _), c in configs.items() if e == exp and isinstance(c, dict)), None)
     if loss is None and params and exp in params.experiments:
         loss = _deep_merge(params.loss.model_dump(), params.experiments[exp].loss)
     if loss is not None:
-        return tuple(h for h in ("seg", "cls") if loss.get(h, 0) > 0)
+        return H.trained(loss)
     m = metrics[metrics["experiment"] == exp] if len(metrics) else metrics
-    return tuple(h for h, col in (("seg", "val_seg_miou"), ("cls", "val_cls_acc")) if col in m and m[col].notna().any())
+    return tuple(h.name for h in H.auxiliary() if h.gate in m and m[h.gate].notna().any())
 
 
 
@@ -219,7 +219,7 @@ def run_table(pr: PhaseRuns) -> pd.DataFrame:
         out = {"experiment": r.experiment, "seed": r.seed, "epochs_run": int(m["epoch"].max()),
                "best_epoch": int(at_best["epoch"]), "best_val_mse": float(ev.get("val_mse", m["val_mse"].min())),
                "final_val_mse": float(m["val_mse"].iloc[-1])}
-        for col in [c for c in RUN_METRICS if c.startswith("val_")] + [f"val_{h}_iou_{c}" for h in ("seg", "sem") for c in CLASS_NAMES]:
+        for col in [c for c in H.run_metrics() if c.startswith("val_")] + [f"val_{p}_iou_{c}" for p in H.class_iou_prefixes() for c in CLASS_NAMES]:
             v = ev.get(col, at_best.get(col, math.nan))
             out[col] = float(v) if v is not None else math.nan
         s = stp.get(key)
@@ -228,7 +228,7 @@ def run_table(pr: PhaseRuns) -> pd.DataFrame:
         out["epochs_to_10pct"] = epochs_to_within(m["epoch"].to_numpy(), m["val_mse"].to_numpy())
         out["epoch_time_s"] = float(m["epoch_time_s"].mean()) if "epoch_time_s" in m else math.nan
         rows.append(out)
-    cols = ["experiment", "seed", "epochs_run", "best_epoch", *RUN_METRICS, "spikes", "late_wobble", "epochs_to_10pct"]
+    cols = ["experiment", "seed", "epochs_run", "best_epoch", *H.run_metrics(), "spikes", "late_wobble", "epochs_to_10pct"]
     return pd.DataFrame(rows, columns=list(dict.fromkeys(cols + (list(rows[0]) if rows else []))))
 
 

@@ -21,7 +21,8 @@ import pandas as pd
 from .errors import InputError, ReportError
 from .files import UMASK, atomic_write_text
 from .phase import resolved_section
-from .stats import RUN_METRICS, STABILITY
+from . import heads as H
+from .stats import STABILITY
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -139,7 +140,7 @@ def header_html(a: Analysis) -> str:
 
 
 def _head_names(heads) -> str:
-    return " + ".join({"seg": "segmentation", "cls": "classification"}[h] for h in heads) or "none (RGB only)"
+    return H.words(heads) or "none (RGB only)"
 
 
 def _loss_text(pr, x: str) -> str:
@@ -184,7 +185,7 @@ def stats_html(a: Analysis) -> str:
     """Per experiment: mean [CI] (n) of every metric, then the comparison with the baseline."""
     s = a.summary
     level = f"{1 - a.runs.decision.alpha:.0%}"
-    metrics = [m for m in [*RUN_METRICS, "spikes", "late_wobble", "epochs_to_10pct", "seed_spread"] if s[s.metric == m]["n"].sum() > 0]
+    metrics = [m for m in [*H.run_metrics(), "spikes", "late_wobble", "epochs_to_10pct", "seed_spread"] if s[s.metric == m]["n"].sum() > 0]
     rows = []
     for x in a.runs.experiments:
         row = [e(x)]
@@ -197,7 +198,7 @@ def stats_html(a: Analysis) -> str:
             else:
                 row.append(f"{_fmt(q['mean'], m)}<br><span class='muted'>n={q.n}{', no CI' if m != 'seed_spread' else ''}</span>")
         rows.append(row)
-    labels = {**RUN_METRICS, "spikes": "loss spikes / run", "late_wobble": "late val wobble", "epochs_to_10pct": "epochs to 10% of best",
+    labels = {**H.run_metrics(), "spikes": "loss spikes / run", "late_wobble": "late val wobble", "epochs_to_10pct": "epochs to 10% of best",
               "seed_spread": "seed spread (final val MSE)"}
     out = f"<p>Mean across finished seeds with the {level} t-interval [low, high] and the number of seeds n. " \
           "With 1 seed there is no interval; with 2 it is very wide: 3 or more seeds are needed.</p>"

@@ -9,18 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-# Per-run numbers summarised across seeds: column -> what the report calls it.
-RUN_METRICS = {
-    "best_val_mse": "best val MSE",
-    "final_val_mse": "final val MSE",
-    "val_psnr": "PSNR (dB)",
-    "val_ssim": "SSIM",
-    "val_sem_acc": "semantic fidelity: pixel accuracy",
-    "val_sem_miou": "semantic fidelity: mIoU",
-    "val_seg_acc": "seg head: pixel accuracy",
-    "val_seg_miou": "seg head: mIoU",
-    "val_cls_acc": "cls head: accuracy",
-}
+from . import heads as H
+
 STABILITY = {
     "spikes": "loss spikes: logged training steps whose loss exceeds 3x the median of the previous 20 logged steps",
     "late_wobble": "late val wobble: SD of val MSE around its straight-line trend over the second half of the "
@@ -86,7 +76,7 @@ def summarize(table: pd.DataFrame, experiments: list[str], level: float = 0.95) 
     rows = []
     for exp in experiments:
         t = table[table["experiment"] == exp]
-        for col, label in {**RUN_METRICS, "spikes": "loss spikes per run", "late_wobble": "late val wobble",
+        for col, label in {**H.run_metrics(), "spikes": "loss spikes per run", "late_wobble": "late val wobble",
                            "epochs_to_10pct": "epochs to within 10% of best"}.items():
             mean, sd, lo, hi, n = t_interval(t[col] if col in t else [], level)
             rows.append({"experiment": exp, "metric": col, "label": label, "n": n, "mean": mean, "sd": sd,

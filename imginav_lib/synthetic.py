@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from . import heads as H
 from .decision import decide
-from .palette import CLASS_NAMES
+from .palette import CLASS_NAMES, mask_to_rgb
 from .params import Decision, load_phase, params_hash
 
 
@@ -42,8 +43,6 @@ def write_synthetic_phase(
     notes: name -> the experiment's note in params.yaml.
     """
     from PIL import Image
-
-    from .palette import mask_to_rgb
 
     rng = np.random.default_rng(rng_seed)
     experiments = experiments or {"F1_rgb_only": {}, "F2_rgb_seg": {"seg": 0.05}, "F3_rgb_seg_cls": {"seg": 0.05, "cls": 0.01}}
@@ -75,7 +74,7 @@ def write_synthetic_phase(
     k = len(CLASS_NAMES)
     for e, weights in experiments.items():
         eff = effects.get(e, {})
-        heads = [h for h in ("seg", "cls") if weights.get(h, 0) > 0]
+        heads = H.trained(weights)
         for s in seeds:
             d = out / e / f"seed{s}"
             index["runs"].append({"experiment": e, "seed": s, "run_dir": str(d)})
