@@ -75,12 +75,7 @@ def _discover_index(runs_dir: Path) -> dict:
     return {"phase": runs_dir.name, "runs": runs}
 
 
-def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None) -> PhaseRuns:
-    """Read a phase folder. A run whose files are missing or unreadable gets that state; nothing raises for it."""
-    runs_dir = Path(runs_dir).resolve()
-    if not runs_dir.is_dir():
-        raise InputError(f"runs folder not found: {runs_dir}")
-    warnings = []
+def _read_index(runs_dir: Path, warnings: list[str]) -> dict:
     index_path = runs_dir / "index.json"
     if index_path.is_file():
         try:
@@ -92,7 +87,11 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
         warnings.append(f"no index.json in {runs_dir}: runs were found by folder name")
     if not index.get("runs"):
         raise InputError(f"{runs_dir}: no runs listed in index.json and no <experiment>/seed<k>/ folders")
+    return index
 
+
+def _read_params(runs_dir: Path, index: dict, params_file, warnings: list[str]) -> tuple[Path | None, Phase | None]:
+    """The params file and its contents; a given file must load, one found by itself may fail (defaults apply)."""
     pfile = _resolve_params_file(runs_dir, index, params_file)
     params = None
     if pfile is not None:
@@ -104,56 +103,75 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
             warnings.append(f"params file not usable, decision defaults apply: {e}")
     else:
         warnings.append("no params file found: decision defaults apply")
+    return pfile, params
+
+
+def _load_yaml(p: Path):
+    return yaml.load(p.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+def _read_run(d: Path, exp: str, seed: int, found: dict, warnings: list[str]) -> dict:
+    """One run folder: its row of `runs` (state, error, run.json fields); its files are added to `found`."""
+    row = {"experiment": exp, "seed": seed, "run_dir": str(d), "state": "missing", "error": None}
+    info_path = d / "run.json"
+    if not d.is_dir():
+        row["error"] = "run folder not found"
+    elif not info_path.is_file():
+        row["error"] = "no run.json (never started?)"
+    else:
+        try:
+            info = _read_json(info_path)
+            row.update({k: v for k, v in info.items() if k not in ("experiment", "seed", "phase")})
+            row["state"] = info.get("status") if info.get("status") in STATES else "unreadable"
+            if row["state"] == "unreadable":
+                row["error"] = f"unknown status {info.get('status')!r}"
+        except (OSError, ValueError) as e:
+            row.update(state="unreadable", error=f"run.json: {e}")
+    has_metrics = False
+    for name, sink in (("metrics.csv", found["metrics"]), ("steps.csv", found["steps"])):
+        p = d / name
+        if p.is_file() and p.stat().st_size:
+            try:
+                df = pd.read_csv(p)
+            except Exception as e:  # pandas raises several types for a malformed CSV
+                row.update(state="unreadable", error=f"{name}: {e}")
+                continue
+            sink.append(df.assign(experiment=exp, seed=seed))
+            has_metrics |= name == "metrics.csv" and "val_mse" in df and bool(np.isfinite(df["val_mse"]).any())
+    if row["state"] == "done" and not has_metrics:
+        row.update(state="unreadable", error="status done but metrics.csv has no finite val_mse")
+    for name, sink, load in (("eval.json", found["evals"], _read_json), ("config.yaml", found["configs"], _load_yaml)):
+        p = d / name
+        if name == "config.yaml" and any(e == exp for e, _ in sink):
+            continue  # one per experiment is enough (heads, architecture, loss), and YAML is slow to parse
+        if p.is_file():
+            try:
+                sink[(exp, seed)] = load(p)
+            except Exception as e:  # a truncated file from a killed job: list it, don't stop
+                warnings.append(f"{exp}/seed{seed}/{name}: unreadable ({e})")
+    for npz in sorted((d / "samples").glob("epoch_*.npz")):
+        found["samples"].append({"experiment": exp, "seed": seed, "epoch": int(npz.stem[6:]), "npz": str(npz)})
+    return row
+
+
+def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None) -> PhaseRuns:
+    """Read a phase folder. A run whose files are missing or unreadable gets that state; nothing raises for it."""
+    runs_dir = Path(runs_dir).resolve()
+    if not runs_dir.is_dir():
+        raise InputError(f"runs folder not found: {runs_dir}")
+    warnings = []
+    index = _read_index(runs_dir, warnings)
+    pfile, params = _read_params(runs_dir, index, params_file, warnings)
     decision = params.decision if params else Decision()
 
-    rows, metrics, steps, evals, configs, samples = [], [], [], {}, {}, []
-    load_yaml = lambda p: yaml.load(p.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: E731
+    rows, found = [], {"metrics": [], "steps": [], "evals": {}, "configs": {}, "samples": []}
     for entry in index["runs"]:
         exp, seed = entry["experiment"], int(entry["seed"])
         # The index may hold cluster paths; the folder next to index.json is what we have here.
         d = runs_dir / exp / f"seed{seed}"
         if not d.is_dir() and Path(entry.get("run_dir", "")).is_dir():
             d = Path(entry["run_dir"])
-        row = {"experiment": exp, "seed": seed, "run_dir": str(d), "state": "missing", "error": None}
-        info_path = d / "run.json"
-        if not d.is_dir():
-            row["error"] = "run folder not found"
-        elif not info_path.is_file():
-            row["error"] = "no run.json (never started?)"
-        else:
-            try:
-                info = _read_json(info_path)
-                row.update({k: v for k, v in info.items() if k not in ("experiment", "seed", "phase")})
-                row["state"] = info.get("status") if info.get("status") in STATES else "unreadable"
-                if row["state"] == "unreadable":
-                    row["error"] = f"unknown status {info.get('status')!r}"
-            except (OSError, ValueError) as e:
-                row.update(state="unreadable", error=f"run.json: {e}")
-        has_metrics = False
-        for name, sink in (("metrics.csv", metrics), ("steps.csv", steps)):
-            p = d / name
-            if p.is_file() and p.stat().st_size:
-                try:
-                    df = pd.read_csv(p)
-                except Exception as e:  # pandas raises several types for a malformed CSV
-                    row.update(state="unreadable", error=f"{name}: {e}")
-                    continue
-                sink.append(df.assign(experiment=exp, seed=seed))
-                has_metrics |= name == "metrics.csv" and "val_mse" in df and bool(np.isfinite(df["val_mse"]).any())
-        if row["state"] == "done" and not has_metrics:
-            row.update(state="unreadable", error="status done but metrics.csv has no finite val_mse")
-        for name, sink, load in (("eval.json", evals, _read_json), ("config.yaml", configs, load_yaml)):
-            p = d / name
-            if name == "config.yaml" and any(e == exp for e, _ in configs):
-                continue  # one per experiment is enough (heads, architecture, loss), and YAML is slow to parse
-            if p.is_file():
-                try:
-                    sink[(exp, seed)] = load(p)
-                except Exception as e:  # a truncated file from a killed job: list it, don't stop
-                    warnings.append(f"{exp}/seed{seed}/{name}: unreadable ({e})")
-        for npz in sorted((d / "samples").glob("epoch_*.npz")):
-            samples.append({"experiment": exp, "seed": seed, "epoch": int(npz.stem[6:]), "npz": str(npz)})
-        rows.append(row)
+        rows.append(_read_run(d, exp, seed, found, warnings))
 
     runs = pd.DataFrame(rows)
     state = {(r["experiment"], r["seed"]): r["state"] for r in rows}
@@ -169,7 +187,7 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
     if params:
         experiments = [e for e in params.experiments if e in experiments] + [e for e in experiments if e not in params.experiments]
     baseline = decision.baseline if decision.baseline in experiments else experiments[0]
-    metrics_df, steps_df = tidy(metrics), tidy(steps)
+    metrics_df, steps_df = tidy(found["metrics"]), tidy(found["steps"])
     return PhaseRuns(
         phase=index.get("phase") or (params.phase if params else runs_dir.name),
         runs_dir=runs_dir,
@@ -179,14 +197,14 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
         decision=decision,
         experiments=experiments,
         baseline=baseline,
-        heads={e: _trained_heads(e, params, configs, metrics_df) for e in experiments},
+        heads={e: _trained_heads(e, params, found["configs"], metrics_df) for e in experiments},
         notes={e: params.experiments[e].note for e in experiments if params and e in params.experiments},
         runs=runs,
         metrics=metrics_df,
         steps=steps_df,
-        evals=evals,
-        configs=configs,
-        samples=pd.DataFrame(samples, columns=["experiment", "seed", "epoch", "npz"]),
+        evals=found["evals"],
+        configs=found["configs"],
+        samples=pd.DataFrame(found["samples"], columns=["experiment", "seed", "epoch", "npz"]),
         warnings=warnings,
     )
 

@@ -42,8 +42,6 @@ def write_synthetic_phase(
     states: (name, seed) -> failed / diverged / running / preempted / missing (listed, no folder).
     notes: name -> the experiment's note in params.yaml.
     """
-    from PIL import Image
-
     rng = np.random.default_rng(rng_seed)
     experiments = experiments or {"F1_rgb_only": {}, "F2_rgb_seg": {"seg": 0.05}, "F3_rgb_seg_cls": {"seg": 0.05, "cls": 0.01}}
     effects, states = effects or {}, states or {}
@@ -91,26 +89,7 @@ def write_synthetic_phase(
                 val[-1] = math.nan
             miou, acc = eff.get("seg_miou", 0.7), eff.get("cls_acc", 0.85)
             rows = []
-            for i, epoch in enumerate(ep):
-                prog = 1 - math.exp(-epoch / max(1, epochs / 4))
-                r = {"epoch": epoch, "lr": 1e-4, "epoch_time_s": 2.0 + rng.normal(0, 0.1), "train_images_per_s": 100.0,
-                     "train_mse": val[i] * 0.95, "train_kl": math.nan, "val_mse": val[i], "val_kl": math.nan,
-                     "val_psnr": 10 * math.log10(4 / val[i]) if np.isfinite(val[i]) else math.nan,
-                     "val_ssim": 1 - 20 * val[i] if np.isfinite(val[i]) else math.nan,
-                     "val_sem_acc": 0.97 * prog, "val_sem_miou": 0.8 * prog}
-                for h, ce, mval in (("seg", 2.3 * (1 - prog) + 0.2, miou * prog), ("cls", 0.69 * (1 - prog) + 0.3, acc * prog)):
-                    on = h in heads
-                    r[f"train_{h}_ce"] = ce if on else math.nan
-                    r[f"val_{h}_ce"] = ce * 1.05 if on else math.nan
-                    r[f"train_{h}_acc"] = min(1, mval + 0.1) if on else math.nan
-                    r[f"val_{h}_acc"] = (min(1, mval + 0.15) if h == "seg" else mval) if on else math.nan
-                r["val_seg_miou"] = r.pop("val_seg_acc_tmp", miou * prog) if "seg" in heads else math.nan
-                r["train_loss"] = r["train_mse"] + sum(weights.get(h, 0) * r[f"train_{h}_ce"] for h in heads)
-                r["val_loss"] = r["val_mse"] + sum(weights.get(h, 0) * r[f"val_{h}_ce"] for h in heads)
-                for j, c in enumerate(CLASS_NAMES):
-                    r[f"val_seg_iou_{c}"] = float(np.clip(r["val_seg_miou"] + 0.15 * math.sin(j + s), 0, 1)) if "seg" in heads else math.nan
-                    r[f"val_sem_iou_{c}"] = float(np.clip(r["val_sem_miou"] + 0.15 * math.cos(j + s), 0, 1))
-                rows.append(r)
+            rows = _metric_rows(val, epochs, heads, weights, miou, acc, s, rng)
             metrics = pd.DataFrame(rows)
             metrics.to_csv(d / "metrics.csv", index=False)
             n_steps = last * steps_per_epoch
@@ -140,20 +119,57 @@ def write_synthetic_phase(
                                                          "seg_confusion": cm.tolist() if "seg" in heads else None,
                                                          "sem_confusion": cm.tolist()}))
             (d / "samples").mkdir(exist_ok=True)
-            for epoch in sorted({*range(sample_interval, last + 1, sample_interval), last}):
-                amp = 120 * math.sqrt(val[epoch - 1] / true_final) / 3 if np.isfinite(val[epoch - 1]) else 120
-                recon = np.clip(inputs + rng.normal(0, amp, inputs.shape), 0, 255).astype(np.uint8)
-                flip = rng.random(masks.shape) > miou * (epoch / last)
-                seg_pred = np.where(flip, rng.integers(0, k, masks.shape), masks).astype(np.uint8)
-                arrays = {"index": np.arange(num_samples, dtype=np.int64), "input": inputs, "recon": recon, "mask": masks,
-                          "recon_classes": masks, "error": np.abs(recon.astype(int) - inputs).mean(1).astype(np.uint8)}
-                if "seg" in heads:
-                    arrays["seg_pred"] = seg_pred
-                np.savez_compressed(d / "samples" / f"epoch_{epoch:03d}.npz", **arrays)
-                grid = np.concatenate([np.concatenate([inputs[i].transpose(1, 2, 0), recon[i].transpose(1, 2, 0)], 1) for i in range(num_samples)], 0)
-                Image.fromarray(grid).save(d / "samples" / f"epoch_{epoch:03d}.png")
+            _write_samples(d, val, true_final, sample_interval, inputs, masks, miou, heads, rng)
     (out / "index.json").write_text(json.dumps(index, indent=1))
     return out
+
+
+def _metric_rows(val: np.ndarray, epochs: int, heads: tuple[str, ...], weights: dict, miou: float, acc: float, s: int,
+                 rng: np.random.Generator) -> list[dict]:
+    """metrics.csv rows of one run: val is its val MSE per epoch run; the heads learn towards miou / acc."""
+    ep = np.arange(1, len(val) + 1)
+    rows = []
+    for i, epoch in enumerate(ep):
+        prog = 1 - math.exp(-epoch / max(1, epochs / 4))
+        r = {"epoch": epoch, "lr": 1e-4, "epoch_time_s": 2.0 + rng.normal(0, 0.1), "train_images_per_s": 100.0,
+             "train_mse": val[i] * 0.95, "train_kl": math.nan, "val_mse": val[i], "val_kl": math.nan,
+             "val_psnr": 10 * math.log10(4 / val[i]) if np.isfinite(val[i]) else math.nan,
+             "val_ssim": 1 - 20 * val[i] if np.isfinite(val[i]) else math.nan,
+             "val_sem_acc": 0.97 * prog, "val_sem_miou": 0.8 * prog}
+        for h, ce, mval in (("seg", 2.3 * (1 - prog) + 0.2, miou * prog), ("cls", 0.69 * (1 - prog) + 0.3, acc * prog)):
+            on = h in heads
+            r[f"train_{h}_ce"] = ce if on else math.nan
+            r[f"val_{h}_ce"] = ce * 1.05 if on else math.nan
+            r[f"train_{h}_acc"] = min(1, mval + 0.1) if on else math.nan
+            r[f"val_{h}_acc"] = (min(1, mval + 0.15) if h == "seg" else mval) if on else math.nan
+        r["val_seg_miou"] = r.pop("val_seg_acc_tmp", miou * prog) if "seg" in heads else math.nan
+        r["train_loss"] = r["train_mse"] + sum(weights.get(h, 0) * r[f"train_{h}_ce"] for h in heads)
+        r["val_loss"] = r["val_mse"] + sum(weights.get(h, 0) * r[f"val_{h}_ce"] for h in heads)
+        for j, c in enumerate(CLASS_NAMES):
+            r[f"val_seg_iou_{c}"] = float(np.clip(r["val_seg_miou"] + 0.15 * math.sin(j + s), 0, 1)) if "seg" in heads else math.nan
+            r[f"val_sem_iou_{c}"] = float(np.clip(r["val_sem_miou"] + 0.15 * math.cos(j + s), 0, 1))
+        rows.append(r)
+    return rows
+
+
+def _write_samples(d: Path, val: np.ndarray, true_final: float, sample_interval: int, inputs: np.ndarray, masks: np.ndarray,
+                   miou: float, heads: tuple[str, ...], rng: np.random.Generator) -> None:
+    """samples/epoch_XXX.npz and .png: reconstructions whose noise follows the val MSE, seg predictions towards miou."""
+    from PIL import Image
+
+    last, num_samples, k = len(val), len(masks), len(CLASS_NAMES)
+    for epoch in sorted({*range(sample_interval, last + 1, sample_interval), last}):
+        amp = 120 * math.sqrt(val[epoch - 1] / true_final) / 3 if np.isfinite(val[epoch - 1]) else 120
+        recon = np.clip(inputs + rng.normal(0, amp, inputs.shape), 0, 255).astype(np.uint8)
+        flip = rng.random(masks.shape) > miou * (epoch / last)
+        seg_pred = np.where(flip, rng.integers(0, k, masks.shape), masks).astype(np.uint8)
+        arrays = {"index": np.arange(num_samples, dtype=np.int64), "input": inputs, "recon": recon, "mask": masks,
+                  "recon_classes": masks, "error": np.abs(recon.astype(int) - inputs).mean(1).astype(np.uint8)}
+        if "seg" in heads:
+            arrays["seg_pred"] = seg_pred
+        np.savez_compressed(d / "samples" / f"epoch_{epoch:03d}.npz", **arrays)
+        grid = np.concatenate([np.concatenate([inputs[i].transpose(1, 2, 0), recon[i].transpose(1, 2, 0)], 1) for i in range(num_samples)], 0)
+        Image.fromarray(grid).save(d / "samples" / f"epoch_{epoch:03d}.png")
 
 
 def simulate_decisions(effect: float, n_seeds: int = 3, seed_sd: float = 0.03, run_sd: float = 0.015, draws: int = 400,
