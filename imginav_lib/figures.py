@@ -13,8 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .palette import CLASS_NAMES
 from . import heads as H
+from .palette import CLASS_NAMES
 
 if TYPE_CHECKING:
     from .analysis import Analysis

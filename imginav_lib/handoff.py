@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from . import heads as H
 from .decision import Verdict
 from .errors import InputError, ReportError
 from .files import atomic_path, atomic_write_text
 from .params import Training, _deep_merge, load_phase
 from .phase import PhaseRuns, resolved_section, run_table
-from . import heads as H
 
 def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame) -> dict[str, Path]:
     """Write <runs>/<phase>/winner.yaml and the next phase's params next to the params file; return the paths."""

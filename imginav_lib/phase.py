@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from . import heads as H
 from .errors import InputError
 from .palette import CLASS_NAMES
 from .params import Decision, Phase, _deep_merge, load_phase, params_hash
-from . import heads as H
 from .stats import count_spikes, epochs_to_within, late_wobble
 
 STATES = ("done", "running", "preempted", "failed", "diverged", "missing", "unreadable")

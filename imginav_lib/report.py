@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from . import heads as H
 from .errors import InputError, ReportError
 from .files import UMASK, atomic_write_text
 from .phase import resolved_section
-from . import heads as H
 from .stats import STABILITY
 
 if TYPE_CHECKING:
