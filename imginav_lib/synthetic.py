@@ -92,13 +92,7 @@ def write_synthetic_phase(
             rows = _metric_rows(val, epochs, heads, weights, miou, acc, s, rng)
             metrics = pd.DataFrame(rows)
             metrics.to_csv(d / "metrics.csv", index=False)
-            n_steps = last * steps_per_epoch
-            base = np.repeat(val * 1.2, steps_per_epoch) * np.exp(rng.normal(0, 0.1, n_steps))
-            spikes = rng.choice(np.arange(25, n_steps), size=min(int(eff.get("spikes", 0)), max(0, n_steps - 25)), replace=False)
-            base[spikes] *= 10
-            pd.DataFrame({"global_step": np.arange(1, n_steps + 1), "epoch": np.repeat(ep, steps_per_epoch),
-                          "step": np.tile(np.arange(steps_per_epoch), last), "loss": base, "mse": base / 1.2,
-                          "seg_ce": math.nan, "cls_ce": math.nan, "kl": math.nan, "lr": 1e-4}).to_csv(d / "steps.csv", index=False)
+            _write_steps(d, val, steps_per_epoch, int(eff.get("spikes", 0)), rng)
             best = int(np.nanargmin(val)) if np.isfinite(val).any() else 0
             cfg = {"phase": phase, "experiment": e, "seed": s, "run_dir": str(d), "params_file": str(params_path),
                    "params_hash": index["params_hash"], "data": phase_cfg.data.model_dump(),
@@ -150,6 +144,18 @@ def _metric_rows(val: np.ndarray, epochs: int, heads: tuple[str, ...], weights: 
             r[f"val_sem_iou_{c}"] = float(np.clip(r["val_sem_miou"] + 0.15 * math.cos(j + s), 0, 1))
         rows.append(r)
     return rows
+
+
+def _write_steps(d: Path, val: np.ndarray, steps_per_epoch: int, n_spikes: int, rng: np.random.Generator) -> None:
+    """steps.csv: a noisy loss that follows the val MSE, with n_spikes steps 10x higher."""
+    last = len(val)
+    n_steps = last * steps_per_epoch
+    base = np.repeat(val * 1.2, steps_per_epoch) * np.exp(rng.normal(0, 0.1, n_steps))
+    spikes = rng.choice(np.arange(25, n_steps), size=min(n_spikes, max(0, n_steps - 25)), replace=False)
+    base[spikes] *= 10
+    pd.DataFrame({"global_step": np.arange(1, n_steps + 1), "epoch": np.repeat(np.arange(1, last + 1), steps_per_epoch),
+                  "step": np.tile(np.arange(steps_per_epoch), last), "loss": base, "mse": base / 1.2,
+                  "seg_ce": math.nan, "cls_ce": math.nan, "kl": math.nan, "lr": 1e-4}).to_csv(d / "steps.csv", index=False)
 
 
 def _write_samples(d: Path, val: np.ndarray, true_final: float, sample_interval: int, inputs: np.ndarray, masks: np.ndarray,
