@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from . import runfolder as rf
 from .files import atomic_write_text
+from .runfolder import read_index
 from .params import ClusterResources, Phase, load_phase, params_hash, runs_of
 
 REPO = Path(__file__).resolve().parents[1]  # the package is installed editable from the repository
@@ -46,22 +48,6 @@ def train_notebook(override: str | Path | None = None) -> Path:
     if not path.is_file():
         raise InputError(f"training notebook not found: {path}")
     return path
-
-
-def _write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
-def _read_json(path: Path) -> dict:
-    """A JSON file or {} when it is missing or caught mid-replace on a file system without atomic rename."""
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _expand(value: str, base: Path, what: str, dry_run: bool = False) -> Path:
@@ -118,31 +104,13 @@ def prepare_phase_data(phase: Phase) -> Path:
 def write_index(phase: Phase, params_file: str | Path, runs_root: str | Path) -> Path:
     """Write `<runs_root>/<phase>/index.json` (the experiment x seed list) and copy the params file beside it."""
     params_file = Path(params_file).resolve()
-    phase_dir = Path(runs_root).resolve() / phase.phase
     index = {
         "phase": phase.phase,
         "params_file": str(params_file),
         "params_hash": params_hash(params_file),
         "runs": runs_of(phase, str(Path(runs_root).resolve())),
     }
-    atomic_write_text(phase_dir / "params.yaml", params_file.read_text())
-    _write_json(phase_dir / "index.json", index)
-    return phase_dir / "index.json"
-
-
-def read_index(index_file: str | Path) -> dict:
-    index_file = Path(index_file)
-    if not index_file.is_file():
-        raise InputError(f"index not found: {index_file}")
-    try:
-        index = json.loads(index_file.read_text())
-        runs = index["runs"]
-        index["params_file"], index["params_hash"], index["phase"]  # noqa: B018 (presence check)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise InputError(f"{index_file}: not a phase index ({type(e).__name__}: {e})") from None
-    if not isinstance(runs, list) or not runs:
-        raise InputError(f"{index_file}: runs: empty")
-    return index
+    return rf.write_index(Path(runs_root).resolve() / phase.phase, index, params_file.read_text())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -151,10 +119,11 @@ def read_index(index_file: str | Path) -> dict:
 
 def _mark_failed(run_dir: Path, entry: dict, phase: str, error: str) -> None:
     """The trainer could not record its own end (kernel killed, notebook failed before training): say so."""
-    info = _read_json(run_dir / "run.json")
-    info.update(phase=phase, experiment=entry["experiment"], seed=entry["seed"], status="failed", error=error,
-                ended=_now(), updated=_now())  # fmt: skip
-    _write_json(run_dir / "run.json", info)
+    folder = rf.RunFolder(run_dir)
+    info = folder.read_info()
+    info.update(phase=phase, experiment=entry["experiment"], seed=entry["seed"], status=rf.RunStatus.FAILED,
+                error=error, ended=rf.now(), updated=rf.now())  # fmt: skip
+    folder.write_info(info)
 
 
 def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) -> int:
@@ -177,15 +146,15 @@ def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) 
         raise InputError(f"{params_file} changed since {index_file} was written: run `imginav run` again")
     phase = load_phase(params_file)
     run_dir = Path(entry["run_dir"])
+    folder = rf.RunFolder(run_dir)
     name = f"{entry['experiment']} seed {entry['seed']}"
-    info = _read_json(run_dir / "run.json")
-    if info.get("status") == "done":
+    if folder.status() == rf.RunStatus.DONE:
         # Skip papermill too: re-executing would overwrite train.ipynb, the record of the finished run.
         print(f"imginav: {name}: already done ({run_dir})", flush=True)
         return 0
     nb = train_notebook(notebook)
     run_dir.mkdir(parents=True, exist_ok=True)
-    stop_file = run_dir / "STOP"
+    stop_file = folder.stop_file
     stop_file.unlink(missing_ok=True)  # a STOP of the previous attempt was served by its checkpoint
 
     def request_stop(signum, frame):
@@ -207,12 +176,12 @@ def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) 
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
-    print(f"imginav: {name}: {nb} -> {run_dir / 'train.ipynb'}", flush=True)
+    print(f"imginav: {name}: {nb} -> {folder.notebook}", flush=True)
     error = None
     try:
         papermill.execute_notebook(
             str(nb),
-            str(run_dir / "train.ipynb"),
+            str(folder.notebook),
             parameters={"params_file": str(params_file), "experiment": entry["experiment"], "seed": entry["seed"],
                         "runs_root": str(run_dir.parents[2])},  # fmt: skip
             kernel_name="python3",
@@ -225,17 +194,17 @@ def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) 
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    status = _read_json(run_dir / "run.json").get("status")
-    if status == "preempted":
+    status = folder.status()
+    if status == rf.RunStatus.PREEMPTED:
         print(f"imginav: {name}: checkpointed and stopped; exit {phase.cluster.requeue_exit_code} (requeue)", flush=True)
         return phase.cluster.requeue_exit_code
-    if status == "done" and error is None:
+    if status == rf.RunStatus.DONE and error is None:
         print(f"imginav: {name}: done", flush=True)
         return 0
-    if status in (None, "running"):
+    if status in (None, rf.RunStatus.RUNNING):
         why = error or "the notebook ended without recording the end of the run"
         _mark_failed(run_dir, entry, index["phase"], f"papermill: {why}")
-        status = "failed"
+        status = rf.RunStatus.FAILED
     print(f"imginav: {name}: {status}: {error or ''}", file=sys.stderr, flush=True)
     return 1
 
@@ -348,8 +317,8 @@ def plan_jobs(phase: Phase, params_file: Path, backend: str, runs: list[dict], e
               phase_dir: Path, logs: Path) -> JobPlan:  # fmt: skip
     c = phase.cluster
     q = shlex.quote
-    index = phase_dir / "index.json"
-    jobs_dir = phase_dir / "jobs"
+    index = phase_dir / rf.INDEX
+    jobs_dir = phase_dir / rf.JOBS
     setup = "\n".join(c.setup) if c.setup else "# (no cluster.setup lines)"
     common = dict(phase=phase.phase, params_file=q(str(params_file)), index=q(str(index)), setup=setup,
                   warning_minutes=c.warning_minutes, requeue_exit_code=c.requeue_exit_code)  # fmt: skip
@@ -405,14 +374,6 @@ def _submit(backend: str, cmd: list[str], script: Path) -> str:
     return m.group(1)
 
 
-def _record_submission(phase_dir: Path, record: dict) -> None:
-    """Append to submission.json: earlier submissions (e.g. of other experiments) keep their job ids."""
-    path = phase_dir / "submission.json"
-    data = _read_json(path) or {"submissions": []}
-    data["submissions"].append(record)
-    _write_json(path, data)
-
-
 def _submit_cluster(plan: JobPlan, phase: Phase, dry_run: bool) -> int:
     b = plan.backend
     if dry_run:
@@ -429,7 +390,7 @@ def _submit_cluster(plan: JobPlan, phase: Phase, dry_run: bool) -> int:
     for _, script, text in plan.arrays:
         atomic_write_text(script, text, executable=True)
     atomic_write_text(plan.report[0], plan.report[1], executable=True)
-    record = {"backend": b, "submitted": _now(), "cwd": os.getcwd(), "jobs": [], "report": None,
+    record = {"backend": b, "submitted": rf.now(), "cwd": os.getcwd(), "jobs": [], "report": None,
               "entries": [i for g, _, _ in plan.arrays for i in g.entries]}  # fmt: skip
     try:
         for g, script, _ in plan.arrays:
@@ -443,13 +404,13 @@ def _submit_cluster(plan: JobPlan, phase: Phase, dry_run: bool) -> int:
         record["report"] = {"job_id": job_id, "script": str(plan.report[0]), "command": _show(b, cmd, plan.report[0])}
         print(f"submitted report: job {job_id}   {_show(b, cmd, plan.report[0])}")
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-        _record_submission(plan.phase_dir, {**record, "error": str(e)})  # what did get submitted is on record
+        rf.record_submission(plan.phase_dir, {**record, "error": str(e)})  # what did get submitted is on record
         print(f"imginav: error: {e}", file=sys.stderr)
         if record["jobs"]:
             print(f"imginav: already submitted: {', '.join(j['job_id'] for j in record['jobs'])} (see submission.json)", file=sys.stderr)
         return 1
-    _record_submission(plan.phase_dir, record)
-    print(f"recorded in {plan.phase_dir / 'submission.json'}; logs in {plan.logs}; watch: imginav status {plan.phase_dir}")
+    rf.record_submission(plan.phase_dir, record)
+    print(f"recorded in {plan.phase_dir / rf.SUBMISSION}; logs in {plan.logs}; watch: imginav status {plan.phase_dir}")
     return 0
 
 
@@ -499,7 +460,7 @@ def _run_local(index_file: Path, runs: list[dict], entries: list[int], jobs: int
                     del running[i]
                     results[i] = (p.returncode, time.monotonic() - t0)
                     r = runs[i - 1]
-                    status = _read_json(Path(r["run_dir"]) / "run.json").get("status", "failed")
+                    status = rf.RunFolder(r["run_dir"]).status() or rf.RunStatus.FAILED
                     print(f"[{i}/{len(runs)}] {r['experiment']} seed {r['seed']}: {status} (exit {p.returncode}, "
                           f"{_fmt_s(results[i][1])})", flush=True)  # fmt: skip
     except KeyboardInterrupt:
@@ -521,7 +482,7 @@ def _summary(runs: list[dict], entries: list[int], results: dict[int, tuple[int,
     rows = []
     for i in entries:
         r = runs[i - 1]
-        info = _read_json(Path(r["run_dir"]) / "run.json")
+        info = rf.RunFolder(r["run_dir"]).read_info()
         best = info.get("best_val_mse")
         rows.append([r["experiment"], r["seed"], info.get("status", "-"), f"{info.get('epoch', 0)}/{info.get('epochs', '?')}",
                      f"{best:.5g}" if best is not None else "-", _fmt_s(results.get(i, (0, None))[1])])  # fmt: skip
@@ -554,11 +515,11 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     else:
         root = Path(phase.runs_root)
     phase_dir = root / phase.phase
-    logs = _expand(phase.cluster.logs_dir, base, f"{params_file}: cluster.logs_dir", dry_run) if phase.cluster.logs_dir else phase_dir / "logs"
+    logs = _expand(phase.cluster.logs_dir, base, f"{params_file}: cluster.logs_dir", dry_run) if phase.cluster.logs_dir else phase_dir / rf.LOGS
     runs = runs_of(phase, str(root))
     entries = [i for i, r in enumerate(runs, 1) if only is None or r["experiment"] in only]
-    old = _read_json(phase_dir / "index.json")
-    if old and old.get("params_hash") != params_hash(params_file) and any(phase_dir.glob("*/seed*/run.json")):
+    old = rf.read_json(phase_dir / rf.INDEX)
+    if old and old.get("params_hash") != params_hash(params_file) and rf.holds_runs(phase_dir):
         raise InputError(f"{phase_dir} holds runs of another version of {params_file} (params hash "
                          f"{old.get('params_hash')}): pass another --runs-root or move those runs away")  # fmt: skip
     if not dry_run:
@@ -570,14 +531,14 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
 
     if backend == "local":
         if dry_run:
-            index = phase_dir / "index.json"
+            index = phase_dir / rf.INDEX
             print(f"dry run: would write {index} and run, {jobs} at a time:")
             for i in entries:
                 print(f"  imginav run-one {shlex.quote(str(index))} {i}   # {runs[i - 1]['experiment']} seed {runs[i - 1]['seed']}")
             return 0
         print(f"cache: {prepare_phase_data(phase)}")
         index = write_index(phase, params_file, root)
-        _record_submission(phase_dir, {"backend": "local", "submitted": _now(), "entries": entries, "jobs": []})
+        rf.record_submission(phase_dir, {"backend": "local", "submitted": rf.now(), "entries": entries, "jobs": []})
         results = _run_local(index, runs, entries, jobs, logs)
         print("\n" + _summary(runs, entries, results))
         ok = all(rc == 0 for rc, _ in results.values())
@@ -591,7 +552,7 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
         return 0 if ok else 1
 
     # A finished run would only occupy a GPU slot to say "already done": submit the others (e.g. after a failure).
-    done = [i for i in entries if _read_json(Path(runs[i - 1]["run_dir"]) / "run.json").get("status") == "done"]
+    done = [i for i in entries if rf.RunFolder(runs[i - 1]["run_dir"]).status() == rf.RunStatus.DONE]
     if done:
         print(f"skipping {len(done)} run(s) already done: entries {_ranges(done)}")
         entries = [i for i in entries if i not in done]
@@ -682,9 +643,9 @@ def run_state(info: dict, launched: bool, backend: str | None, sched: str | None
 
 
 def _phase_dirs(runs_dir: Path) -> list[Path]:
-    if (runs_dir / "index.json").is_file():
+    if (runs_dir / rf.INDEX).is_file():
         return [runs_dir]
-    found = sorted(p.parent for p in runs_dir.glob("*/index.json"))
+    found = sorted(p.parent for p in runs_dir.glob(f"*/{rf.INDEX}"))
     if not found:
         raise InputError(f"{runs_dir}: no index.json here or in its subfolders (pass <runs root>/<phase>)")
     return found
@@ -692,8 +653,8 @@ def _phase_dirs(runs_dir: Path) -> list[Path]:
 
 def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
     """One dict per experiment x seed of a phase folder (what `imginav status` prints)."""
-    index = read_index(phase_dir / "index.json")
-    subs = _read_json(phase_dir / "submission.json").get("submissions", [])
+    index = read_index(phase_dir / rf.INDEX)
+    subs = rf.read_submissions(phase_dir)
     latest: dict[int, tuple[dict, str | None]] = {}  # entry -> (submission, array job id)
     for s in subs:
         for i in s.get("entries", []):
@@ -708,7 +669,7 @@ def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
     sched = {b: _scheduler_states(b, ids) for b, ids in by_backend.items()}
     rows = []
     for i, r in enumerate(index["runs"], 1):
-        info = _read_json(Path(r["run_dir"]) / "run.json")
+        info = rf.RunFolder(r["run_dir"]).read_info()
         sub, jid = latest.get(i, (None, None))
         backend = sub["backend"] if sub else None
         states = sched.get(backend) if backend else None

@@ -7,12 +7,7 @@ the same run folder resumes from `checkpoints/latest.pt`, mid-epoch included, wi
 from __future__ import annotations
 
 import contextlib
-import csv
-import datetime as dt
-import io
-import json
 import math
-import os
 import signal
 import socket
 import subprocess
@@ -23,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from PIL import Image
 
 from .data import LayoutData, load_cache, prepare_cache, read_manifest, rgb_to_classes_torch, to_model_input, train_val_split
@@ -33,6 +27,8 @@ from .losses import total_loss
 from .metrics import LOSS_PARTS, NAN, ValMetrics, metric_columns
 from .model import LayoutAutoencoder, build_model, heads_for
 from .palette import mask_to_rgb
+from .runfolder import RunFolder, RunStatus, append_csv, load_checkpoint, now, read_rows, save_checkpoint, write_csv
+from .schedulers import job_id_from_env
 from .params import RunConfig
 
 STEP_COLUMNS = ["global_step", "epoch", "step", "loss", *LOSS_PARTS, "lr"]
@@ -44,39 +40,6 @@ class Diverged(RuntimeError):
 
 class Preempted(RuntimeError):
     """A stop was requested (signal or STOP file): state is checkpointed, the run is marked `preempted`."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Atomic files
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, default=str).encode()))
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    def w(f):
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
-        f.write(text.getvalue().encode())
-
-    atomic_write(path, w)
-
-
-def read_rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    try:
-        return pd.read_csv(path).to_dict("records")
-    except (pd.errors.EmptyDataError, pd.errors.ParserError):
-        return []
-
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def git_commit() -> str:
@@ -252,7 +215,7 @@ def evaluate(model, cfg: RunConfig, data: RunData, device, dtype) -> ValMetrics:
 
 
 @torch.no_grad()
-def save_samples(model, cfg: RunConfig, data: RunData, device, dtype, epoch: int, out_dir: Path) -> Path:
+def save_samples(model, cfg: RunConfig, data: RunData, device, dtype, epoch: int, folder: RunFolder) -> Path:
     """Input, reconstruction, predicted segmentation (or the reconstruction snapped to the palette when there is
     no seg head) and |error| of the fixed validation images: a PNG grid and an npz of the arrays."""
     model.eval()
@@ -272,7 +235,7 @@ def save_samples(model, cfg: RunConfig, data: RunData, device, dtype, epoch: int
     }
     if "seg" in out:
         arrays["seg_pred"] = out["seg"].argmax(1).to(torch.uint8).cpu().numpy()
-    stem = out_dir / f"epoch_{epoch:03d}"
+    stem = folder.sample_stem(epoch)
     atomic_write(stem.with_suffix(".npz"), lambda f: np.savez_compressed(f, **arrays))
     seg = arrays.get("seg_pred", arrays["recon_classes"])
     err = np.repeat(arrays["error"][..., None], 3, axis=-1)
@@ -320,13 +283,8 @@ class _Hooks:
 
 
 def _append_steps(path: Path, rows: list[dict]) -> None:
-    """Append step rows (a log: truncated to the checkpoint's step on resume, so no duplicates)."""
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=STEP_COLUMNS, lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
+    """Append the logged step rows and forget them."""
+    append_csv(path, rows, STEP_COLUMNS)
     rows.clear()
 
 
@@ -335,19 +293,19 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
     from tqdm import tqdm
 
     run_dir = Path(cfg.run_dir)
-    ckpt_dir, sample_dir = run_dir / "checkpoints", run_dir / "samples"
-    for d in (ckpt_dir, sample_dir):
+    folder = RunFolder(run_dir)
+    for d in (folder.checkpoints, folder.samples):
         d.mkdir(parents=True, exist_ok=True)
-    info_path, metrics_path, steps_path = run_dir / "run.json", run_dir / "metrics.csv", run_dir / "steps.csv"
-    check_same_run(cfg, run_dir / "config.yaml")
-    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-    if info.get("status") == "done":
+    metrics_path, steps_path = folder.metrics, folder.steps
+    check_same_run(cfg, folder)
+    info = folder.read_info()
+    if info.get("status") == RunStatus.DONE:
         print(f"{run_dir}: already done (status done); nothing to do")
         model = build_model(cfg.architecture)
-        model.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=False)["model"])
-        return RunResult(model, pd.read_csv(metrics_path), run_dir, "done")
+        model.load_state_dict(load_checkpoint(folder.best)["model"])
+        return RunResult(model, pd.read_csv(metrics_path), run_dir, RunStatus.DONE)
 
-    atomic_write(run_dir / "config.yaml", lambda f: f.write(yaml.safe_dump(cfg.model_dump(), sort_keys=False).encode()))
+    folder.write_config(cfg.model_dump())
     device, dtype = setup_device(cfg.training)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -357,9 +315,9 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
 
     state = {"epoch": 0, "global_step": 0, "best_value": math.inf, "best_epoch": 0, "bad_epochs": 0, "partial": None}
-    latest = ckpt_dir / "latest.pt"
+    latest = folder.latest
     if latest.is_file():
-        ckpt = torch.load(latest, map_location=device, weights_only=False)
+        ckpt = load_checkpoint(latest, map_location=device)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
@@ -374,15 +332,15 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
     write_csv(steps_path, steps, STEP_COLUMNS)
     # A STOP file already here is a stop request that came while this attempt started (kernel start, imports):
     # it is honoured after the first step. The attempt that serves a STOP removes it (below).
-    stop = StopFlag(run_dir / "STOP")
+    stop = StopFlag(folder.stop_file)
 
     info.update(
-        phase=cfg.phase, experiment=cfg.experiment, seed=cfg.seed, status="running", ended=None, error=None,
+        phase=cfg.phase, experiment=cfg.experiment, seed=cfg.seed, status=RunStatus.RUNNING, ended=None, error=None,
         started=info.get("started") or now(), updated=now(), git_commit=git_commit(), host=socket.gethostname(),
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         precision=str(dtype).removeprefix("torch."), epochs=cfg.training.epochs, epoch=state["epoch"],
         attempts=info.get("attempts", 0) + 1, skipped_images=len(data.layouts.skipped),
-        job_id=_job_id(), n_train=len(data.train_idx), n_val=len(data.val_idx),
+        job_id=job_id_from_env(), n_train=len(data.train_idx), n_val=len(data.val_idx),
     )
 
     def heartbeat(**extra):
@@ -391,13 +349,13 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
         info["epoch_time_s"] = float(np.mean(finite)) if finite else None
         info["best_val_mse"] = state["best_value"] if math.isfinite(state["best_value"]) else None
         info["best_epoch"] = state["best_epoch"] or None
-        write_json(info_path, info)
+        folder.write_info(info)
 
     def checkpoint(path: Path):
         rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
         obj = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                "state": state, "rng": rng, "config": cfg.model_dump()}  # fmt: skip
-        atomic_write(path, lambda f: torch.save(obj, f))
+        save_checkpoint(path, obj)
 
     hooks = None
     heartbeat()
@@ -418,7 +376,7 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
                 state["partial"] = partial
                 _append_steps(steps_path, hooks.rows)
                 checkpoint(latest)
-                heartbeat(status="preempted", error=f"preempted at epoch {epoch} step {partial['step']}; resumes from checkpoints/latest.pt")
+                heartbeat(status=RunStatus.PREEMPTED, error=f"preempted at epoch {epoch} step {partial['step']}; resumes from checkpoints/latest.pt")
                 raise
             state["global_step"] = partial["global_step"]
             state["partial"] = None
@@ -441,14 +399,14 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
             stop_early = es is not None and state["bad_epochs"] >= es.patience
             last = epoch == t.epochs or stop_early
             if epoch % t.sample_interval == 0 or last:
-                save_samples(model, cfg, data, device, dtype, epoch, sample_dir)
+                save_samples(model, cfg, data, device, dtype, epoch, folder)
             # Order matters for crash safety: step log and metrics first, then the checkpoint that covers them.
             _append_steps(steps_path, hooks.rows)
             write_csv(metrics_path, rows, metric_columns())
             if improved:
-                checkpoint(ckpt_dir / "best.pt")
+                checkpoint(folder.best)
             if epoch % t.checkpoint_interval == 0:
-                checkpoint(ckpt_dir / f"epoch_{epoch:03d}.pt")
+                checkpoint(folder.epoch_checkpoint(epoch))
             checkpoint(latest)
             heartbeat()
             bar.update(1)
@@ -460,30 +418,30 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
                 info["stopped_early"] = True
                 break
             if stop:  # a stop that arrived during evaluation: the epoch is complete and checkpointed
-                heartbeat(status="preempted", error=f"preempted after epoch {epoch}; resumes from checkpoints/latest.pt")
+                heartbeat(status=RunStatus.PREEMPTED, error=f"preempted after epoch {epoch}; resumes from checkpoints/latest.pt")
                 raise Preempted(f"stop requested after epoch {epoch}")
         # The hand-off uses the best weights: restore them and evaluate once more for eval.json.
         if es is None or es.restore_best:
-            best = torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=False)
+            best = load_checkpoint(folder.best, map_location=device)
             model.load_state_dict(best["model"])
         final = evaluate(model, cfg, data, device, dtype)
         eval_epoch = state["best_epoch"] if (es is None or es.restore_best) else state["epoch"]
-        write_json(run_dir / "eval.json", {"epoch": eval_epoch, "val": final.compute(), **final.confusions()})
-        heartbeat(status="done", ended=now())
+        folder.write_eval({"epoch": eval_epoch, "val": final.compute(), **final.confusions()})
+        heartbeat(status=RunStatus.DONE, ended=now())
     except Preempted:
         stop.stop_file.unlink(missing_ok=True)  # served: the checkpoint is written, the next attempt resumes
         raise
     except Diverged as e:
         _append_steps(steps_path, hooks.rows)
-        heartbeat(status="diverged", ended=now(), error=str(e))
+        heartbeat(status=RunStatus.DIVERGED, ended=now(), error=str(e))
         raise
     except BaseException as e:
-        heartbeat(status="failed", ended=now(), error=f"{type(e).__name__}: {e}")
+        heartbeat(status=RunStatus.FAILED, ended=now(), error=f"{type(e).__name__}: {e}")
         raise
     finally:
         stop.uninstall()
         bar.close()
-    return RunResult(model.cpu(), pd.read_csv(metrics_path), run_dir, "done")
+    return RunResult(model.cpu(), pd.read_csv(metrics_path), run_dir, RunStatus.DONE)
 
 
 # What makes two runs the same computation. Epochs, logging, intervals and paths may change between attempts
@@ -497,11 +455,11 @@ SAME_RUN = {
 }
 
 
-def check_same_run(cfg: RunConfig, saved: Path) -> None:
+def check_same_run(cfg: RunConfig, folder: RunFolder) -> None:
     """Refuse to resume (or skip as done) a run folder that holds a run of another configuration."""
-    if not saved.is_file():
+    before, now_ = folder.read_config(), cfg.model_dump()
+    if before is None:
         return
-    before, now_ = yaml.safe_load(saved.read_text()) or {}, cfg.model_dump()
     changed = []
     for section, fields in SAME_RUN.items():
         a, b = before.get(section), now_.get(section)
@@ -510,13 +468,5 @@ def check_same_run(cfg: RunConfig, saved: Path) -> None:
         if a != b:
             changed += [section] if not isinstance(a, dict) else [f"{section}.{k}" for k in b if a.get(k) != b.get(k)]
     if changed:
-        raise InputError(f"{saved.parent} holds a run with another {', '.join(changed)}: "
+        raise InputError(f"{folder.path} holds a run with another {', '.join(changed)}: "
                          "delete that folder or use another runs_root to start afresh")
-
-
-def _job_id() -> str | None:
-    for job, index in (("LSB_JOBID", "LSB_JOBINDEX"), ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID"), ("SLURM_JOB_ID", None)):
-        if os.environ.get(job):
-            i = os.environ.get(index or "", "")
-            return f"{os.environ[job]}[{i}]" if i and i != "0" else os.environ[job]
-    return None

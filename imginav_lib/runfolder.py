@@ -1,0 +1,227 @@
+"""The run-folder format (docs/run-folder.md): file names, `run.json` and its status, the CSV logs, `eval.json`,
+checkpoints, and the phase folder's `index.json` and `submission.json`.
+
+This module is the one reader and writer of those files: the trainer, `imginav run`, `imginav status` and the
+analysis go through it instead of spelling out names. Every write is atomic (files.py) except the append to
+`steps.csv`, a log that a resumed run first truncates to its checkpoint. Torch and pandas are imported only by
+the functions that need them, so `imginav status` stays quick.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import math
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import yaml
+
+from .errors import InputError
+from .files import atomic_write, atomic_write_text
+
+# A run folder: <runs root>/<phase>/<experiment>/seed<k>/
+RUN_JSON = "run.json"
+CONFIG = "config.yaml"
+METRICS = "metrics.csv"
+STEPS = "steps.csv"
+EVAL = "eval.json"
+CHECKPOINTS = "checkpoints"
+SAMPLES = "samples"
+STOP = "STOP"  # a stop request: the trainer polls it every step
+NOTEBOOK = "train.ipynb"  # the executed training notebook, papermill's record of the run
+
+# The phase folder: <runs root>/<phase>/
+INDEX = "index.json"
+SUBMISSION = "submission.json"
+PARAMS_COPY = "params.yaml"
+JOBS = "jobs"
+LOGS = "logs"
+
+
+class RunStatus(str, Enum):
+    """`run.json` `status`. A str, so JSON and comparisons with plain strings stay as they were."""
+
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    DIVERGED = "diverged"
+    PREEMPTED = "preempted"
+
+    def __str__(self) -> str:  # f-strings show "done", not "RunStatus.DONE"
+        return self.value
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON, CSV and time
+
+
+def now() -> str:
+    """The timestamps of run.json and submission.json: ISO 8601 UTC, seconds."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file or {} when it is missing or caught mid-replace on a file system without atomic rename."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """Rewrite a CSV (atomically) with `columns` in order; NaN becomes an empty cell."""
+
+    def w(f):
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
+        f.write(text.getvalue().encode())
+
+    atomic_write(path, w)
+
+
+def append_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    """Append rows, with a header if the file is new (a log: truncated to the checkpoint's step on resume)."""
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a CSV, or [] when it is missing, empty or torn."""
+    import pandas as pd
+
+    if not path.is_file():
+        return []
+    try:
+        return pd.read_csv(path).to_dict("records")
+    except (pd.errors.EmptyDataError, pd.errors.ParserError):
+        return []
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One run
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The files of one run folder."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    run_json = property(lambda self: self.path / RUN_JSON)
+    config = property(lambda self: self.path / CONFIG)
+    metrics = property(lambda self: self.path / METRICS)
+    steps = property(lambda self: self.path / STEPS)
+    eval = property(lambda self: self.path / EVAL)
+    checkpoints = property(lambda self: self.path / CHECKPOINTS)
+    latest = property(lambda self: self.path / CHECKPOINTS / "latest.pt")
+    best = property(lambda self: self.path / CHECKPOINTS / "best.pt")
+    samples = property(lambda self: self.path / SAMPLES)
+    stop_file = property(lambda self: self.path / STOP)
+    notebook = property(lambda self: self.path / NOTEBOOK)
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch_{epoch:03d}.pt"
+
+    def sample_stem(self, epoch: int) -> Path:
+        """samples/epoch_XXX: the .png grid and the .npz arrays of that epoch."""
+        return self.samples / f"epoch_{epoch:03d}"
+
+    def sample_arrays(self) -> list[Path]:
+        return sorted(self.samples.glob("epoch_*.npz"))
+
+    def read_info(self) -> dict:
+        """run.json, or {} when the run never started."""
+        return read_json(self.run_json)
+
+    def write_info(self, info: dict) -> None:
+        write_json(self.run_json, info)
+
+    def status(self) -> str | None:
+        """run.json's status (a RunStatus value), None before the trainer first wrote it."""
+        return self.read_info().get("status")
+
+    def read_eval(self) -> dict:
+        return read_json(self.eval)
+
+    def write_eval(self, result: dict) -> None:
+        write_json(self.eval, result)
+
+    def read_config(self) -> dict | None:
+        """The saved RunConfig as a dict (config.yaml), None if there is none."""
+        return (yaml.safe_load(self.config.read_text()) or {}) if self.config.is_file() else None
+
+    def write_config(self, config: dict) -> None:
+        atomic_write(self.config, lambda f: f.write(yaml.safe_dump(config, sort_keys=False).encode()))
+
+
+def save_checkpoint(path: Path, obj: dict) -> None:
+    import torch
+
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    import torch
+
+    return torch.load(path, map_location=map_location, weights_only=False)  # our own files: optimizer, rng, config
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The phase folder
+
+
+def write_index(phase_dir: Path, index: dict, params_text: str) -> Path:
+    """index.json (the experiment x seed list every backend executes) and params.yaml, the params file it came from."""
+    atomic_write_text(phase_dir / PARAMS_COPY, params_text)
+    write_json(phase_dir / INDEX, index)
+    return phase_dir / INDEX
+
+
+def read_index(index_file: str | Path) -> dict:
+    index_file = Path(index_file)
+    if not index_file.is_file():
+        raise InputError(f"index not found: {index_file}")
+    try:
+        index = json.loads(index_file.read_text())
+        runs = index["runs"]
+        index["params_file"], index["params_hash"], index["phase"]  # noqa: B018 (presence check)
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InputError(f"{index_file}: not a phase index ({type(e).__name__}: {e})") from None
+    if not isinstance(runs, list) or not runs:
+        raise InputError(f"{index_file}: runs: empty")
+    return index
+
+
+def read_submissions(phase_dir: Path) -> list[dict]:
+    """submission.json's records, oldest first: one per `imginav run` (backend, time, entries, job ids)."""
+    return read_json(phase_dir / SUBMISSION).get("submissions", [])
+
+
+def record_submission(phase_dir: Path, record: dict) -> None:
+    """Append to submission.json: earlier submissions (e.g. of other experiments) keep their job ids."""
+    path = phase_dir / SUBMISSION
+    data = read_json(path) or {"submissions": []}
+    data["submissions"].append(record)
+    write_json(path, data)
+
+
+def holds_runs(phase_dir: Path) -> bool:
+    """Whether any run of this phase folder has started (written its run.json)."""
+    return any(phase_dir.glob(f"*/seed*/{RUN_JSON}"))
