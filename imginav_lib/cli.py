@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from .errors import InputError
+from .schedulers import BACKENDS
 
 
 def _make_layouts(a):
@@ -53,7 +54,7 @@ def _report(a):
 
 
 def _status(a):
-    from .launch import print_status
+    from .status import print_status
 
     return print_status(a.runs_dir, stale_after_s=a.stale_after)
 
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="run every experiment x seed of a phase, then the report")
     s.add_argument("params")
-    s.add_argument("--backend", choices=["local", "lsf", "slurm"], default=None, help="default: cluster.backend")
+    s.add_argument("--backend", choices=BACKENDS, default=None, help="default: cluster.backend")
     s.add_argument("--jobs", type=int, default=1, help="local runs at a time")
     s.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these experiments")
     s.add_argument("--dry-run", action="store_true", help="print job scripts and commands, submit nothing")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import InputError
 from .heads import HEADS
+from .schedulers import BACKENDS
 
 
 class Strict(BaseModel):
@@ -156,7 +157,7 @@ class ClusterResources(Strict):
 
 
 class Cluster(Strict):
-    backend: Literal["local", "lsf", "slurm"] = "local"
+    backend: Literal[BACKENDS] = "local"  # type: ignore[valid-type] (schedulers.BACKENDS)
     defaults: ClusterResources = ClusterResources(cores=8, mem_per_core_gb=8, gpus=1, walltime="6:00")
     experiments: dict[str, ClusterResources] = {}  # per-experiment overrides, e.g. another queue
     # The report job after all runs: a CPU job; queue None means the scheduler's default queue.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .params import ClusterConfig, ClusterResources
+    from .params import Cluster, ClusterResources
 
 
 def _mem(gb: float, unit_gb: str, unit_mb: str) -> str:
@@ -66,7 +66,7 @@ class Lsf:
         d += [f"-o {logs / log_stem}.out", f"-e {logs / log_stem}.err"]  # -o appends: a requeued element keeps its log
         return [f"#BSUB {x}" for x in d]
 
-    def array_directives(self, name: str, spec: str, res: ClusterResources, logs: Path, c: ClusterConfig) -> list[str]:
+    def array_directives(self, name: str, spec: str, res: ClusterResources, logs: Path, c: Cluster) -> list[str]:
         """`spec`: "[1-3,7]%2" (elements, and at most that many at once)."""
         extra = ["-wa USR2", f"-wt {c.warning_minutes}", f'-Q "{c.requeue_exit_code}"']
         return self.directives(f'"{name}{spec}"', res, logs, f"{name}_%J_%I", extra)
@@ -143,7 +143,7 @@ class Slurm:
         d += [f"--output={logs / log_stem}.out", f"--error={logs / log_stem}.err"]
         return [f"#SBATCH {x}" for x in d]
 
-    def array_directives(self, name: str, spec: str, res: ClusterResources, logs: Path, c: ClusterConfig) -> list[str]:
+    def array_directives(self, name: str, spec: str, res: ClusterResources, logs: Path, c: Cluster) -> list[str]:
         extra = [f"--array={spec[1:].replace(']', '')}", f"--signal=B:USR2@{c.warning_minutes * 60}",
                  "--requeue", "--open-mode=append"]  # fmt: skip
         return self.directives(name, res, logs, f"{name}_%A_%a", extra)

@@ -21,7 +21,8 @@ import yaml
 from imginav_lib import launch
 from imginav_lib.cli import main
 from imginav_lib.errors import InputError
-from imginav_lib.launch import read_index, run_one, run_phase, run_state, status_rows, write_index
+from imginav_lib.launch import read_index, run_one, run_phase, write_index
+from imginav_lib.status import run_state, status_rows
 from imginav_lib.params import load_phase
 
 

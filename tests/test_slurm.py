@@ -21,7 +21,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from imginav_lib.launch import read_index, run_phase, status_rows
+from imginav_lib.launch import read_index, run_phase
+from imginav_lib.status import status_rows
 
 TIMING = ["epoch_time_s", "train_images_per_s"]  # wall-clock columns: differ between any two runs
 EPOCHS = 6
