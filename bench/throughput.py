@@ -22,7 +22,8 @@ from imginav_lib.layouts import make_layouts
 from imginav_lib.losses import total_loss
 from imginav_lib.model import build_model, heads_for
 from imginav_lib.params import Architecture, Data, Loss, RunConfig, Training
-from imginav_lib.trainer import RunData, StopFlag, _Hooks, precision, setup_device, train_one_epoch
+from imginav_lib.data import RunData
+from imginav_lib.trainer import StopFlag, TrainState, _Hooks, precision, setup_device, train_one_epoch
 
 EXPERIMENTS = {"F1": Loss(mse=1.0), "F3": Loss(mse=1.0, seg=0.05, cls=0.01)}
 
@@ -88,13 +89,14 @@ def main():
         return a.steps * a.batch / (time.perf_counter() - t0)
 
     def trainer(name, model, opt, scaler, cfg):
-        state = {"step": 0, "global_step": 0}
+        state = TrainState()
         hooks = _Hooks(cfg, state, opt, heartbeat=lambda: None)
         sync()
         t0 = time.perf_counter()
-        train_one_epoch(model, opt, scaler, cfg, data, device, dtype, 1, state, StopFlag(tmp / "no-stop"), hooks)
+        train_one_epoch(model, opt, scaler, data, cfg=cfg, state=state, device=device, dtype=dtype,
+                        stop=StopFlag(tmp / "no-stop"), hooks=hooks)  # fmt: skip
         sync()
-        return state["images"] / (time.perf_counter() - t0)
+        return len(data.train_idx) / (time.perf_counter() - t0)  # one epoch: every training image once
 
     results: dict[tuple[str, str], list[float]] = {}
     setups = {name: setup(name) for name in EXPERIMENTS}

@@ -1,7 +1,8 @@
 """Layouts: the researchers' manifest and the decoded cache (the palette and masks live in palette.py).
 
 Every PNG is decoded once by `prepare_cache` into uint8 arrays (images N x 3 x H x W, masks N x H x W,
-labels N) that every experiment of a phase and every later run reuse. Training steps only index tensors.
+labels N) that every experiment of a phase and every later run reuse. Training steps only index tensors
+(`load_run_data` gives a run its cache and split, `get_batch` one batch).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,6 +22,9 @@ from PIL import Image
 
 from .errors import InputError
 from .palette import MASK_TOLERANCE, PALETTE, SCENE_TYPES, UNKNOWN_LABEL, rgb_to_mask
+
+if TYPE_CHECKING:
+    from .params import RunConfig
 
 CACHE_VERSION = 1
 
@@ -218,3 +223,35 @@ def train_val_split(n: int, val_fraction: float, split_seed: int) -> tuple[torch
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) uint8 -> float in [-1, 1], the range of the tanh RGB head."""
     return images.float().div_(127.5).sub_(1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One run's data
+
+
+@dataclass
+class RunData:
+    layouts: LayoutData
+    train_idx: torch.Tensor  # (N_train,) indices into layouts
+    val_idx: torch.Tensor  # (N_val,)
+    sample_idx: torch.Tensor  # the fixed validation images shown in samples/
+
+
+def load_run_data(cfg: RunConfig, progress: bool = True) -> RunData:
+    """The phase's cache (decoded once, reused) and this run's split."""
+    d = cfg.data
+    manifest = read_manifest(d.manifest, d.filters)
+    cache = prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance, progress=progress)
+    layouts = load_cache(cache)
+    train_idx, val_idx = train_val_split(len(layouts), d.val_fraction, d.split_seed)
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError(f"data: {len(layouts)} image(s) are too few for a train/val split")
+    return RunData(layouts, train_idx, val_idx, val_idx[: d.num_samples])
+
+
+def get_batch(data: LayoutData, idx: torch.Tensor, device: torch.device):
+    """Index the uint8 cache (no decoding) -> float images in [-1, 1], long masks, long labels."""
+    images = data.images[idx].to(device, non_blocking=True)
+    masks = data.masks[idx].to(device, non_blocking=True)
+    labels = data.labels[idx].to(device, non_blocking=True)
+    return to_model_input(images), masks.long(), labels.long()

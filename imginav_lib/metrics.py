@@ -1,7 +1,8 @@
-"""Validation metrics (torchmetrics accumulators) and the names of the metrics.csv columns.
+"""Training and validation metrics and the names of the metrics.csv columns.
 
-`ValMetrics.update` takes one batch of model outputs and targets; `compute` returns a flat dict whose keys are
-metrics.csv columns. Metrics of heads that were not trained are NaN (empty cells), never a made-up number.
+`TrainMetrics` keeps an epoch's running sums (resumable mid-epoch); `ValMetrics` (torchmetrics accumulators)
+the validation's. Each `update` takes one batch of model outputs and targets; `compute` returns a flat dict whose
+keys are metrics.csv columns. Metrics of heads that were not trained are NaN (empty cells), never a made-up number.
 """
 from __future__ import annotations
 
@@ -41,6 +42,41 @@ def iou_from_confusion(cm: torch.Tensor) -> tuple[torch.Tensor, float, float]:
     acc = (tp.sum() / total).item() if total > 0 else NAN
     miou = iou.nanmean().item() if (union > 0).any() else NAN
     return iou, miou, acc
+
+
+class TrainMetrics:
+    """The running sums of one training epoch: device tensors (no sync per step) in a plain dict, which a
+    checkpoint carries when an epoch is interrupted. `compute` gives the epoch's train_* columns."""
+
+    def __init__(self, sums: dict):
+        self.sums = sums  # (loss part | seg_correct | seg_pixels | cls_correct | cls_known) -> 0-dim tensor
+
+    def _add(self, key: str, value: torch.Tensor) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + value
+
+    @torch.no_grad()
+    def update(self, out: dict, masks: torch.Tensor, labels: torch.Tensor, parts: dict, total: torch.Tensor):
+        b = masks.shape[0]
+        for k, v in {"loss": total.detach(), **parts}.items():
+            self._add(k, v.float() * b)
+        if "seg" in out:
+            self._add("seg_correct", (out["seg"].argmax(1) == masks).sum())
+            self._add("seg_pixels", (masks != IGNORE_INDEX).sum())
+        if "cls" in out:
+            self._add("cls_correct", (out["cls"].argmax(1) == labels).sum())
+            self._add("cls_known", (labels != UNKNOWN_LABEL).sum())
+
+    def compute(self, n: int) -> dict[str, float]:
+        """`n`: the images of the epoch (the weights of the loss sums)."""
+        s = self.sums
+        m = {f"train_{k}": (v / n).item() for k, v in s.items() if k in ("loss", *LOSS_PARTS)}
+        m.update({f"train_{p}": m.get(f"train_{p}", NAN) for p in LOSS_PARTS})
+        m["train_seg_acc"] = (s["seg_correct"] / s["seg_pixels"].clamp(min=1)).item() if "seg_correct" in s else NAN
+        known = s["cls_known"].item() if "cls_known" in s else 0
+        m["train_cls_acc"] = (s["cls_correct"] / known).item() if known else NAN
+        if not known:  # no image had a room/scene label: the 0 from the empty mean is not a loss value
+            m["train_cls_ce"] = NAN
+        return m
 
 
 class ValMetrics:

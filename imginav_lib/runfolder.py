@@ -183,6 +183,35 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=False)  # our own files: optimizer, rng, config
 
 
+# What makes two runs the same computation. Epochs, logging, intervals and paths may change between attempts
+# (e.g. resume with more epochs, or from another checkout); anything else would silently mix two experiments.
+SAME_RUN = {
+    "seed": None,
+    "architecture": None,
+    "loss": None,
+    "training": ("batch_size", "optimizer", "lr", "weight_decay", "early_stopping"),
+    "data": ("image_size", "filters", "val_fraction", "split_seed", "mask_tolerance"),
+}
+
+
+def check_same_run(folder: RunFolder, config: dict) -> None:
+    """Refuse to resume (or skip as done) a run folder that holds a run of another configuration (a RunConfig
+    as a dict)."""
+    before, now_ = folder.read_config(), config
+    if before is None:
+        return
+    changed = []
+    for section, fields in SAME_RUN.items():
+        a, b = before.get(section), now_.get(section)
+        if fields is not None and isinstance(a, dict):
+            a, b = {k: a.get(k) for k in fields}, {k: b.get(k) for k in fields}
+        if a != b:
+            changed += [section] if not isinstance(a, dict) else [f"{section}.{k}" for k in b if a.get(k) != b.get(k)]
+    if changed:
+        raise InputError(f"{folder.path} holds a run with another {', '.join(changed)}: "
+                         "delete that folder or use another runs_root to start afresh")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The phase folder
 

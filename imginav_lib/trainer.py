@@ -12,7 +12,7 @@ import signal
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +20,14 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .data import LayoutData, load_cache, prepare_cache, read_manifest, rgb_to_classes_torch, to_model_input, train_val_split
-from .errors import InputError
+from .data import RunData, get_batch, load_run_data, rgb_to_classes_torch
 from .files import atomic_write
 from .losses import total_loss
-from .metrics import LOSS_PARTS, NAN, ValMetrics, metric_columns
+from .metrics import LOSS_PARTS, NAN, TrainMetrics, ValMetrics, metric_columns
 from .model import LayoutAutoencoder, build_model, heads_for
 from .palette import mask_to_rgb
-from .runfolder import RunFolder, RunStatus, append_csv, load_checkpoint, now, read_rows, save_checkpoint, write_csv
+from .runfolder import (RunFolder, RunStatus, append_csv, check_same_run, load_checkpoint, now, read_rows, save_checkpoint,
+                        write_csv)
 from .schedulers import job_id_from_env
 from .params import RunConfig
 
@@ -53,7 +53,7 @@ def git_commit() -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Device and data
+# Device
 
 
 def setup_device(training) -> tuple[torch.device, torch.dtype]:
@@ -68,34 +68,6 @@ def setup_device(training) -> tuple[torch.device, torch.dtype]:
     else:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[training.precision]
     return device, dtype
-
-
-@dataclass
-class RunData:
-    layouts: LayoutData
-    train_idx: torch.Tensor  # (N_train,) indices into layouts
-    val_idx: torch.Tensor  # (N_val,)
-    sample_idx: torch.Tensor  # the fixed validation images shown in samples/
-
-
-def load_run_data(cfg: RunConfig, progress: bool = True) -> RunData:
-    """The phase's cache (decoded once, reused) and this run's split."""
-    d = cfg.data
-    manifest = read_manifest(d.manifest, d.filters)
-    cache = prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance, progress=progress)
-    layouts = load_cache(cache)
-    train_idx, val_idx = train_val_split(len(layouts), d.val_fraction, d.split_seed)
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise ValueError(f"data: {len(layouts)} image(s) are too few for a train/val split")
-    return RunData(layouts, train_idx, val_idx, val_idx[: d.num_samples])
-
-
-def get_batch(data: LayoutData, idx: torch.Tensor, device: torch.device):
-    """Index the uint8 cache (no decoding) -> float images in [-1, 1], long masks, long labels."""
-    images = data.images[idx].to(device, non_blocking=True)
-    masks = data.masks[idx].to(device, non_blocking=True)
-    labels = data.labels[idx].to(device, non_blocking=True)
-    return to_model_input(images), masks.long(), labels.long()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -138,23 +110,23 @@ class StopFlag:
         return self.signalled or self.stop_file.exists()
 
 
-def train_one_epoch(
-    model, optimizer, scaler, cfg: RunConfig, data: RunData, device, dtype, epoch: int, state: dict, stop, hooks
-) -> dict:
-    """Train over this epoch's permutation, from `state['step']` on (non-zero when resuming mid-epoch).
+def train_one_epoch(model, optimizer, scaler, data: RunData, *, cfg: RunConfig, state: TrainState, device, dtype,
+                    stop=None, hooks: _Hooks | None = None) -> dict:  # fmt: skip
+    """Train epoch `state.epoch + 1` over its permutation, from `state.step` on (non-zero when resuming mid-epoch).
 
-    `state` holds the running sums of the epoch so a preempted epoch continues where it stopped.
-    Returns the epoch's train metrics.
+    `state` carries the epoch's running sums, so a preempted epoch (truthy `stop`: `Preempted` is raised after
+    the step) continues where it stopped. `hooks.after_step` runs after every step. Returns the train metrics.
     """
     model.train()
     t = cfg.training
     heads = heads_for(cfg.loss)
     w = cfg.loss
+    epoch = state.epoch + 1
     perm = data.train_idx[torch.randperm(len(data.train_idx), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))]
     batches = perm.split(t.batch_size)
-    sums = state.setdefault("sums", {})
+    metrics = TrainMetrics(state.sums)
     t0 = time.perf_counter()
-    for step in range(state.get("step", 0), len(batches)):
+    for step in range(state.step, len(batches)):
         images, masks, labels = get_batch(data.layouts, batches[step], device)
         with precision(device, dtype):
             out = model(images, heads=heads)
@@ -166,33 +138,20 @@ def train_one_epoch(
         scaler.step(optimizer)
         scaler.update()
 
-        b = images.shape[0]
-        for k, v in {"loss": loss.detach(), **parts}.items():  # device tensors: no sync here
-            sums[k] = sums.get(k, 0.0) + v.float() * b
-        if "seg" in out:
-            sums["seg_correct"] = sums.get("seg_correct", 0.0) + (out["seg"].argmax(1) == masks).sum()
-            sums["seg_pixels"] = sums.get("seg_pixels", 0.0) + (masks != 255).sum()
-        if "cls" in out:
-            sums["cls_correct"] = sums.get("cls_correct", 0.0) + (out["cls"].argmax(1) == labels).sum()
-            sums["cls_known"] = sums.get("cls_known", 0.0) + (labels >= 0).sum()
-        state["images"] = state.get("images", 0) + b
-        state["step"] = step + 1
-        state["global_step"] += 1
-        hooks.after_step(epoch, step, loss, parts)
+        metrics.update(out, masks, labels, parts, loss)  # device tensors: no sync here
+        state.images += images.shape[0]
+        state.step = step + 1
+        state.global_step += 1
+        if hooks is not None:
+            hooks.after_step(epoch, step, loss, parts)
         if stop:
-            state["elapsed"] = state.get("elapsed", 0.0) + time.perf_counter() - t0
+            state.elapsed += time.perf_counter() - t0
             raise Preempted(f"stop requested at epoch {epoch} step {step + 1}/{len(batches)}")
-    elapsed = state.get("elapsed", 0.0) + time.perf_counter() - t0
-    n = state["images"]
-    m = {f"train_{k}": (v / n).item() for k, v in sums.items() if k in ("loss", *LOSS_PARTS)}
-    m.update({f"train_{p}": m.get(f"train_{p}", NAN) for p in LOSS_PARTS})
-    m["train_seg_acc"] = (sums["seg_correct"] / sums["seg_pixels"].clamp(min=1)).item() if "seg_correct" in sums else NAN
-    known = sums["cls_known"].item() if "cls_known" in sums else 0
-    m["train_cls_acc"] = (sums["cls_correct"] / known).item() if known else NAN
-    if not known:  # no image had a room/scene label: the 0 from the empty mean is not a loss value
-        m["train_cls_ce"] = NAN
+    elapsed = state.elapsed + time.perf_counter() - t0
+    m = metrics.compute(state.images)
     m["train_time_s"] = elapsed
-    m["train_images_per_s"] = n / elapsed if elapsed > 0 else NAN
+    m["train_images_per_s"] = state.images / elapsed if elapsed > 0 else NAN
+    state.start_epoch()
     return m
 
 
@@ -260,16 +219,49 @@ class RunResult:
     status: str
 
 
+@dataclass
+class TrainState:
+    """Where a run stands: saved in every checkpoint, so a resumed run continues at the same step."""
+
+    epoch: int = 0  # the last completed epoch
+    global_step: int = 0
+    best_value: float = math.inf  # the best val_mse so far
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the last improvement (early stopping)
+    # The epoch in progress: steps done, its images, seconds and running sums (TrainMetrics). Not empty only
+    # when a stop came mid-epoch.
+    step: int = 0
+    images: int = 0
+    elapsed: float = 0.0
+    sums: dict = field(default_factory=dict)
+
+    def start_epoch(self) -> None:
+        self.step, self.images, self.elapsed, self.sums = 0, 0, 0.0, {}
+
+    def to_checkpoint(self) -> dict:
+        """The checkpoint's `state` (the format before TrainState: `partial` is the interrupted epoch, else None)."""
+        partial = {"step": self.step, "global_step": self.global_step, "images": self.images,
+                   "elapsed": self.elapsed, "sums": self.sums} if self.step else None  # fmt: skip
+        return {"epoch": self.epoch, "global_step": self.global_step, "best_value": self.best_value,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs, "partial": partial}  # fmt: skip
+
+    @classmethod
+    def from_checkpoint(cls, s: dict) -> TrainState:
+        p = s.get("partial") or {}
+        return cls(s["epoch"], p.get("global_step", s["global_step"]), s["best_value"], s["best_epoch"],
+                   s["bad_epochs"], p.get("step", 0), p.get("images", 0), p.get("elapsed", 0.0), p.get("sums", {}))  # fmt: skip
+
+
 class _Hooks:
     """Per-step bookkeeping of `fit`: the step log, the non-finite check at log steps, and the heartbeat."""
 
-    def __init__(self, cfg: RunConfig, state: dict, optimizer, heartbeat):
+    def __init__(self, cfg: RunConfig, state: TrainState, optimizer, heartbeat):
         self.cfg, self.state, self.optimizer, self.heartbeat = cfg, state, optimizer, heartbeat
         self.rows: list[dict] = []
         self.last_beat = time.monotonic()
 
     def after_step(self, epoch, step, loss, parts):
-        g = self.state["global_step"]
+        g = self.state.global_step
         if g % self.cfg.training.log_every == 0:
             value = loss.item()  # the only sync point of a step, every log_every steps
             if not math.isfinite(value):
@@ -281,29 +273,98 @@ class _Hooks:
             self.last_beat = time.monotonic()
             self.heartbeat()
 
+    def flush(self, folder: RunFolder) -> None:
+        """Append the logged step rows to steps.csv and forget them."""
+        append_csv(folder.steps, self.rows, STEP_COLUMNS)
+        self.rows.clear()
 
-def _append_steps(path: Path, rows: list[dict]) -> None:
-    """Append the logged step rows and forget them."""
-    append_csv(path, rows, STEP_COLUMNS)
-    rows.clear()
+
+def _resume(folder: RunFolder, model, optimizer, scaler, device) -> tuple[TrainState, list[dict]]:
+    """The state of checkpoints/latest.pt (a fresh one without), and metrics.csv and steps.csv cut back to it:
+    rows written after the checkpoint would be repeated by the resumed run."""
+    state = TrainState()
+    if folder.latest.is_file():
+        ckpt = load_checkpoint(folder.latest, map_location=device)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        state = TrainState.from_checkpoint(ckpt["state"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+        print(f"resuming from {folder.latest}: epoch {state.epoch} done, step {state.global_step}")
+    rows = [r for r in read_rows(folder.metrics) if r["epoch"] <= state.epoch]
+    steps = [r for r in read_rows(folder.steps) if r["global_step"] <= state.global_step]
+    write_csv(folder.metrics, rows, metric_columns())
+    write_csv(folder.steps, steps, STEP_COLUMNS)
+    return state, rows
+
+
+def _attempt_info(cfg: RunConfig, info: dict, state: TrainState, data: RunData, device, dtype) -> dict:
+    """run.json's fields for this attempt (on top of what earlier attempts wrote)."""
+    return dict(
+        phase=cfg.phase, experiment=cfg.experiment, seed=cfg.seed, status=RunStatus.RUNNING, ended=None, error=None,
+        started=info.get("started") or now(), updated=now(), git_commit=git_commit(), host=socket.gethostname(),
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+        precision=str(dtype).removeprefix("torch."), epochs=cfg.training.epochs, epoch=state.epoch,
+        attempts=info.get("attempts", 0) + 1, skipped_images=len(data.layouts.skipped),
+        job_id=job_id_from_env(), n_train=len(data.train_idx), n_val=len(data.val_idx),
+    )  # fmt: skip
+
+
+def _update_best(state: TrainState, row: dict, es) -> tuple[bool, bool]:
+    """Mark epoch `row['epoch']` complete; (improved val_mse, stop early)."""
+    improved = row["val_mse"] < state.best_value - (es.min_delta if es else 0.0)
+    state.epoch = row["epoch"]
+    if improved:
+        state.best_value, state.best_epoch, state.bad_epochs = row["val_mse"], row["epoch"], 0
+    else:
+        state.bad_epochs += 1
+    return improved, es is not None and state.bad_epochs >= es.patience
+
+
+def _log_epoch(bar, row: dict, state: TrainState, epochs: int) -> None:
+    bar.update(1)
+    bar.set_postfix(val_mse=f"{row['val_mse']:.5f}", best=f"{state.best_value:.5f}")
+    print(f"epoch {row['epoch']}/{epochs}: train_loss {row['train_loss']:.5f} val_mse {row['val_mse']:.5f} "
+          f"psnr {row['val_psnr']:.2f} sem_miou {row['val_sem_miou']:.3f} ({row['epoch_time_s']:.1f}s)", flush=True)  # fmt: skip
+
+
+def _checkpoint(model, optimizer, scaler, state: TrainState, cfg: RunConfig, device) -> dict:
+    """Everything a resumed run needs, and the config the weights came from."""
+    rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "state": state.to_checkpoint(), "rng": rng, "config": cfg.model_dump()}  # fmt: skip
+
+
+def _final_eval(model, cfg: RunConfig, data: RunData, device, dtype, state: TrainState, folder: RunFolder) -> None:
+    """eval.json: the hand-off uses the best weights, so restore them and evaluate once more."""
+    es = cfg.training.early_stopping
+    restore_best = es is None or es.restore_best
+    if restore_best:
+        model.load_state_dict(load_checkpoint(folder.best, map_location=device)["model"])
+    final = evaluate(model, cfg, data, device, dtype)
+    folder.write_eval({"epoch": state.best_epoch if restore_best else state.epoch, "val": final.compute(), **final.confusions()})
+
+
+def _result(model, weights: dict | None, folder: RunFolder) -> RunResult:
+    if weights is not None:
+        model.load_state_dict(weights)
+    return RunResult(model, pd.read_csv(folder.metrics), folder.path, RunStatus.DONE)
 
 
 def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> RunResult:
     """Train one experiment x seed into `cfg.run_dir`; resume if the folder has a checkpoint."""
     from tqdm import tqdm
 
-    run_dir = Path(cfg.run_dir)
-    folder = RunFolder(run_dir)
+    folder = RunFolder(cfg.run_dir)
     for d in (folder.checkpoints, folder.samples):
         d.mkdir(parents=True, exist_ok=True)
-    metrics_path, steps_path = folder.metrics, folder.steps
-    check_same_run(cfg, folder)
+    check_same_run(folder, cfg.model_dump())
     info = folder.read_info()
     if info.get("status") == RunStatus.DONE:
-        print(f"{run_dir}: already done (status done); nothing to do")
-        model = build_model(cfg.architecture)
-        model.load_state_dict(load_checkpoint(folder.best)["model"])
-        return RunResult(model, pd.read_csv(metrics_path), run_dir, RunStatus.DONE)
+        print(f"{folder.path}: already done (status done); nothing to do")
+        return _result(build_model(cfg.architecture), load_checkpoint(folder.best)["model"], folder)
 
     folder.write_config(cfg.model_dump())
     device, dtype = setup_device(cfg.training)
@@ -313,106 +374,59 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
     model = build_model(cfg.architecture).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
-
-    state = {"epoch": 0, "global_step": 0, "best_value": math.inf, "best_epoch": 0, "bad_epochs": 0, "partial": None}
-    latest = folder.latest
-    if latest.is_file():
-        ckpt = load_checkpoint(latest, map_location=device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        state = ckpt["state"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-        print(f"resuming from {latest}: epoch {state['epoch']} done, step {state['global_step']}")
-    rows = [r for r in read_rows(metrics_path) if r["epoch"] <= state["epoch"]]
-    steps = [r for r in read_rows(steps_path) if r["global_step"] <= state["global_step"]]
-    write_csv(metrics_path, rows, metric_columns())
-    write_csv(steps_path, steps, STEP_COLUMNS)
+    state, rows = _resume(folder, model, optimizer, scaler, device)
     # A STOP file already here is a stop request that came while this attempt started (kernel start, imports):
     # it is honoured after the first step. The attempt that serves a STOP removes it (below).
     stop = StopFlag(folder.stop_file)
-
-    info.update(
-        phase=cfg.phase, experiment=cfg.experiment, seed=cfg.seed, status=RunStatus.RUNNING, ended=None, error=None,
-        started=info.get("started") or now(), updated=now(), git_commit=git_commit(), host=socket.gethostname(),
-        device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-        precision=str(dtype).removeprefix("torch."), epochs=cfg.training.epochs, epoch=state["epoch"],
-        attempts=info.get("attempts", 0) + 1, skipped_images=len(data.layouts.skipped),
-        job_id=job_id_from_env(), n_train=len(data.train_idx), n_val=len(data.val_idx),
-    )
+    info.update(_attempt_info(cfg, info, state, data, device, dtype))
 
     def heartbeat(**extra):
-        info.update(updated=now(), epoch=state["epoch"], global_step=hooks.state["global_step"] if hooks else 0, **extra)
+        info.update(updated=now(), epoch=state.epoch, global_step=state.global_step, **extra)
         finite = [r["epoch_time_s"] for r in rows if math.isfinite(r.get("epoch_time_s", NAN))]
         info["epoch_time_s"] = float(np.mean(finite)) if finite else None
-        info["best_val_mse"] = state["best_value"] if math.isfinite(state["best_value"]) else None
-        info["best_epoch"] = state["best_epoch"] or None
+        info["best_val_mse"] = state.best_value if math.isfinite(state.best_value) else None
+        info["best_epoch"] = state.best_epoch or None
         folder.write_info(info)
 
     def checkpoint(path: Path):
-        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-        obj = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-               "state": state, "rng": rng, "config": cfg.model_dump()}  # fmt: skip
-        save_checkpoint(path, obj)
+        save_checkpoint(path, _checkpoint(model, optimizer, scaler, state, cfg, device))
 
-    hooks = None
     heartbeat()
     hooks = _Hooks(cfg, state, optimizer, heartbeat)
     stop.install()
-    es = cfg.training.early_stopping
-    t = cfg.training
-    bar = tqdm(total=t.epochs, initial=state["epoch"], desc=f"{cfg.experiment} seed{cfg.seed}", disable=not progress, mininterval=5)
+    t, es = cfg.training, cfg.training.early_stopping
+    bar = tqdm(total=t.epochs, initial=state.epoch, desc=f"{cfg.experiment} seed{cfg.seed}", disable=not progress, mininterval=5)
     try:
-        for epoch in range(state["epoch"] + 1, t.epochs + 1):
-            partial = state["partial"] or {"step": 0, "global_step": state["global_step"]}
-            partial["global_step"] = state["global_step"]
-            hooks.state = partial
+        for epoch in range(state.epoch + 1, t.epochs + 1):
             try:
-                train_m = train_one_epoch(model, optimizer, scaler, cfg, data, device, dtype, epoch, partial, stop, hooks)
+                train_m = train_one_epoch(model, optimizer, scaler, data, cfg=cfg, state=state, device=device, dtype=dtype,
+                                          stop=stop, hooks=hooks)  # fmt: skip
             except Preempted:
-                state["global_step"] = partial["global_step"]
-                state["partial"] = partial
-                _append_steps(steps_path, hooks.rows)
-                checkpoint(latest)
-                heartbeat(status=RunStatus.PREEMPTED, error=f"preempted at epoch {epoch} step {partial['step']}; resumes from checkpoints/latest.pt")
+                hooks.flush(folder)
+                checkpoint(folder.latest)
+                heartbeat(status=RunStatus.PREEMPTED, error=f"preempted at epoch {epoch} step {state.step}; resumes from checkpoints/latest.pt")
                 raise
-            state["global_step"] = partial["global_step"]
-            state["partial"] = None
             t_eval = time.perf_counter()
-            val = evaluate(model, cfg, data, device, dtype)
-            val_m = val.compute()
+            val_m = evaluate(model, cfg, data, device, dtype).compute()
             eval_s = time.perf_counter() - t_eval
             if not math.isfinite(train_m["train_loss"]) or not math.isfinite(val_m["val_loss"]):
                 raise Diverged(f"non-finite loss at epoch {epoch} (train {train_m['train_loss']}, val {val_m['val_loss']})")
             row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
                    "epoch_time_s": train_m.pop("train_time_s") + eval_s, **train_m, **val_m}  # fmt: skip
             rows.append(row)
-
-            improved = row["val_mse"] < state["best_value"] - (es.min_delta if es else 0.0)
-            state["epoch"] = epoch
-            if improved:
-                state.update(best_value=row["val_mse"], best_epoch=epoch, bad_epochs=0)
-            else:
-                state["bad_epochs"] += 1
-            stop_early = es is not None and state["bad_epochs"] >= es.patience
-            last = epoch == t.epochs or stop_early
-            if epoch % t.sample_interval == 0 or last:
+            improved, stop_early = _update_best(state, row, es)
+            if epoch % t.sample_interval == 0 or epoch == t.epochs or stop_early:
                 save_samples(model, cfg, data, device, dtype, epoch, folder)
             # Order matters for crash safety: step log and metrics first, then the checkpoint that covers them.
-            _append_steps(steps_path, hooks.rows)
-            write_csv(metrics_path, rows, metric_columns())
+            hooks.flush(folder)
+            write_csv(folder.metrics, rows, metric_columns())
             if improved:
                 checkpoint(folder.best)
             if epoch % t.checkpoint_interval == 0:
                 checkpoint(folder.epoch_checkpoint(epoch))
-            checkpoint(latest)
+            checkpoint(folder.latest)
             heartbeat()
-            bar.update(1)
-            bar.set_postfix(val_mse=f"{row['val_mse']:.5f}", best=f"{state['best_value']:.5f}")
-            print(f"epoch {epoch}/{t.epochs}: train_loss {row['train_loss']:.5f} val_mse {row['val_mse']:.5f} "
-                  f"psnr {row['val_psnr']:.2f} sem_miou {row['val_sem_miou']:.3f} ({row['epoch_time_s']:.1f}s)", flush=True)  # fmt: skip
+            _log_epoch(bar, row, state, t.epochs)
             if stop_early:
                 print(f"early stopping: no val_mse improvement > {es.min_delta} for {es.patience} epochs")
                 info["stopped_early"] = True
@@ -420,19 +434,13 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
             if stop:  # a stop that arrived during evaluation: the epoch is complete and checkpointed
                 heartbeat(status=RunStatus.PREEMPTED, error=f"preempted after epoch {epoch}; resumes from checkpoints/latest.pt")
                 raise Preempted(f"stop requested after epoch {epoch}")
-        # The hand-off uses the best weights: restore them and evaluate once more for eval.json.
-        if es is None or es.restore_best:
-            best = load_checkpoint(folder.best, map_location=device)
-            model.load_state_dict(best["model"])
-        final = evaluate(model, cfg, data, device, dtype)
-        eval_epoch = state["best_epoch"] if (es is None or es.restore_best) else state["epoch"]
-        folder.write_eval({"epoch": eval_epoch, "val": final.compute(), **final.confusions()})
+        _final_eval(model, cfg, data, device, dtype, state, folder)
         heartbeat(status=RunStatus.DONE, ended=now())
     except Preempted:
         stop.stop_file.unlink(missing_ok=True)  # served: the checkpoint is written, the next attempt resumes
         raise
     except Diverged as e:
-        _append_steps(steps_path, hooks.rows)
+        hooks.flush(folder)
         heartbeat(status=RunStatus.DIVERGED, ended=now(), error=str(e))
         raise
     except BaseException as e:
@@ -441,32 +449,4 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
     finally:
         stop.uninstall()
         bar.close()
-    return RunResult(model.cpu(), pd.read_csv(metrics_path), run_dir, RunStatus.DONE)
-
-
-# What makes two runs the same computation. Epochs, logging, intervals and paths may change between attempts
-# (e.g. resume with more epochs, or from another checkout); anything else would silently mix two experiments.
-SAME_RUN = {
-    "seed": None,
-    "architecture": None,
-    "loss": None,
-    "training": ("batch_size", "optimizer", "lr", "weight_decay", "early_stopping"),
-    "data": ("image_size", "filters", "val_fraction", "split_seed", "mask_tolerance"),
-}
-
-
-def check_same_run(cfg: RunConfig, folder: RunFolder) -> None:
-    """Refuse to resume (or skip as done) a run folder that holds a run of another configuration."""
-    before, now_ = folder.read_config(), cfg.model_dump()
-    if before is None:
-        return
-    changed = []
-    for section, fields in SAME_RUN.items():
-        a, b = before.get(section), now_.get(section)
-        if fields is not None and isinstance(a, dict):
-            a, b = {k: a.get(k) for k in fields}, {k: b.get(k) for k in fields}
-        if a != b:
-            changed += [section] if not isinstance(a, dict) else [f"{section}.{k}" for k in b if a.get(k) != b.get(k)]
-    if changed:
-        raise InputError(f"{folder.path} holds a run with another {', '.join(changed)}: "
-                         "delete that folder or use another runs_root to start afresh")
+    return _result(model.cpu(), None, folder)

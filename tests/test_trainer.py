@@ -78,7 +78,7 @@ def test_preempt_mid_epoch_resumes_without_losing_or_repeating_steps(tmp_path, l
 
     def touch_stop_at_step_15(self, epoch, step, loss, parts):  # mid epoch 2 (11 steps per epoch)
         original(self, epoch, step, loss, parts)
-        if self.state["global_step"] == 15:
+        if self.state.global_step == 15:
             (trainer.Path(cfg.run_dir) / "STOP").touch()
 
     monkeypatch.setattr(trainer._Hooks, "after_step", touch_stop_at_step_15)
