@@ -15,6 +15,7 @@ from .errors import InputError, ReportError
 from .files import atomic_path, atomic_write_text
 from .params import Training, _deep_merge, load_phase
 from .phase import PhaseRuns, resolved_section, run_table
+from .runfolder import RunFolder
 
 def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame) -> dict[str, Path]:
     """Write <runs>/<phase>/winner.yaml and the next phase's params next to the params file; return the paths."""
@@ -44,7 +45,7 @@ def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame) -> dic
         "architecture": architecture,
         "metrics": metrics,
         "best_seed": int(best.seed) if best is not None else None,
-        "best_checkpoint": str(Path(runinfo.loc[(w, int(best.seed)), "run_dir"]) / "checkpoints" / "best.pt") if best is not None else None,
+        "best_checkpoint": str(RunFolder(runinfo.loc[(w, int(best.seed)), "run_dir"]).best) if best is not None else None,
         "params_file": str(pr.params_file) if pr.params_file else None,
         "params_hash": pr.params_hash,
         "git_commit": commit if isinstance(commit, str) else None,

@@ -6,7 +6,6 @@ are listed with their state and left out of every statistic.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import pandas as pd
 import yaml
 
 from . import heads as H
+from . import runfolder as rf
 from .errors import InputError
 from .palette import CLASS_NAMES
 from .params import Decision, Phase, _deep_merge, load_phase, params_hash
@@ -51,16 +51,12 @@ class PhaseRuns:
         return self.runs[self.runs["state"] == "done"]
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
 def _resolve_params_file(runs_dir: Path, index: dict, params_file) -> Path | None:
     if params_file is not None:
         if not Path(params_file).is_file():
             raise InputError(f"params file not found: {params_file}")
         return Path(params_file).resolve()
-    for cand in (index.get("params_file"), runs_dir / "params.yaml"):
+    for cand in (index.get("params_file"), runs_dir / rf.PARAMS_COPY):
         if cand and Path(cand).is_file():
             return Path(cand).resolve()
     return None
@@ -76,10 +72,10 @@ def _discover_index(runs_dir: Path) -> dict:
 
 
 def _read_index(runs_dir: Path, warnings: list[str]) -> dict:
-    index_path = runs_dir / "index.json"
+    index_path = runs_dir / rf.INDEX
     if index_path.is_file():
         try:
-            index = _read_json(index_path)
+            index = rf.load_json(index_path)
         except (OSError, ValueError) as e:
             raise InputError(f"{index_path}: cannot read: {e}") from None
     else:
@@ -113,14 +109,15 @@ def _load_yaml(p: Path):
 def _read_run(d: Path, exp: str, seed: int, found: dict, warnings: list[str]) -> dict:
     """One run folder: its row of `runs` (state, error, run.json fields); its files are added to `found`."""
     row = {"experiment": exp, "seed": seed, "run_dir": str(d), "state": "missing", "error": None}
-    info_path = d / "run.json"
+    folder = rf.RunFolder(d)
+    info_path = folder.run_json
     if not d.is_dir():
         row["error"] = "run folder not found"
     elif not info_path.is_file():
         row["error"] = "no run.json (never started?)"
     else:
         try:
-            info = _read_json(info_path)
+            info = rf.load_json(info_path)
             row.update({k: v for k, v in info.items() if k not in ("experiment", "seed", "phase")})
             row["state"] = info.get("status") if info.get("status") in STATES else "unreadable"
             if row["state"] == "unreadable":
@@ -128,8 +125,8 @@ def _read_run(d: Path, exp: str, seed: int, found: dict, warnings: list[str]) ->
         except (OSError, ValueError) as e:
             row.update(state="unreadable", error=f"run.json: {e}")
     has_metrics = False
-    for name, sink in (("metrics.csv", found["metrics"]), ("steps.csv", found["steps"])):
-        p = d / name
+    for p, sink in ((folder.metrics, found["metrics"]), (folder.steps, found["steps"])):
+        name = p.name
         if p.is_file() and p.stat().st_size:
             try:
                 df = pd.read_csv(p)
@@ -137,19 +134,19 @@ def _read_run(d: Path, exp: str, seed: int, found: dict, warnings: list[str]) ->
                 row.update(state="unreadable", error=f"{name}: {e}")
                 continue
             sink.append(df.assign(experiment=exp, seed=seed))
-            has_metrics |= name == "metrics.csv" and "val_mse" in df and bool(np.isfinite(df["val_mse"]).any())
+            has_metrics |= name == rf.METRICS and "val_mse" in df and bool(np.isfinite(df["val_mse"]).any())
     if row["state"] == "done" and not has_metrics:
         row.update(state="unreadable", error="status done but metrics.csv has no finite val_mse")
-    for name, sink, load in (("eval.json", found["evals"], _read_json), ("config.yaml", found["configs"], _load_yaml)):
-        p = d / name
-        if name == "config.yaml" and any(e == exp for e, _ in sink):
+    for p, sink, load in ((folder.eval, found["evals"], rf.load_json), (folder.config, found["configs"], _load_yaml)):
+        name = p.name
+        if name == rf.CONFIG and any(e == exp for e, _ in sink):
             continue  # one per experiment is enough (heads, architecture, loss), and YAML is slow to parse
         if p.is_file():
             try:
                 sink[(exp, seed)] = load(p)
             except Exception as e:  # a truncated file from a killed job: list it, don't stop
                 warnings.append(f"{exp}/seed{seed}/{name}: unreadable ({e})")
-    for npz in sorted((d / "samples").glob("epoch_*.npz")):
+    for npz in folder.sample_arrays():
         found["samples"].append({"experiment": exp, "seed": seed, "epoch": int(npz.stem[6:]), "npz": str(npz)})
     return row
 

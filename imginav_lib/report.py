@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import math
 import os
 import tempfile
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from . import heads as H
+from . import runfolder as rf
 from .errors import InputError, ReportError
 from .files import UMASK, atomic_write_text
 from .phase import resolved_section
@@ -276,7 +276,7 @@ def build_report(runs_dir, params_file=None, out=None) -> Path:
     if params_file is not None and not Path(params_file).is_file():
         raise InputError(f"params file not found: {params_file}")
     try:
-        phase = json.loads((runs_dir / "index.json").read_text()).get("phase") or runs_dir.name
+        phase = rf.load_json(runs_dir / rf.INDEX).get("phase") or runs_dir.name
     except (OSError, ValueError):
         phase = runs_dir.name
     out = Path(out) if out else Path("reports") / f"{phase}.html"

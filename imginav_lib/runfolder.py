@@ -75,6 +75,11 @@ def read_json(path: Path) -> dict:
         return {}
 
 
+def load_json(path: Path) -> dict:
+    """A JSON file; raises OSError/ValueError when it is missing or malformed (the analysis lists such a run)."""
+    return json.loads(Path(path).read_text())
+
+
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     """Rewrite a CSV (atomically) with `columns` in order; NaN becomes an empty cell."""
 
