@@ -1,0 +1,114 @@
+"""What the latent gives the next stage (the ControlNet diffusion model): its statistics and a linear probe.
+
+- Statistics of the frozen encoder's latents on training images: per-channel mean and std, and the scale that
+  brings the latent to unit variance (diffusers' `scaling_factor` = 1 / std of the latent; Stable Diffusion's
+  0.18215 was found this way). The diffusion stage multiplies latents by it.
+- A linear probe: a 1x1 convolution trained for a fixed small budget on the frozen training latents to predict
+  the segmentation at latent resolution; its mIoU on the validation latents says how linearly readable the
+  semantics are. The same probe for every experiment (F1 included) answers "does semantic guidance make the
+  latent more semantic?".
+
+Deterministic given the seed on a CPU (image subset, probe init and batch order come from one generator).
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import to_model_input
+from .metrics import iou_from_confusion
+from .palette import IGNORE_INDEX, NUM_CLASSES
+
+# The probe's fixed budget: the same for every run, small enough to cost a few percent of a run's training.
+PROBE_IMAGES = 2048  # at most this many training images (a seeded subset); all validation images are scored
+PROBE_STEPS = 300  # optimiser steps
+PROBE_BATCH = 32  # latent images per step
+PROBE_LR = 0.05  # Adam, on per-channel standardised latents so that the budget means the same for every latent
+
+
+@torch.no_grad()
+def encode_all(model, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """(N, 3, H, W) uint8 -> (N, C, h, w) float32 latents on the CPU (the mean of a variational encoder)."""
+    model.eval()
+    out = [model.encode(to_model_input(images[i : i + batch_size].to(device)))[0].float().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out)
+
+
+def latent_stats(z: torch.Tensor) -> dict:
+    """(N, C, h, w) latents -> per-channel mean and std, the overall std and scaling_factor = 1 / std."""
+    z = z.double()
+    std = z.std().item()
+    return {
+        "channel_mean": z.mean(dim=(0, 2, 3)).tolist(),
+        "channel_std": z.std(dim=(0, 2, 3)).tolist(),
+        "mean": z.mean().item(),
+        "std": std,
+        "scaling_factor": 1.0 / std if std > 0 else math.nan,
+    }
+
+
+def downsample_mask(masks: torch.Tensor, factor: int, num_classes: int = NUM_CLASSES) -> torch.Tensor:
+    """(N, H, W) uint8/long class ids -> (N, H/f, W/f) long: the majority class of each f x f block, counting only
+    scored pixels; a block of ignored pixels only is IGNORE_INDEX."""
+    x = masks.long()
+    x = torch.where(x == IGNORE_INDEX, num_classes, x)
+    one_hot = F.one_hot(x, num_classes + 1).permute(0, 3, 1, 2).float()  # (N, K+1, H, W)
+    share = F.avg_pool2d(one_hot, factor)[:, :num_classes]  # (N, K, h, w): share of each class in a block
+    best = share.argmax(1)
+    return torch.where(share.amax(1) > 0, best, IGNORE_INDEX)
+
+
+def linear_probe(z_train: torch.Tensor, y_train: torch.Tensor, z_val: torch.Tensor, y_val: torch.Tensor,
+                 seed: int, steps: int = PROBE_STEPS, batch: int = PROBE_BATCH, lr: float = PROBE_LR) -> dict:  # fmt: skip
+    """Train a 1x1 conv (C -> K logits) on frozen latents; score it on the validation latents.
+
+    z_*: (N, C, h, w) float latents; y_*: (N, h, w) long classes at latent resolution (IGNORE_INDEX: not scored).
+    Returns {"miou", "accuracy", "iou" (per class, NaN where absent), "train_ce" (last step)}.
+    """
+    g = torch.Generator().manual_seed(seed)
+    mean = z_train.mean(dim=(0, 2, 3), keepdim=True)
+    std = z_train.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6)
+    norm = lambda z: (z - mean) / std  # noqa: E731
+    probe = nn.Conv2d(z_train.shape[1], NUM_CLASSES, 1)
+    with torch.no_grad():  # a seeded init, independent of the global RNG
+        bound = 1 / math.sqrt(z_train.shape[1])
+        probe.weight.copy_(torch.rand(probe.weight.shape, generator=g) * 2 * bound - bound)
+        probe.bias.zero_()
+    opt = torch.optim.Adam(probe.parameters(), lr=lr)
+    loss = torch.tensor(math.nan)
+    for _ in range(steps):
+        idx = torch.randint(len(z_train), (min(batch, len(z_train)),), generator=g)
+        loss = F.cross_entropy(probe(norm(z_train[idx])), y_train[idx], ignore_index=IGNORE_INDEX)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        pred = probe(norm(z_val)).argmax(1)  # (N, h, w)
+    keep = y_val != IGNORE_INDEX
+    cm = torch.bincount(y_val[keep] * NUM_CLASSES + pred[keep], minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+    iou, miou, acc = iou_from_confusion(cm)
+    return {"miou": miou, "accuracy": acc, "iou": iou.tolist(), "train_ce": loss.item()}
+
+
+def latent_report(model, images_train: torch.Tensor, masks_train: torch.Tensor, images_val: torch.Tensor,
+                  masks_val: torch.Tensor, seed: int, batch_size: int, device: torch.device) -> dict:  # fmt: skip
+    """Latent statistics on (a seeded subset of) the training images and the probe mIoU on validation, for eval.json.
+
+    images_*: (N, 3, H, W) uint8, masks_*: (N, H, W) uint8. Also records what it cost in seconds.
+    """
+    t0 = time.perf_counter()
+    g = torch.Generator().manual_seed(seed)
+    if len(images_train) > PROBE_IMAGES:
+        pick = torch.randperm(len(images_train), generator=g)[:PROBE_IMAGES].sort().values
+        images_train, masks_train = images_train[pick], masks_train[pick]
+    z_train = encode_all(model, images_train, batch_size, device)
+    z_val = encode_all(model, images_val, batch_size, device)
+    factor = images_train.shape[-1] // z_train.shape[-1]
+    stats = latent_stats(z_train)
+    probe = linear_probe(z_train, downsample_mask(masks_train, factor), z_val, downsample_mask(masks_val, factor), seed)
+    return {**stats, "probe": {**probe, "steps": PROBE_STEPS, "train_images": len(images_train)},
+            "shape": list(z_train.shape[1:]), "seconds": time.perf_counter() - t0}  # fmt: skip
