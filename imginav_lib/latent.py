@@ -72,7 +72,7 @@ def linear_probe(z_train: torch.Tensor, y_train: torch.Tensor, z_val: torch.Tens
     g = torch.Generator().manual_seed(seed)
     mean = z_train.mean(dim=(0, 2, 3), keepdim=True)
     std = z_train.std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6)
-    norm = lambda z: (z - mean) / std  # noqa: E731
+    z_train, z_val = (z_train - mean) / std, (z_val - mean) / std
     probe = nn.Conv2d(z_train.shape[1], NUM_CLASSES, 1)
     with torch.no_grad():  # a seeded init, independent of the global RNG
         bound = 1 / math.sqrt(z_train.shape[1])
@@ -82,12 +82,12 @@ def linear_probe(z_train: torch.Tensor, y_train: torch.Tensor, z_val: torch.Tens
     loss = torch.tensor(math.nan)
     for _ in range(steps):
         idx = torch.randint(len(z_train), (min(batch, len(z_train)),), generator=g)
-        loss = F.cross_entropy(probe(norm(z_train[idx])), y_train[idx], ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(probe(z_train[idx]), y_train[idx], ignore_index=IGNORE_INDEX)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     with torch.no_grad():
-        pred = probe(norm(z_val)).argmax(1)  # (N, h, w)
+        pred = probe(z_val).argmax(1)  # (N, h, w)
     keep = y_val != IGNORE_INDEX
     cm = torch.bincount(y_val[keep] * NUM_CLASSES + pred[keep], minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
     iou, miou, acc = iou_from_confusion(cm)
@@ -95,7 +95,7 @@ def linear_probe(z_train: torch.Tensor, y_train: torch.Tensor, z_val: torch.Tens
 
 
 def latent_report(model, images_train: torch.Tensor, masks_train: torch.Tensor, images_val: torch.Tensor,
-                  masks_val: torch.Tensor, seed: int, batch_size: int, device: torch.device) -> dict:  # fmt: skip
+                  masks_val: torch.Tensor, seed: int, batch_size: int, device: torch.device, steps: int = PROBE_STEPS) -> dict:  # fmt: skip
     """Latent statistics on (a seeded subset of) the training images and the probe mIoU on validation, for eval.json.
 
     images_*: (N, 3, H, W) uint8, masks_*: (N, H, W) uint8. Also records what it cost in seconds.
@@ -109,6 +109,6 @@ def latent_report(model, images_train: torch.Tensor, masks_train: torch.Tensor, 
     z_val = encode_all(model, images_val, batch_size, device)
     factor = images_train.shape[-1] // z_train.shape[-1]
     stats = latent_stats(z_train)
-    probe = linear_probe(z_train, downsample_mask(masks_train, factor), z_val, downsample_mask(masks_val, factor), seed)
-    return {**stats, "probe": {**probe, "steps": PROBE_STEPS, "train_images": len(images_train)},
+    probe = linear_probe(z_train, downsample_mask(masks_train, factor), z_val, downsample_mask(masks_val, factor), seed, steps)
+    return {**stats, "probe": {**probe, "steps": steps, "train_images": len(images_train)},
             "shape": list(z_train.shape[1:]), "seconds": time.perf_counter() - t0}  # fmt: skip
