@@ -136,7 +136,14 @@ class Decision(Strict):
     max_extra_spikes: float = Field(1.0, ge=0)  # loss spikes per run allowed above the baseline's mean
     stability_ratio: float = Field(2.0, ge=1)  # late val wobble allowed, as a multiple of the baseline's
     max_extra_epochs: float = Field(2.0, ge=0)  # epochs to within 10% of best allowed above the baseline's
-    handoff: Handoff = Handoff()
+    # Step comparisons [earlier, later]: each added loss on its own, e.g. [[F1, F2], [F2, F3]]: F3 against F2 is the
+    # classification loss alone. Paired by seed, same statistics as the baseline comparison. Default: each
+    # experiment against the baseline.
+    steps: list[tuple[str, str]] | None = None
+    # Boundary F as a pass/fail criterion (not worse than the baseline beyond similar_tolerance); false: an
+    # informative row of the criteria table.
+    boundary_not_worse: bool = False
+    handoff: Handoff | None = Handoff()  # null: write winner.yaml only (e.g. a phase whose next params are hand-written)
 
 
 class ClusterResources(Strict):
@@ -192,6 +199,9 @@ class Phase(Strict):
     description: str = ""
     runs_root: str = "runs"  # relative to the params file's folder, or absolute
     architecture_from: str | None = None  # a previous phase's winner.yaml; its architecture replaces ours
+    # The previous phase winner's latent scale (diffusers scaling_factor, 1 / std of its latent), carried along
+    # for the diffusion stage; it does not change training. Written into the next phase's params by the report.
+    latent_scale: float | None = Field(None, gt=0)
     data: Data
     architecture: Architecture = Architecture()
     training: Training = Training()
@@ -218,7 +228,8 @@ class RunConfig(Strict):
     seed: int
     run_dir: str
     params_file: str
-    params_hash: str
+    params_hash: str  # of the file and the --set overrides together
+    overrides: list[str] = []  # the --set key.path=value items applied to the params file, in order
     data: Data
     architecture: Architecture
     training: Training
@@ -246,12 +257,84 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def params_hash(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+def params_hash(path: str | Path, overrides: list[str] | tuple = ()) -> str:
+    """What identifies a phase's configuration: the params file's bytes and the --set overrides (in order)."""
+    h = hashlib.sha256(Path(path).read_bytes())
+    if overrides:  # without overrides the hash stays what it was before --set existed
+        h.update(b"\0" + "\n".join(overrides).encode())
+    return h.hexdigest()[:12]
 
 
-def load_phase(path: str | Path, check_files: bool = True) -> Phase:
-    """Read and validate a phase params file; paths in it become absolute. Raises InputError."""
+# ---------------------------------------------------------------------------------------------------------
+# --set key.path=value overrides
+
+
+def parse_set(item: str) -> tuple[list[str], object]:
+    """`training.epochs=2` -> (["training", "epochs"], 2): the value is read as YAML (2, 0.1, true, [42, 43], text);
+    its type is then checked by the same schema as the file's."""
+    key, sep, text = item.partition("=")
+    path = key.strip().split(".")
+    if not sep or not all(p.strip() for p in path):
+        raise InputError(f"--set {item}: expected key.path=value, e.g. training.epochs=2")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as e:
+        raise InputError(f"--set {item}: invalid value: {str(e).splitlines()[0]}") from None
+    return [p.strip() for p in path], value
+
+
+def apply_sets(raw: dict, overrides: list[str] | tuple) -> dict:
+    """A copy of the raw params mapping with each `key.path=value` set. An experiment must exist in the file (a
+    --set cannot add one); every other key is checked by the schema afterwards (unknown keys are errors there)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        path, value = parse_set(item)
+        if path[0] == "experiments" and len(path) > 1 and path[1] not in (raw.get("experiments") or {}):
+            have = ", ".join(raw.get("experiments") or {}) or "none"
+            raise InputError(f"--set {item}: no experiment {path[1]!r} (have: {have})")
+        node = raw
+        for i, k in enumerate(path[:-1]):
+            if node.get(k) is None:
+                node[k] = {}
+            elif not isinstance(node[k], dict):
+                raise InputError(f"--set {item}: {'.'.join(path[: i + 1])} is a value, not a section")
+            node = node[k]
+        node[path[-1]] = value
+    return raw
+
+
+def _validate(raw: dict, source: str) -> Phase:
+    """Schema checks of a raw params mapping; raises InputError whose message starts with `source`."""
+    try:
+        phase = Phase.model_validate(raw)
+        # Each experiment's overrides must validate too, so a typo in F3 fails before F1 starts.
+        for name, over in phase.experiments.items():
+            for section in ("architecture", "training", "loss"):
+                merged = _deep_merge(getattr(phase, section).model_dump(), getattr(over, section))
+                try:
+                    type(getattr(phase, section)).model_validate(merged)
+                except ValidationError as e:
+                    raise InputError(_one_line(e, f"{source}: experiments.{name}.{section}")) from None
+    except ValidationError as e:
+        raise InputError(_one_line(e, source)) from None
+    return phase
+
+
+def _validate_with_sets(raw: dict, overrides: list[str] | tuple, source: str) -> Phase:
+    """Validate the file with its overrides; an error that only an override causes is reported as that --set's."""
+    try:
+        return _validate(apply_sets(raw, overrides), source)
+    except InputError:
+        if not overrides:
+            raise
+    _validate(raw, source)  # the file's own error, if it has one
+    for n, item in enumerate(overrides, 1):
+        _validate(apply_sets(raw, overrides[:n]), f"--set {item} (on {source})")
+    raise AssertionError("unreachable: every prefix of the overrides validated")
+
+
+def load_phase(path: str | Path, check_files: bool = True, overrides: list[str] | tuple = ()) -> Phase:
+    """Read and validate a phase params file with its --set overrides; paths in it become absolute. Raises InputError."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"params file not found: {path}")
@@ -274,26 +357,19 @@ def load_phase(path: str | Path, check_files: bool = True) -> Phase:
         p = os.path.expandvars(p)
         return str(Path(p) if Path(p).is_absolute() else (base / p).resolve())
 
-    if raw.get("architecture_from"):
-        winner = Path(absolute(raw["architecture_from"], "architecture_from"))
+    overrides = list(overrides)
+    winner_from = apply_sets(raw, overrides).get("architecture_from")
+    if winner_from:
+        # The winner's architecture replaces the file's (the file's is what runs until a winner exists);
+        # --set architecture.* overrides still apply on top of it.
+        winner = Path(absolute(str(winner_from), "architecture_from"))
         if not winner.is_file():
             raise InputError(f"{path}: architecture_from: file not found: {winner}")
         arch = (yaml.safe_load(winner.read_text()) or {}).get("architecture")
         if not isinstance(arch, dict):
             raise InputError(f"{path}: architecture_from: {winner} has no architecture mapping")
-        raw = {**raw, "architecture": {**arch, **(raw.get("architecture") or {})}}
-    try:
-        phase = Phase.model_validate(raw)
-        # Each experiment's overrides must validate too, so a typo in F3 fails before F1 starts.
-        for name, over in phase.experiments.items():
-            for section in ("architecture", "training", "loss"):
-                merged = _deep_merge(getattr(phase, section).model_dump(), getattr(over, section))
-                try:
-                    type(getattr(phase, section)).model_validate(merged)
-                except ValidationError as e:
-                    raise InputError(_one_line(e, f"{path}: experiments.{name}.{section}")) from None
-    except ValidationError as e:
-        raise InputError(_one_line(e, str(path))) from None
+        raw = {**raw, "architecture": arch}
+    phase = _validate_with_sets(raw, overrides, str(path))
     phase.data.manifest = absolute(phase.data.manifest, "data.manifest")
     phase.data.cache_dir = absolute(phase.data.cache_dir, "data.cache_dir")
     phase.runs_root = absolute(phase.runs_root, "runs_root")
@@ -301,6 +377,12 @@ def load_phase(path: str | Path, check_files: bool = True) -> Phase:
         phase.architecture_from = absolute(phase.architecture_from, "architecture_from")
     if phase.decision.baseline is not None and phase.decision.baseline not in phase.experiments:
         raise InputError(f"{path}: decision.baseline: {phase.decision.baseline!r} is not an experiment")
+    for pair in phase.decision.steps or []:
+        for name in pair:
+            if name not in phase.experiments:
+                raise InputError(f"{path}: decision.steps: {name!r} is not an experiment")
+        if pair[0] == pair[1]:
+            raise InputError(f"{path}: decision.steps: [{pair[0]}, {pair[1]}] compares an experiment with itself")
     unknown = set(phase.cluster.experiments) - set(phase.experiments)
     if unknown:
         raise InputError(f"{path}: cluster.experiments: {sorted(unknown)[0]!r} is not an experiment")
@@ -313,9 +395,10 @@ def run_dir(runs_root: str | Path, phase: str, experiment: str, seed: int) -> Pa
     return Path(runs_root) / phase / experiment / f"seed{seed}"
 
 
-def resolve_run(params_file: str | Path, experiment: str, seed: int, runs_root: str | None = None) -> RunConfig:
-    """The resolved config of one experiment x seed (shared defaults + the experiment's overrides)."""
-    phase = load_phase(params_file)
+def resolve_run(params_file: str | Path, experiment: str, seed: int, runs_root: str | None = None,
+                overrides: list[str] | tuple = ()) -> RunConfig:  # fmt: skip
+    """The resolved config of one experiment x seed (shared defaults, --set overrides, the experiment's overrides)."""
+    phase = load_phase(params_file, overrides=overrides)
     if experiment not in phase.experiments:
         raise InputError(f"{params_file}: no experiment {experiment!r} (have: {', '.join(phase.experiments)})")
     over = phase.experiments[experiment]
@@ -326,7 +409,8 @@ def resolve_run(params_file: str | Path, experiment: str, seed: int, runs_root: 
         seed=seed,
         run_dir=str(run_dir(root, phase.phase, experiment, seed).resolve()),
         params_file=str(Path(params_file).resolve()),
-        params_hash=params_hash(params_file),
+        params_hash=params_hash(params_file, overrides),
+        overrides=list(overrides),
         data=phase.data,
         architecture=Architecture.model_validate(_deep_merge(phase.architecture.model_dump(), over.architecture)),
         training=Training.model_validate(_deep_merge(phase.training.model_dump(), over.training)),

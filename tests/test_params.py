@@ -33,8 +33,14 @@ def test_repo_params_files_validate(real_manifest, monkeypatch):
         {"mse": 1.0, "seg": 0.05, "cls": 0.0},
         {"mse": 1.0, "seg": 0.05, "cls": 0.01},
     ]
+    assert phase.seeds == [42, 43, 44]  # one seed gives no interval
     demo = load_phase(REPO / "params" / "phase1_4_demo.yaml", check_files=False)
     assert len(runs_of(demo)) == 9
+    arch = load_phase(REPO / "params" / "phase1_3_demo.yaml", check_files=False)
+    assert [resolve_arch.latent_channels for resolve_arch in
+            (arch.architecture.model_copy(update=o.architecture) for o in arch.experiments.values())] == [4, 8]
+    for p in (demo, arch):  # CPU-only clusters: no GPU asked for, so sbatch gets no --gres
+        assert p.cluster.defaults.gpus == 0 and p.cluster.report.gpus == 0
 
 
 def test_overrides_merge_into_defaults(tiny):
@@ -92,3 +98,42 @@ def test_architecture_from_a_winner_file(tmp_path, tiny):
     params["architecture_from"] = "missing.yaml"
     with pytest.raises(InputError, match="architecture_from: file not found"):
         load_phase(_write(tmp_path, params))
+
+
+def test_set_overrides_are_typed_by_the_schema_and_recorded(tiny):
+    sets = ["training.epochs=3", "experiments.F3.loss.seg=0.1", "seeds=[1, 2]", "training.lr=1e-3"]
+    phase = load_phase(tiny, overrides=sets)
+    assert phase.training.epochs == 3 and phase.seeds == [1, 2] and phase.training.lr == 1e-3
+    cfg = resolve_run(tiny, "F3", 1, overrides=sets)
+    assert (cfg.loss.seg, cfg.training.epochs, cfg.overrides) == (0.1, 3, sets)
+    plain = resolve_run(tiny, "F3", 1)
+    assert plain.params_hash != cfg.params_hash and plain.overrides == []
+    assert resolve_run(tiny, "F3", 1, overrides=sets[:1]).params_hash != cfg.params_hash
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("training.epochz=2", "--set training.epochz=2 (on "),
+        ("training.epochs=two", "training.epochs: Input should be a valid integer"),
+        ("experiments.F9.loss.seg=0.1", "--set experiments.F9.loss.seg=0.1: no experiment 'F9' (have: F1, F3)"),
+        ("experiments.F3.loss.seg=-1", "experiments.F3.loss: seg: Input should be greater than or equal to 0"),
+        ("training.epochs", "--set training.epochs: expected key.path=value"),
+        ("training.epochs.x=1", "training.epochs is a value, not a section"),
+        ("decision.steps=[[F1, F7]]", "decision.steps: 'F7' is not an experiment"),
+    ],
+)
+def test_bad_set_is_a_one_line_error_naming_it(tiny, item, message):
+    with pytest.raises(InputError) as e:
+        load_phase(tiny, overrides=["training.epochs=3", item])
+    assert message in str(e.value) and "\n" not in str(e.value)
+    if "epochz" in item:
+        assert "training.epochz: unknown key" in str(e.value)
+
+
+def test_a_winner_architecture_replaces_the_files_and_set_applies_on_top(tmp_path, tiny):
+    winner = tmp_path / "winner.yaml"
+    winner.write_text(yaml.safe_dump({"architecture": {"latent_channels": 16, "base_channels": 16, "downsampling_steps": 3}}))
+    phase = load_phase(tiny, overrides=[f"architecture_from={winner}", "architecture.latent_channels=2"])
+    assert (phase.architecture.latent_channels, phase.architecture.base_channels) == (2, 16)
+    assert load_phase(tiny, overrides=[f"architecture_from={winner}"]).architecture.latent_channels == 16
