@@ -8,7 +8,8 @@
   semantics are. The same probe for every experiment (F1 included) answers "does semantic guidance make the
   latent more semantic?".
 
-Deterministic given the seed on a CPU (image subset, probe init and batch order come from one generator).
+The images are a fixed subset of the split (the same for every experiment and seed); the probe's init and
+batch order come from the run's seed, so the result is deterministic given the seed (on a CPU).
 """
 from __future__ import annotations
 
@@ -24,18 +25,31 @@ from .metrics import iou_from_confusion
 from .palette import IGNORE_INDEX, NUM_CLASSES
 
 # The probe's fixed budget: the same for every run, small enough to cost a few percent of a run's training.
-PROBE_IMAGES = 2048  # at most this many training images (a seeded subset); all validation images are scored
+PROBE_IMAGES = 2048  # at most this many training and validation images (evenly spaced in the split)
 PROBE_STEPS = 300  # optimiser steps
 PROBE_BATCH = 32  # latent images per step
 PROBE_LR = 0.05  # Adam, on per-channel standardised latents so that the budget means the same for every latent
 
 
+def spread_subset(idx: torch.Tensor, k: int) -> torch.Tensor:
+    """At most k of the indices, evenly spaced: the same images for every experiment and seed (no RNG)."""
+    if len(idx) <= k:
+        return idx
+    return idx[torch.linspace(0, len(idx) - 1, k).round().long()]
+
+
 @torch.no_grad()
-def encode_all(model, images: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """(N, 3, H, W) uint8 -> (N, C, h, w) float32 latents on the CPU (the mean of a variational encoder)."""
+def encode(model, images: torch.Tensor, masks: torch.Tensor, idx: torch.Tensor, batch_size: int, device: torch.device,
+           factor: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Latents (N, C, h, w) float32 on the CPU (the mean of a variational encoder) and the masks at latent
+    resolution (N, h, w) of images[idx]; images (M, 3, H, W) and masks (M, H, W) uint8, indexed batch by batch so
+    that a memory-mapped cache is never read whole."""
     model.eval()
-    out = [model.encode(to_model_input(images[i : i + batch_size].to(device)))[0].float().cpu() for i in range(0, len(images), batch_size)]
-    return torch.cat(out)
+    zs, ys = [], []
+    for part in idx.split(batch_size):
+        zs.append(model.encode(to_model_input(images[part].to(device)))[0].float().cpu())
+        ys.append(downsample_mask(masks[part], factor))
+    return torch.cat(zs), torch.cat(ys)
 
 
 def latent_stats(z: torch.Tensor) -> dict:
@@ -94,21 +108,21 @@ def linear_probe(z_train: torch.Tensor, y_train: torch.Tensor, z_val: torch.Tens
     return {"miou": miou, "accuracy": acc, "iou": iou.tolist(), "train_ce": loss.item()}
 
 
-def latent_report(model, images_train: torch.Tensor, masks_train: torch.Tensor, images_val: torch.Tensor,
-                  masks_val: torch.Tensor, seed: int, batch_size: int, device: torch.device, steps: int = PROBE_STEPS) -> dict:  # fmt: skip
-    """Latent statistics on (a seeded subset of) the training images and the probe mIoU on validation, for eval.json.
+def latent_report(model, images: torch.Tensor, masks: torch.Tensor, train_idx: torch.Tensor, val_idx: torch.Tensor,
+                  seed: int, batch_size: int, device: torch.device, steps: int = PROBE_STEPS) -> dict:  # fmt: skip
+    """Latent statistics on the training images and the probe mIoU on validation, for eval.json, with its cost.
 
-    images_*: (N, 3, H, W) uint8, masks_*: (N, H, W) uint8. Also records what it cost in seconds.
+    images (N, 3, H, W) and masks (N, H, W): the uint8 cache; train_idx, val_idx: the run's split. At most
+    PROBE_IMAGES of each, evenly spaced, so the cost does not grow with the data set.
     """
     t0 = time.perf_counter()
-    g = torch.Generator().manual_seed(seed)
-    if len(images_train) > PROBE_IMAGES:
-        pick = torch.randperm(len(images_train), generator=g)[:PROBE_IMAGES].sort().values
-        images_train, masks_train = images_train[pick], masks_train[pick]
-    z_train = encode_all(model, images_train, batch_size, device)
-    z_val = encode_all(model, images_val, batch_size, device)
-    factor = images_train.shape[-1] // z_train.shape[-1]
-    stats = latent_stats(z_train)
-    probe = linear_probe(z_train, downsample_mask(masks_train, factor), z_val, downsample_mask(masks_val, factor), seed, steps)
-    return {**stats, "probe": {**probe, "steps": steps, "train_images": len(images_train)},
-            "shape": list(z_train.shape[1:]), "seconds": time.perf_counter() - t0}  # fmt: skip
+    train_idx, val_idx = spread_subset(train_idx, PROBE_IMAGES), spread_subset(val_idx, PROBE_IMAGES)
+    h = images.shape[-1]
+    with torch.no_grad():
+        factor = h // model.encode(to_model_input(images[train_idx[:1]].to(device)))[0].shape[-1]
+    z_train, y_train = encode(model, images, masks, train_idx, batch_size, device, factor)
+    z_val, y_val = encode(model, images, masks, val_idx, batch_size, device, factor)
+    probe = linear_probe(z_train, y_train, z_val, y_val, seed, steps)
+    return {**latent_stats(z_train), "shape": list(z_train.shape[1:]), "images": len(train_idx),
+            "probe": {**probe, "steps": steps, "train_images": len(train_idx), "val_images": len(val_idx)},
+            "seconds": time.perf_counter() - t0}  # fmt: skip

@@ -61,8 +61,9 @@ def test_latent_report_of_a_model_has_stats_probe_and_cost():
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (12, 3, 16, 16), generator=g, dtype=torch.uint8)
     masks = torch.randint(0, NUM_CLASSES, (12, 16, 16), generator=g, dtype=torch.uint8)
-    a = latent_report(model, images[:8], masks[:8], images[8:], masks[8:], seed=1, batch_size=4, device=torch.device("cpu"), steps=20)
-    b = latent_report(model, images[:8], masks[:8], images[8:], masks[8:], seed=1, batch_size=4, device=torch.device("cpu"), steps=20)
+    train, val = torch.arange(8), torch.arange(8, 12)
+    a = latent_report(model, images, masks, train, val, seed=1, batch_size=4, device=torch.device("cpu"), steps=20)
+    b = latent_report(model, images, masks, train, val, seed=1, batch_size=4, device=torch.device("cpu"), steps=20)
     assert a["shape"] == [4, 4, 4] and len(a["channel_std"]) == 4
     assert a["scaling_factor"] == pytest.approx(1 / a["std"])
     assert 0 <= a["probe"]["miou"] <= 1 and a["seconds"] > 0
