@@ -11,23 +11,32 @@ from pathlib import Path
 import pandas as pd
 
 from .decision import Verdict, decide
-from .phase import PhaseRuns, load_phase_runs, run_table
+from .phase import PhaseRuns, load_phase_runs, resolved_section, run_table
 from .stats import summarize
+from .steps import classification_sentence, compare_steps, step_pairs, what_is_added
 
 
 @dataclass
 class Analysis:
-    """What the notebook shows: the loaded runs, per-run table, summary, verdict."""
+    """What the notebook shows: the loaded runs, per-run table, summary, verdict, step comparisons."""
 
     runs: PhaseRuns
     table: pd.DataFrame
     summary: pd.DataFrame
     verdict: Verdict
+    steps: pd.DataFrame = None  # steps.compare_steps: each experiment against the one it extends
 
 
 def analyse(runs_dir: str | Path, params_file: str | Path | None = None) -> Analysis:
     pr = load_phase_runs(runs_dir, params_file)
     table = run_table(pr)
-    summary = summarize(table, pr.experiments, 1 - pr.decision.alpha)
-    verdict = decide(table, pr.experiments, pr.baseline, pr.heads, pr.decision)
-    return Analysis(pr, table, summary, verdict)
+    level = 1 - pr.decision.alpha
+    summary = summarize(table, pr.experiments, level)
+    configs = {x: {s: resolved_section(pr, x, s) for s in ("loss", "architecture")} for x in pr.experiments}
+    changes = {x: what_is_added(configs[pr.baseline], configs[x]) for x in pr.experiments}
+    verdict = decide(table, pr.experiments, pr.baseline, pr.heads, pr.decision, changes)
+    steps = compare_steps(table, step_pairs(pr.decision, pr.experiments, pr.baseline), configs, pr.decision, level)
+    sentence = classification_sentence(steps, pr.decision, level)
+    if sentence:  # the question the researchers ask of the classification loss, answered in the verdict
+        verdict.paragraph += " " + sentence
+    return Analysis(pr, table, summary, verdict, steps)

@@ -65,6 +65,29 @@ def _stability_criteria(agg, agg_base, rules: Decision, add) -> bool:
     return ok_all
 
 
+def _boundary_criteria(x: pd.DataFrame, base: pd.DataFrame, heads: tuple[str, ...], rules: Decision, level: float, add) -> bool:
+    """Boundary F of the snapped reconstruction (and of the seg head, where both train one) against the baseline's:
+    an informative row, or pass/fail when decision.boundary_not_worse asks for it. True unless it is worse then."""
+    ok_all = True
+    cols = [("val_sem_bf", "semantic boundary F")] + ([("val_seg_bf", "seg head boundary F")] if "seg" in heads else [])
+    for col, name in cols:
+        if col not in x or col not in base or not x[col].notna().any() or not base[col].notna().any():
+            continue
+        seeds = sorted(set(x.index) | set(base.index))
+        c = compare(x[col].reindex(seeds).to_numpy(), base[col].reindex(seeds).to_numpy(), level)
+        # Higher is better: "worse" is the interval of the change entirely below 0 and past the tolerance.
+        change = classify_change(-c["ci_high"], -c["ci_low"], rules.similar_tolerance)
+        ci = f"{_pct(c['rel_change'])} (CI {_pct(c['ci_low'])} to {_pct(c['ci_high'])})"
+        if rules.boundary_not_worse:
+            ok = change != "worse"
+            ok_all &= ok
+            add(f"{name} not worse than baseline", ci, f"CI not entirely below 0 and past -{rules.similar_tolerance:.0%}",
+                "fail" if change == "worse" else "unclear" if change == "unclear" else "pass")
+        else:
+            add(f"{name} vs baseline (informative)", ci, "", "info")
+    return ok_all
+
+
 def _call(change: str, heads_ok: bool, stable: bool, ci_low: float) -> str:
     if change == "worse" or not stable:
         return "hurts"
@@ -91,11 +114,13 @@ def _judge(e: str, x: pd.DataFrame, base: pd.DataFrame, heads: tuple[str, ...], 
     agg = lambda d: lambda col: float(d[col].mean()) if col in d and len(d) else math.nan  # noqa: E731
     heads_ok = _heads_criteria(heads, agg(x), rules, add)
     stable = _stability_criteria(agg(x), agg(base), rules, add)
+    stable &= _boundary_criteria(x, base, heads, rules, level, add)
     return {"experiment": e, **c, "change": change, "call": _call(change, heads_ok, stable, c["ci_low"]),
             "mean": x[metric].mean(), "mean_baseline": base[metric].mean() if len(base) else math.nan}
 
 
-def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: dict, rules: Decision) -> Verdict:
+def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: dict, rules: Decision,
+           changes: dict[str, str] | None = None) -> Verdict:  # fmt: skip
     """Evaluate every criterion for every experiment against the baseline; pick the winner and say why.
 
     table: run_table() rows (finished runs only). An auxiliary experiment "helps" when its val MSE is similar
@@ -104,6 +129,8 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
     tolerance) or its training is less stable or slower. Reconstruction comes first: a significantly better val
     MSE helps even when the heads miss their bar. The winner is the helping experiment with the lowest mean val
     MSE (those significantly better first), else the baseline. Any "unclear" makes it provisional.
+    changes: experiment -> what it changes against the baseline in words (steps.what_is_added), for the verdict
+    of experiments that train the same heads as the baseline (e.g. a phase comparing architectures).
     """
     m = max(1, len(experiments) - 1) if rules.correction == "bonferroni" else 1
     level = 1 - rules.alpha / m
@@ -149,7 +176,7 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
     unclear = [e for e in experiments if calls[e] == "unclear"]
     status = "provisional" if unclear or not len(base) else "decided"
     need = max(n for _, n in needs) if needs else None
-    paragraph = _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, winner, status)
+    paragraph = _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, winner, status, changes or {})
     sureness = _sureness(by, experiments, baseline, status, need, rules, unclear)
     if m > 1:
         sureness += f" Bonferroni: each of the {m} comparisons uses a {level:.2%} interval (alpha {rules.alpha} / {m})."
@@ -164,7 +191,14 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
     return Verdict(winner, status, paragraph, sureness, need, calls, pd.DataFrame(crit), comparisons, level)
 
 
-def _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, winner, status) -> str:
+def _same_heads_call(call: str, change: str, better: bool, what: str) -> str:
+    """The call of an experiment that trains the same heads as the baseline: about what it changes, not a loss."""
+    return {"helps": f"it {what}, which does not hurt" + (" and helps" if better else ""),
+            "hurts": f"it {what}, which hurts" + ("" if change == "worse" else " (training is less stable or slower: see the criteria)"),
+            "no gain": f"it {what}, which gives no gain", "unclear": f"it {what}; undecided"}[call]  # fmt: skip
+
+
+def _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, winner, status, changes) -> str:
     """The verdict in plain words, one sentence per experiment and one for the winner."""
     parts = []
     cmp = comparisons.set_index("experiment")
@@ -183,6 +217,9 @@ def _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, w
             "unclear": f"{e} differs from {baseline} by {_pct(c.rel_change)} in val MSE, but the interval ({ci}) is too "
             f"wide to call it similar (±{rules.similar_tolerance:.0%}) or worse",
         }[c.change]
+        if heads.get(e, ()) == heads.get(baseline, ()):  # same losses: the experiment varies something else
+            parts.append(f"{what}: {_same_heads_call(calls[e], c.change, c.change == 'better', changes.get(e, 'changes its settings'))}.")
+            continue
         t = table[table["experiment"] == e]
         trained = [h for h in H.auxiliary() if h.name in heads.get(e, ())]
         aux = [h.prose.format(t[h.gate].mean()) for h in trained]
@@ -200,7 +237,8 @@ def _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, w
         if calls[e] == "hurts" and c.change != "worse":
             call += " (training is less stable or slower: see the criteria)"
         parts.append(f"{what}: {call}.")
-    simplify = " (simplify to RGB-only)" if winner == baseline and not heads.get(baseline) else ""
+    any_aux = any(heads.get(e) for e in experiments)
+    simplify = " (simplify to RGB-only)" if winner == baseline and not heads.get(baseline) and any_aux else ""
     parts.append(f"Winner{' (provisional)' if status != 'decided' else ''}: {winner}{simplify}.")
     return " ".join(parts)
 

@@ -220,7 +220,48 @@ def fig_cls(a: Analysis) -> go.Figure | None:
     return fig
 
 
+def fig_boundary(a: Analysis) -> go.Figure:
+    """Per-class boundary F (eval.json of the best checkpoint, mean over finished seeds): snapped reconstruction and seg head."""
+    done = set(map(tuple, a.runs.done[["experiment", "seed"]].to_numpy()))
+    exps = a.runs.experiments
+    kinds = (("sem", "reconstruction snapped to palette"), ("seg", "segmentation head"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"boundary F: {k}" for _, k in kinds], horizontal_spacing=0.15)
+    tol = None
+    for j, (kind, _) in enumerate(kinds):
+        z = []
+        for x in exps:
+            vals = [ev["boundary_f"][kind] for (ex, sd), ev in a.runs.evals.items()
+                    if ex == x and (ex, sd) in done and (ev.get("boundary_f") or {}).get(kind)]  # fmt: skip
+            tol = tol or next((ev["boundary_f"].get("tolerance_px") for (ex, _), ev in a.runs.evals.items() if ev.get("boundary_f")), None)
+            z.append(np.nanmean(np.asarray(vals, float), 0) if vals else np.full(len(CLASS_NAMES), np.nan))
+        z = np.asarray(z, float)
+        fig.add_trace(go.Heatmap(z=z, x=CLASS_NAMES, y=[_t(x) for x in exps], zmin=0, zmax=1, colorscale="Viridis", showscale=(j == 1),
+                                 text=np.where(np.isfinite(z), np.round(z, 2).astype(str), "—"), texttemplate="%{text}" if len(exps) <= 12 else None,
+                                 hovertemplate="%{y}<br>%{x}: boundary F %{z:.3f}<extra></extra>"), 1, j + 1)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(showticklabels=False, row=1, col=2)
+    fig.update_layout(title=_t(f"{a.runs.phase}: per-class boundary F at the best checkpoint, tolerance {tol or '?'} px "
+                               "(mean over finished seeds; — = head not trained or class absent)"), height=max(380, 28 * len(exps) + 220))
+    return fig
+
+
+def fig_latent(a: Analysis) -> go.Figure:
+    """What the latent gives the next stage: linear-probe mIoU and the scale to unit variance, per experiment."""
+    level = f"{1 - a.runs.decision.alpha:.0%}"
+    labels = dict(H.LATENT)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[labels["probe_miou"], labels["latent_scale"]])
+    colr = colors(a.runs.experiments)
+    for j, m in enumerate(("probe_miou", "latent_scale")):
+        if len(a.table) and m in a.table and a.table[m].notna().any():
+            _bar_ci(fig, a, m, 1, j + 1, colr)
+    fig.update_xaxes(showticklabels=len(a.runs.experiments) <= 6)
+    fig.update_layout(title=_t(f"{a.runs.phase}: the latent at the best checkpoint (bars: mean, whiskers: {level} t-interval, dots: seeds)"),
+                      height=420, barmode="overlay")
+    return fig
+
+
 def figures(a: Analysis) -> list[go.Figure]:
     """Every figure of the report, in order (the browser test counts them)."""
-    figs = [fig_curves(a), fig_final_metrics(a), fig_relative(a), fig_stability(a), fig_iou(a), fig_confusion(a), fig_cls(a)]
+    figs = [fig_curves(a), fig_final_metrics(a), fig_relative(a), fig_stability(a), fig_iou(a), fig_boundary(a), fig_confusion(a),
+            fig_cls(a), fig_latent(a)]
     return [f for f in figs if f is not None]

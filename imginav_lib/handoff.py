@@ -13,7 +13,7 @@ from . import heads as H
 from .decision import Verdict
 from .errors import InputError, ReportError
 from .files import atomic_path, atomic_write_text
-from .params import Training, _deep_merge, load_phase
+from .params import Training, _deep_merge, apply_sets, load_phase
 from .phase import PhaseRuns, resolved_section, run_table
 from .runfolder import RunFolder
 
@@ -33,8 +33,10 @@ def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame) -> dic
     architecture, loss = resolved_section(pr, w, "architecture"), resolved_section(pr, w, "loss")
     paths = {"winner": pr.runs_dir / "winner.yaml"}
     nxt = pr.decision.handoff
-    if pr.params_file is not None:
+    if pr.params_file is not None and nxt is not None:
         paths["next_params"] = pr.params_file.parent / f"{nxt.phase}.yaml"
+    # The latent scale of the winner's best checkpoint (diffusers scaling_factor): the diffusion stage's input scale.
+    scale = ((pr.evals.get((w, int(best.seed))) or {}).get("latent") or {}).get("scaling_factor") if best is not None else None
     winner = {
         "phase": pr.phase,
         "winner": w,
@@ -46,6 +48,7 @@ def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame) -> dic
         "metrics": metrics,
         "best_seed": int(best.seed) if best is not None else None,
         "best_checkpoint": str(RunFolder(runinfo.loc[(w, int(best.seed)), "run_dir"]).best) if best is not None else None,
+        "latent_scale": float(scale) if scale is not None and math.isfinite(scale) else None,
         "params_file": str(pr.params_file) if pr.params_file else None,
         "params_hash": pr.params_hash,
         "git_commit": commit if isinstance(commit, str) else None,
@@ -54,13 +57,14 @@ def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame) -> dic
     }
     atomic_write_text(paths["winner"], yaml.safe_dump(winner, sort_keys=False, allow_unicode=True, width=120))
     if "next_params" in paths:
-        _write_next_params(pr, paths["next_params"], w, architecture, loss, verdict, paths["winner"])
+        _write_next_params(pr, paths["next_params"], w, architecture, loss, verdict, paths["winner"], winner["latent_scale"])
     return paths
 
 
-def _write_next_params(pr: PhaseRuns, dest: Path, w: str, architecture: dict, loss: dict, verdict: Verdict, winner_file: Path):
+def _write_next_params(pr: PhaseRuns, dest: Path, w: str, architecture: dict, loss: dict, verdict: Verdict, winner_file: Path,
+                       latent_scale: float | None):  # fmt: skip
     nxt = pr.decision.handoff
-    raw = yaml.safe_load(pr.params_file.read_text()) or {}
+    raw = apply_sets(yaml.safe_load(pr.params_file.read_text()) or {}, pr.overrides)  # as the runs saw it
     training = Training.model_validate(_deep_merge(resolved_section(pr, w, "training"), nxt.training)).model_dump(mode="json")
     params = {
         "phase": nxt.phase,
@@ -68,6 +72,7 @@ def _write_next_params(pr: PhaseRuns, dest: Path, w: str, architecture: dict, lo
         "runs_root": raw.get("runs_root", "runs"),
         "data": raw["data"],  # as written (relative paths and ${VAR} stay valid: this file sits next to it)
         "architecture": architecture,
+        **({"latent_scale": latent_scale} if latent_scale else {}),  # the winner's, for the diffusion stage
         "training": training,
         "loss": loss,
         "seeds": nxt.seeds or [pr.params.seeds[0]],

@@ -37,7 +37,8 @@ class Head:
 HEADS: tuple[Head, ...] = (
     Head("rgb", "reconstruction", "mse", "mse", "MSE", metrics=(("val_psnr", "PSNR (dB)"), ("val_ssim", "SSIM"))),
     Head("seg", "segmentation", "seg", "seg_ce", "seg CE",
-         metrics=(("val_seg_acc", "seg head: pixel accuracy"), ("val_seg_miou", "seg head: mIoU")),
+         metrics=(("val_seg_acc", "seg head: pixel accuracy"), ("val_seg_miou", "seg head: mIoU"),
+                  ("val_seg_bf", "seg head: boundary F")),
          train_metrics=("train_seg_acc",), class_iou="seg",
          gate="val_seg_miou", gate_label="seg mIoU", min_field="min_seg_miou", prose="segments at mIoU {:.2f}"),
     Head("cls", "classification", "cls", "cls_ce", "cls CE", metrics=(("val_cls_acc", "cls head: accuracy"),),
@@ -46,7 +47,10 @@ HEADS: tuple[Head, ...] = (
 )
 # Semantic fidelity: the reconstruction snapped to the nearest palette colour against the true classes. It
 # belongs to the rgb head but is logged after the auxiliary heads' columns (metrics.csv keeps its order).
-SEMANTIC = (("val_sem_acc", "semantic fidelity: pixel accuracy"), ("val_sem_miou", "semantic fidelity: mIoU"))
+SEMANTIC = (("val_sem_acc", "semantic fidelity: pixel accuracy"), ("val_sem_miou", "semantic fidelity: mIoU"),
+            ("val_sem_bf", "semantic fidelity: boundary F"))
+# What the latent gives the next stage (eval.json "latent", best checkpoint): per run, summarised across seeds.
+LATENT = (("probe_miou", "latent: linear probe mIoU"), ("latent_scale", "latent: scale to unit variance (1/std)"))
 KL = ("kl", "KL")  # the variational encoder's loss term: logged like a head's, but belongs to no head
 
 
@@ -79,7 +83,7 @@ def run_metrics() -> dict[str, str]:
     """Per-run numbers summarised across seeds: column -> what the report calls it."""
     primary = {"best_val_mse": "best val MSE", "final_val_mse": "final val MSE"}
     rgb = {c: n for h in HEADS if not h.auxiliary for c, n in h.metrics}
-    return {**primary, **rgb, **dict(SEMANTIC), **{c: n for h in auxiliary() for c, n in h.metrics}}
+    return {**primary, **rgb, **dict(SEMANTIC), **{c: n for h in auxiliary() for c, n in h.metrics}, **dict(LATENT)}
 
 
 def val_metric_columns() -> list[str]:

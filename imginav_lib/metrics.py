@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from . import heads as H
+from .boundary import BoundaryFScore, tolerance_px
 from .data import rgb_to_classes_torch
 from .palette import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, UNKNOWN_LABEL
 
@@ -90,6 +91,8 @@ class ValMetrics:
         self.loss_sums: dict[str, torch.Tensor] = {}
         self.n = 0
         self.has_cls_labels = False
+        self.device = device
+        self.sem_bf = self.seg_bf = None  # boundary F: the tolerance depends on the image size (first batch)
 
     @torch.no_grad()
     def update(self, out: dict, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, parts: dict, total):
@@ -100,9 +103,16 @@ class ValMetrics:
         rgb = out["rgb"].float()
         self.psnr.update(rgb, images)
         self.ssim.update(rgb, images)
-        self.sem_cm.update(rgb_to_classes_torch(rgb), masks)  # semantic fidelity of the reconstruction
+        sem = rgb_to_classes_torch(rgb)
+        self.sem_cm.update(sem, masks)  # semantic fidelity of the reconstruction
+        if self.sem_bf is None:
+            tol = tolerance_px(*masks.shape[-2:])
+            self.sem_bf, self.seg_bf = (BoundaryFScore(tol).to(self.device) for _ in range(2))
+        self.sem_bf.update(sem, masks)
         if "seg" in self.heads:
-            self.seg_cm.update(out["seg"].argmax(1), masks)
+            seg = out["seg"].argmax(1)
+            self.seg_cm.update(seg, masks)
+            self.seg_bf.update(seg, masks)
         if "cls" in self.heads:
             self.cls_acc.update(out["cls"].argmax(1), labels)
             self.has_cls_labels = self.has_cls_labels or bool((labels != UNKNOWN_LABEL).any())
@@ -117,6 +127,8 @@ class ValMetrics:
             seg_iou, m["val_seg_miou"], m["val_seg_acc"] = iou_from_confusion(self.seg_cm.compute())
         else:
             seg_iou, m["val_seg_miou"], m["val_seg_acc"] = torch.full((NUM_CLASSES,), NAN), NAN, NAN
+        m["val_sem_bf"] = self.sem_bf.compute()[1] if self.sem_bf is not None else NAN
+        m["val_seg_bf"] = self.seg_bf.compute()[1] if "seg" in self.heads and self.seg_bf is not None else NAN
         m["val_cls_acc"] = self.cls_acc.compute().item() if self.has_cls_labels else NAN
         if not self.has_cls_labels:  # no labelled image: the 0 from the empty mean is not a loss value
             m["val_cls_ce"] = NAN
@@ -131,6 +143,13 @@ class ValMetrics:
             "seg_confusion": self.seg_cm.compute().tolist() if "seg" in self.heads else None,
             "sem_confusion": self.sem_cm.compute().tolist(),
         }
+
+    def boundaries(self) -> dict:
+        """Per-class boundary F for eval.json (NaN where a class has no boundary), and the tolerance in pixels."""
+        if self.sem_bf is None:
+            return {}
+        return {"tolerance_px": self.sem_bf.tolerance, "sem": self.sem_bf.compute()[0].tolist(),
+                "seg": self.seg_bf.compute()[0].tolist() if "seg" in self.heads else None}
 
 
 def is_finite(x: float) -> bool:

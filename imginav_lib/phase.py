@@ -45,6 +45,7 @@ class PhaseRuns:
     configs: dict = field(default_factory=dict)  # (experiment, seed) -> config.yaml, the first readable per experiment
     samples: pd.DataFrame = None  # experiment, seed, epoch, npz
     warnings: list[str] = field(default_factory=list)
+    overrides: list[str] = field(default_factory=list)  # the --set items the runs were launched with (index.json)
 
     @property
     def done(self) -> pd.DataFrame:
@@ -92,7 +93,7 @@ def _read_params(runs_dir: Path, index: dict, params_file, warnings: list[str]) 
     params = None
     if pfile is not None:
         try:
-            params = load_phase(pfile, check_files=False)
+            params = load_phase(pfile, check_files=False, overrides=index.get("overrides") or [])
         except InputError as e:
             if params_file is not None:
                 raise
@@ -203,6 +204,7 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
         configs=found["configs"],
         samples=pd.DataFrame(found["samples"], columns=["experiment", "seed", "epoch", "npz"]),
         warnings=warnings,
+        overrides=list(index.get("overrides") or []),
     )
 
 
@@ -231,12 +233,15 @@ def run_table(pr: PhaseRuns) -> pd.DataFrame:
         best_i = m["val_mse"].idxmin()
         at_best = m.loc[best_i].to_dict()
         ev = (pr.evals.get(key) or {}).get("val") or {}
+        latent = (pr.evals.get(key) or {}).get("latent") or {}
         out = {"experiment": r.experiment, "seed": r.seed, "epochs_run": int(m["epoch"].max()),
                "best_epoch": int(at_best["epoch"]), "best_val_mse": float(ev.get("val_mse", m["val_mse"].min())),
                "final_val_mse": float(m["val_mse"].iloc[-1])}
         for col in [c for c in H.run_metrics() if c.startswith("val_")] + [f"val_{p}_iou_{c}" for p in H.class_iou_prefixes() for c in CLASS_NAMES]:
             v = ev.get(col, at_best.get(col, math.nan))
             out[col] = float(v) if v is not None else math.nan
+        out["probe_miou"] = float((latent.get("probe") or {}).get("miou", math.nan))
+        out["latent_scale"] = float(latent.get("scaling_factor", math.nan))
         s = stp.get(key)
         out["spikes"] = count_spikes(s.sort_values("global_step")["loss"].to_numpy()) if s is not None and "loss" in s else math.nan
         out["late_wobble"] = late_wobble(m["val_mse"].to_numpy())

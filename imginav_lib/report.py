@@ -53,6 +53,11 @@ CSS = """
 .imginav-browser figure {margin: 0; text-align: center}
 .imginav-browser img {width: 192px; height: 192px; image-rendering: pixelated; border: 1px solid #ccc}
 .imginav-browser label {margin-right: 1em}
+.imginav-compare .row {display: flex; gap: 8px; align-items: flex-start; margin-top: 6px}
+.imginav-compare .row-name {width: 220px; font-size: 0.9em; word-break: break-all}
+.imginav-compare figure {margin: 0; text-align: center; font-size: 0.85em}
+.imginav-compare img {width: 160px; height: 160px; image-rendering: pixelated; border: 1px solid #ccc}
+.imginav-compare label {margin-right: 1em}
 """
 
 
@@ -134,7 +139,9 @@ def header_html(a: Analysis) -> str:
                  e("baseline" if x == pr.baseline else "")] for x in pr.experiments]
     warn = "".join(f"<li>{e(w)}</li>" for w in pr.warnings)
     desc = f"<p>{e(pr.params.description)}</p>" if pr.params and pr.params.description else ""
-    return (f"<h1>{e(pr.phase)}: does an auxiliary loss help or hurt reconstruction?</h1>{desc}"
+    question = ("does an auxiliary loss help or hurt reconstruction?" if any(pr.heads.get(x) for x in pr.experiments)
+                else "which configuration reconstructs best?")  # e.g. a phase comparing architectures
+    return (f"<h1>{e(pr.phase)}: {question}</h1>{desc}"
             + _table(["provenance", ""], rows) + (f"<p><b>Warnings</b></p><ul>{warn}</ul>" if warn else "")
             + "<p>Experiments:</p>" + _table(["experiment", "auxiliary heads", "loss weights", "note", ""], exp_rows))
 
@@ -217,11 +224,45 @@ def stats_html(a: Analysis) -> str:
     return out
 
 
+# One sentence each for the measures the issue's questions added (semantic boundaries, the latent).
+DEFINITIONS = (
+    "Boundary F: per class, the harmonic mean of the share of predicted class-boundary pixels within a few pixels "
+    "(0.8% of the image diagonal, as the DAVIS benchmark) of a true boundary and the share of true boundary pixels "
+    "within that distance of a predicted one, averaged over the classes present; for the reconstruction snapped to "
+    "the palette (every experiment) and for the seg head (where trained)",
+    "Linear probe mIoU: the validation mIoU of a 1x1 convolution trained for a fixed small budget on the frozen "
+    "training latents of the best checkpoint to predict the classes at latent resolution (how linearly readable "
+    "the semantics of the latent are; the same probe for every experiment)",
+    "Latent scale: 1 / standard deviation of the best checkpoint's training latents, the factor that brings the "
+    "latent to unit variance (diffusers' scaling_factor) for the diffusion stage",
+)
+
+
 def definitions_html() -> str:
-    items = "".join(f"<li>{e(d)}.</li>" for d in STABILITY.values())
+    items = "".join(f"<li>{e(d)}.</li>" for d in (*STABILITY.values(), *DEFINITIONS))
     return (f"<ul>{items}<li>Best val MSE: the lowest validation MSE of a run (the weights handed on); final val MSE: "
             "the last epoch's.</li><li>Semantic fidelity: the reconstruction snapped to the nearest palette colour, "
             "compared with the true classes (comparable across all experiments).</li></ul>")
+
+
+def steps_html(a: Analysis) -> str:
+    """Each experiment against the one it extends (decision.steps), paired by seed, with a sentence per step."""
+    from .steps import step_sentence
+
+    st = a.steps
+    if st is None or not len(st):
+        return "<p>No step comparisons: the phase has one experiment.</p>"
+    level = 1 - a.runs.decision.alpha
+    pct = lambda x: f"{x:+.2%}" if math.isfinite(x) else "n/a"  # noqa: E731
+    rows = [[e(r.later), e(r.earlier), e(r.added), e(f"{r.n_pairs} paired"), e(pct(r.rel_change)),
+             e(f"[{pct(r.ci_low)}, {pct(r.ci_high)}]" if math.isfinite(r.ci_low) else "n/a"),
+             e(f"{r.p_value:.3g}" if math.isfinite(r.p_value) else "n/a"), e(r.test), e(r.change)] for r in st.itertuples()]  # fmt: skip
+    source = "decision.steps in the params" if a.runs.decision.steps else "default: each experiment against the baseline"
+    sentences = "".join(f"<li>{e(step_sentence(r, a.runs.decision, level))}</li>" for r in st.itertuples())
+    return (f"<p>Best val MSE of each experiment relative to the one it extends ({e(source)}): per seed later/earlier − 1, "
+            f"its mean and {level:.0%} CI; the same statistics and calls as the comparison with the baseline.</p>"
+            + _table(["experiment", "against", "what it changes", "seeds", "change", f"{level:.0%} CI", "p", "test", "call"], rows)
+            + f"<ul>{sentences}</ul>")
 
 
 def handoff_html(paths: dict) -> str:

@@ -38,7 +38,7 @@ def write_synthetic_phase(
 
     experiments: name -> loss weights {"seg": w, "cls": w} (default: F1/F2/F3 of Phase 1.4).
     effects: name -> {"mse": factor on the true val MSE (1.1 = 10% worse), "seg_miou", "cls_acc", "spikes"
-    (per run), "wobble" (late val noise, fraction)}. noise: seed-to-seed SD of the val MSE (fraction).
+    (per run), "wobble" (late val noise, fraction), "probe_miou" (latent linear probe)}. noise: seed-to-seed SD of the val MSE (fraction).
     states: (name, seed) -> failed / diverged / running / preempted / missing (listed, no folder).
     notes: name -> the experiment's note in params.yaml.
     """
@@ -109,9 +109,16 @@ def write_synthetic_phase(
             (d / "run.json").write_text(json.dumps(info, indent=1))
             if state == "done":
                 cm = np.diag(np.full(k, 100)) + rng.integers(0, 10, (k, k))
+                bf = lambda x: np.clip(x + rng.normal(0, 0.05, k), 0, 1).tolist()  # noqa: E731
+                std = 0.8 + rng.normal(0, 0.05)
+                latent = {"channel_mean": rng.normal(0, 0.1, 4).tolist(), "channel_std": [std] * 4, "mean": 0.0, "std": std,
+                          "scaling_factor": 1 / std, "shape": [4, image_size // 4, image_size // 4], "seconds": 0.5,
+                          "probe": {"miou": eff.get("probe_miou", 0.5 if "seg" in heads else 0.4) + rng.normal(0, 0.02)}}
                 (d / "eval.json").write_text(json.dumps({"epoch": best + 1, "val": metrics.iloc[best].drop("epoch").to_dict(),
                                                          "seg_confusion": cm.tolist() if "seg" in heads else None,
-                                                         "sem_confusion": cm.tolist()}))
+                                                         "sem_confusion": cm.tolist(), "latent": latent,
+                                                         "boundary_f": {"tolerance_px": 1, "sem": bf(0.7),
+                                                                        "seg": bf(0.8) if "seg" in heads else None}}))
             (d / "samples").mkdir(exist_ok=True)
             _write_samples(d, val, true_final, sample_interval, inputs, masks, miou, heads, rng)
     (out / "index.json").write_text(json.dumps(index, indent=1))
@@ -129,7 +136,8 @@ def _metric_rows(val: np.ndarray, epochs: int, heads: tuple[str, ...], weights: 
              "train_mse": val[i] * 0.95, "train_kl": math.nan, "val_mse": val[i], "val_kl": math.nan,
              "val_psnr": 10 * math.log10(4 / val[i]) if np.isfinite(val[i]) else math.nan,
              "val_ssim": 1 - 20 * val[i] if np.isfinite(val[i]) else math.nan,
-             "val_sem_acc": 0.97 * prog, "val_sem_miou": 0.8 * prog}
+             "val_sem_acc": 0.97 * prog, "val_sem_miou": 0.8 * prog, "val_sem_bf": 0.7 * prog,
+             "val_seg_bf": 0.9 * miou * prog if "seg" in heads else math.nan}
         for h, ce, mval in (("seg", 2.3 * (1 - prog) + 0.2, miou * prog), ("cls", 0.69 * (1 - prog) + 0.3, acc * prog)):
             on = h in heads
             r[f"train_{h}_ce"] = ce if on else math.nan
@@ -170,7 +178,8 @@ def _write_samples(d: Path, val: np.ndarray, true_final: float, sample_interval:
         flip = rng.random(masks.shape) > miou * (epoch / last)
         seg_pred = np.where(flip, rng.integers(0, k, masks.shape), masks).astype(np.uint8)
         arrays = {"index": np.arange(num_samples, dtype=np.int64), "input": inputs, "recon": recon, "mask": masks,
-                  "recon_classes": masks, "error": np.abs(recon.astype(int) - inputs).mean(1).astype(np.uint8)}
+                  "recon_classes": masks, "error": np.abs(recon.astype(int) - inputs).mean(1).astype(np.uint8),
+                  "mse": (((recon.astype(float) - inputs) / 127.5) ** 2).mean(axis=(1, 2, 3)).astype(np.float32)}
         if "seg" in heads:
             arrays["seg_pred"] = seg_pred
         np.savez_compressed(d / "samples" / f"epoch_{epoch:03d}.npz", **arrays)

@@ -22,6 +22,7 @@ from PIL import Image
 
 from .data import RunData, get_batch, load_run_data, rgb_to_classes_torch
 from .files import atomic_write
+from .latent import latent_report
 from .losses import total_loss
 from .metrics import LOSS_PARTS, NAN, TrainMetrics, ValMetrics, metric_columns
 from .model import LayoutAutoencoder, build_model, heads_for
@@ -191,6 +192,7 @@ def save_samples(model, cfg: RunConfig, data: RunData, device, dtype, epoch: int
         "mask": masks.to(torch.uint8).cpu().numpy(),
         "recon_classes": rgb_to_classes_torch(rgb).to(torch.uint8).cpu().numpy(),
         "error": ((rgb - images).abs().mean(1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu().numpy(),
+        "mse": (rgb - images).square().mean(dim=(1, 2, 3)).cpu().numpy(),  # (N,) per-image val MSE, as val_mse
     }
     if "seg" in out:
         arrays["seg_pred"] = out["seg"].argmax(1).to(torch.uint8).cpu().numpy()
@@ -308,7 +310,7 @@ def _attempt_info(cfg: RunConfig, info: dict, state: TrainState, data: RunData, 
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         precision=str(dtype).removeprefix("torch."), epochs=cfg.training.epochs, epoch=state.epoch,
         attempts=info.get("attempts", 0) + 1, skipped_images=len(data.layouts.skipped),
-        job_id=job_id_from_env(), n_train=len(data.train_idx), n_val=len(data.val_idx),
+        job_id=job_id_from_env(), n_train=len(data.train_idx), n_val=len(data.val_idx), overrides=cfg.overrides,
     )  # fmt: skip
 
 
@@ -344,7 +346,10 @@ def _final_eval(model, cfg: RunConfig, data: RunData, device, dtype, state: Trai
     if restore_best:
         model.load_state_dict(load_checkpoint(folder.best, map_location=device)["model"])
     final = evaluate(model, cfg, data, device, dtype)
-    folder.write_eval({"epoch": state.best_epoch if restore_best else state.epoch, "val": final.compute(), **final.confusions()})
+    latent = latent_report(model, data.layouts.images, data.layouts.masks, data.train_idx, data.val_idx, cfg.seed,
+                           cfg.training.batch_size, device)  # fmt: skip
+    folder.write_eval({"epoch": state.best_epoch if restore_best else state.epoch, "val": final.compute(), **final.confusions(),
+                       "boundary_f": final.boundaries(), "latent": latent})  # fmt: skip
 
 
 def _result(model, weights: dict | None, folder: RunFolder) -> RunResult:
