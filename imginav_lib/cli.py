@@ -21,9 +21,10 @@ def _make_layouts(a):
 def _validate(a):
     from .params import load_phase, runs_of
 
-    phase = load_phase(a.params)
+    phase = load_phase(a.params, overrides=a.set)
     runs = runs_of(phase)
-    print(f"{a.params}: ok: phase {phase.phase}, {len(phase.experiments)} experiments x {len(phase.seeds)} seeds = {len(runs)} runs")
+    with_sets = f" (with {len(a.set)} --set override(s))" if a.set else ""
+    print(f"{a.params}: ok{with_sets}: phase {phase.phase}, {len(phase.experiments)} experiments x {len(phase.seeds)} seeds = {len(runs)} runs")
 
 
 def _prepare(a):
@@ -37,7 +38,8 @@ def _prepare(a):
 def _run(a):
     from .launch import run_phase
 
-    return run_phase(a.params, backend=a.backend, jobs=a.jobs, only=a.only, dry_run=a.dry_run, runs_root=a.runs_root)
+    return run_phase(a.params, backend=a.backend, jobs=a.jobs, only=a.only, dry_run=a.dry_run, runs_root=a.runs_root,
+                     overrides=a.set)  # fmt: skip
 
 
 def _run_one(a):
@@ -59,6 +61,12 @@ def _status(a):
     return print_status(a.runs_dir, stale_after_s=a.stale_after)
 
 
+def _add_set(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a params field, typed by the params schema (repeatable): "
+                        "--set training.epochs=2 --set experiments.X.loss.seg=0.1")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imginav", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -72,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("validate", help="validate a phase params file; runs nothing")
     s.add_argument("params")
+    _add_set(s)
     s.set_defaults(fn=_validate)
 
     s = sub.add_parser("prepare", help="decode the phase's images into the cache")
@@ -85,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these experiments")
     s.add_argument("--dry-run", action="store_true", help="print job scripts and commands, submit nothing")
     s.add_argument("--runs-root", default=None, help="override runs_root (e.g. cluster scratch)")
+    _add_set(s)
     s.set_defaults(fn=_run)
 
     s = sub.add_parser("run-one", help="execute one entry of a phase index through papermill (job arrays)")

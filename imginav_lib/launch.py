@@ -75,13 +75,15 @@ def prepare_phase_data(phase: Phase) -> Path:
     return prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance)
 
 
-def write_index(phase: Phase, params_file: str | Path, runs_root: str | Path) -> Path:
-    """Write `<runs_root>/<phase>/index.json` (the experiment x seed list) and copy the params file beside it."""
+def write_index(phase: Phase, params_file: str | Path, runs_root: str | Path, overrides: list[str] | tuple = ()) -> Path:
+    """Write `<runs_root>/<phase>/index.json` (the experiment x seed list and the --set overrides every run applies)
+    and copy the params file beside it."""
     params_file = Path(params_file).resolve()
     index = {
         "phase": phase.phase,
         "params_file": str(params_file),
-        "params_hash": params_hash(params_file),
+        "params_hash": params_hash(params_file, overrides),
+        "overrides": list(overrides),
         "runs": runs_of(phase, str(Path(runs_root).resolve())),
     }
     return rf.write_index(Path(runs_root).resolve() / phase.phase, index, params_file.read_text())
@@ -115,10 +117,11 @@ def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) 
     params_file = Path(index["params_file"])
     if not params_file.is_file():
         raise InputError(f"{index_file}: params file not found: {params_file}")
-    if params_hash(params_file) != index["params_hash"]:
+    overrides = index.get("overrides") or []
+    if params_hash(params_file, overrides) != index["params_hash"]:
         # A queued job must run what was submitted; an edited file would silently change (or break) the config.
         raise InputError(f"{params_file} changed since {index_file} was written: run `imginav run` again")
-    phase = load_phase(params_file)
+    phase = load_phase(params_file, overrides=overrides)
     run_dir = Path(entry["run_dir"])
     folder = rf.RunFolder(run_dir)
     name = f"{entry['experiment']} seed {entry['seed']}"
@@ -157,7 +160,7 @@ def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) 
             str(nb),
             str(folder.notebook),
             parameters={"params_file": str(params_file), "experiment": entry["experiment"], "seed": entry["seed"],
-                        "runs_root": str(run_dir.parents[2])},  # fmt: skip
+                        "runs_root": str(run_dir.parents[2]), "overrides": overrides},  # fmt: skip
             kernel_name="python3",
             log_output=True,
             progress_bar=False,
@@ -250,11 +253,12 @@ def _summary(runs: list[dict], entries: list[int], results: dict[int, tuple[int,
 
 
 def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1, only: list[str] | None = None,
-              dry_run: bool = False, runs_root: str | None = None) -> int:  # fmt: skip
+              dry_run: bool = False, runs_root: str | None = None, overrides: list[str] | tuple = ()) -> int:  # fmt: skip
     """Validate, prepare the data once, write the index, then run (local) or submit (lsf, slurm). Returns the exit code."""
     params_file = Path(params_file)
     # A dry run may show a cluster's params on a laptop that lacks the data: do not require the manifest.
-    phase = load_phase(params_file, check_files=not dry_run)
+    overrides = list(overrides)
+    phase = load_phase(params_file, check_files=not dry_run, overrides=overrides)
     base = params_file.resolve().parent
     backend = backend or phase.cluster.backend
     if backend not in BACKENDS:
@@ -275,9 +279,11 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     runs = runs_of(phase, str(root))
     entries = [i for i, r in enumerate(runs, 1) if only is None or r["experiment"] in only]
     old = rf.read_json(phase_dir / rf.INDEX)
-    if old and old.get("params_hash") != params_hash(params_file) and rf.holds_runs(phase_dir):
-        raise InputError(f"{phase_dir} holds runs of another version of {params_file} (params hash "
-                         f"{old.get('params_hash')}): pass another --runs-root or move those runs away")  # fmt: skip
+    if old and old.get("params_hash") != params_hash(params_file, overrides) and rf.holds_runs(phase_dir):
+        what = f"other --set overrides ({' '.join(old.get('overrides') or []) or 'none'})" \
+            if params_hash(params_file, old.get("overrides") or []) == old.get("params_hash") else f"another version of {params_file}"
+        raise InputError(f"{phase_dir} holds runs of {what} (params hash {old.get('params_hash')}): "
+                         "pass another --runs-root or move those runs away")  # fmt: skip
     if not dry_run:
         train_notebook()  # the jobs run the repository's notebook: fail here, not in every job
         if backend != "local":
@@ -293,7 +299,7 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
                 print(f"  imginav run-one {shlex.quote(str(index))} {i}   # {runs[i - 1]['experiment']} seed {runs[i - 1]['seed']}")
             return 0
         print(f"cache: {prepare_phase_data(phase)}")
-        index = write_index(phase, params_file, root)
+        index = write_index(phase, params_file, root, overrides)
         rf.record_submission(phase_dir, {"backend": "local", "submitted": rf.now(), "entries": entries, "jobs": []})
         results = _run_local(index, runs, entries, jobs, logs)
         print("\n" + _summary(runs, entries, results))
@@ -318,5 +324,5 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     plan = plan_jobs(phase, params_file.resolve(), backend, runs, entries, phase_dir, logs)
     if not dry_run:
         print(f"cache: {prepare_phase_data(phase)}")
-        write_index(phase, params_file, root)
+        write_index(phase, params_file, root, overrides)
     return submit_jobs(plan, dry_run)

@@ -73,6 +73,23 @@ def _phase_dirs(runs_dir: Path) -> list[Path]:
     return found
 
 
+def _queued_eta(runs: list[dict], infos: list[dict]) -> dict[str, float]:
+    """Experiment -> seconds a run that has not started will take: its planned epochs x the mean epoch time of the
+    finished runs of that experiment (of every experiment when none of its own has finished)."""
+    done = [(r["experiment"], info) for r, info in zip(runs, infos)
+            if info.get("status") == rf.RunStatus.DONE and info.get("epoch_time_s") and info.get("epochs")]  # fmt: skip
+    if not done:
+        return {}
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    overall = (mean([i["epoch_time_s"] for _, i in done]), mean([i["epochs"] for _, i in done]))
+    out = {}
+    for x in {r["experiment"] for r in runs}:
+        own = [i for e, i in done if e == x]
+        t, n = (mean([i["epoch_time_s"] for i in own]), mean([i["epochs"] for i in own])) if own else overall
+        out[x] = t * n
+    return out
+
+
 def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
     """One dict per experiment x seed of a phase folder (what `imginav status` prints)."""
     index = read_index(phase_dir / rf.INDEX)
@@ -89,9 +106,10 @@ def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
         if jid:
             by_backend.setdefault(s["backend"], set()).add(jid)
     sched = {b: _scheduler_states(b, ids) for b, ids in by_backend.items()}
+    infos = [rf.RunFolder(r["run_dir"]).read_info() for r in index["runs"]]
+    queued_eta = _queued_eta(index["runs"], infos)
     rows = []
-    for i, r in enumerate(index["runs"], 1):
-        info = rf.RunFolder(r["run_dir"]).read_info()
+    for i, (r, info) in enumerate(zip(index["runs"], infos), 1):
         sub, jid = latest.get(i, (None, None))
         backend = sub["backend"] if sub else None
         states = sched.get(backend) if backend else None
@@ -99,6 +117,8 @@ def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
         state = run_state(info, sub is not None, backend, s, states is not None, stale_after_s)
         epoch, epochs, t = info.get("epoch") or 0, info.get("epochs"), info.get("epoch_time_s")
         eta = (epochs - epoch) * t if state in ("running", "requeued", "stale") and t and epochs else None
+        if state == "queued":  # not started: the whole run, at the epoch time of the finished runs
+            eta = queued_eta.get(r["experiment"])
         job = info.get("job_id") or (f"{jid}[{i}]" if jid else None)
         rows.append({"i": i, "experiment": r["experiment"], "seed": r["seed"], "state": state, "epoch": epoch,
                      "epochs": epochs, "best_val_mse": info.get("best_val_mse"), "updated": info.get("updated"),

@@ -43,6 +43,7 @@ def write_synthetic_phase(
     notes: name -> the experiment's note in params.yaml.
     """
     rng = np.random.default_rng(rng_seed)
+    extra = np.random.default_rng(rng_seed + 1)  # boundary F and latent draws: rng's stream (the planted MSEs) stays as it was
     experiments = experiments or {"F1_rgb_only": {}, "F2_rgb_seg": {"seg": 0.05}, "F3_rgb_seg_cls": {"seg": 0.05, "cls": 0.01}}
     effects, states = effects or {}, states or {}
     out = Path(root) / phase
@@ -109,11 +110,11 @@ def write_synthetic_phase(
             (d / "run.json").write_text(json.dumps(info, indent=1))
             if state == "done":
                 cm = np.diag(np.full(k, 100)) + rng.integers(0, 10, (k, k))
-                bf = lambda x: np.clip(x + rng.normal(0, 0.05, k), 0, 1).tolist()  # noqa: E731
-                std = 0.8 + rng.normal(0, 0.05)
-                latent = {"channel_mean": rng.normal(0, 0.1, 4).tolist(), "channel_std": [std] * 4, "mean": 0.0, "std": std,
+                bf = lambda x: np.clip(x + extra.normal(0, 0.05, k), 0, 1).tolist()  # noqa: E731
+                std = 0.8 + extra.normal(0, 0.05)
+                latent = {"channel_mean": extra.normal(0, 0.1, 4).tolist(), "channel_std": [std] * 4, "mean": 0.0, "std": std,
                           "scaling_factor": 1 / std, "shape": [4, image_size // 4, image_size // 4], "seconds": 0.5,
-                          "probe": {"miou": eff.get("probe_miou", 0.5 if "seg" in heads else 0.4) + rng.normal(0, 0.02)}}
+                          "probe": {"miou": eff.get("probe_miou", 0.5 if "seg" in heads else 0.4) + extra.normal(0, 0.02)}}
                 (d / "eval.json").write_text(json.dumps({"epoch": best + 1, "val": metrics.iloc[best].drop("epoch").to_dict(),
                                                          "seg_confusion": cm.tolist() if "seg" in heads else None,
                                                          "sem_confusion": cm.tolist(), "latent": latent,
@@ -193,6 +194,7 @@ def simulate_decisions(effect: float, n_seeds: int = 3, seed_sd: float = 0.03, r
     F1's, with seed noise (seed_sd: shared by both experiments of a seed, as the same init and data order;
     run_sd: per run), equal stability and a good seg head. Returns the share of draws per winner and per F2 call."""
     rng = np.random.default_rng(rng_seed)
+    extra = np.random.default_rng(rng_seed + 1)  # boundary F and latent draws: rng's stream (the planted MSEs) stays as it was
     rules = rules or Decision()
     heads = {"F1": (), "F2": ("seg",)}
     winners, calls = {}, {}
