@@ -98,3 +98,34 @@ def test_sample_browser_epoch_slider_changes_image(report, driver):
     driver.execute_script("arguments[0].value = 1; arguments[0].dispatchEvent(new Event('change'));", select)
     assert root.find_element(By.CSS_SELECTOR, '[data-role="img-seg"]').get_attribute("src").startswith("data:image/png")
     assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_side_by_side_epoch_slider_changes_every_row_and_worst_samples_come_first(report, driver):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    path, _, _ = report
+    driver.get(path.resolve().as_uri())
+    root = driver.find_element(By.CSS_SELECTOR, ".imginav-compare")
+    rows = root.find_elements(By.CSS_SELECTOR, "[data-row]")
+    assert len(rows) == 3  # one per experiment with samples at the chosen seed
+    slider = root.find_element(By.CSS_SELECTOR, '[data-role="epoch"]')
+
+    def srcs():
+        return [[r.find_element(By.CSS_SELECTOR, f'[data-role="img-{k}"]').get_attribute("src") for k in ("recon", "error", "seg")]
+                for r in rows]  # fmt: skip
+
+    before = srcs()
+    shared = root.find_element(By.CSS_SELECTOR, '[data-role="img-input"]').get_attribute("src")
+    assert all(s.startswith("data:image/") for row in before for s in row)
+    driver.execute_script("arguments[0].value = 0; arguments[0].dispatchEvent(new Event('input'));", slider)
+    after = srcs()
+    for b, a_ in zip(before, after):  # every row follows the one slider (the recon of each experiment changes)
+        assert a_[0] != b[0]
+    assert root.find_element(By.CSS_SELECTOR, '[data-role="img-input"]').get_attribute("src") == shared
+
+    Select(root.find_element(By.CSS_SELECTOR, '[data-role="order"]')).select_by_value("worst")
+    options = [o.text for o in Select(root.find_element(By.CSS_SELECTOR, '[data-role="sample"]')).options]
+    spreads = [float(t.split("MSE spread ")[1].rstrip(")")) for t in options]
+    assert len(options) >= 2 and spreads == sorted(spreads, reverse=True)
+    assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
