@@ -137,3 +137,27 @@ def test_a_winner_architecture_replaces_the_files_and_set_applies_on_top(tmp_pat
     phase = load_phase(tiny, overrides=[f"architecture_from={winner}", "architecture.latent_channels=2"])
     assert (phase.architecture.latent_channels, phase.architecture.base_channels) == (2, 16)
     assert load_phase(tiny, overrides=[f"architecture_from={winner}"]).architecture.latent_channels == 16
+
+
+def test_bad_set_on_the_cli_is_exit_2_one_line_and_creates_nothing(tmp_path, tiny):
+    before = sorted(tmp_path.rglob("*"))
+    for cmd in ("validate", "run"):
+        r = _cli(cmd, str(tiny), "--set", "training.epochz=2", cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+        assert r.stderr.startswith("imginav: error: --set training.epochz=2") and "unknown key" in r.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+    r = _cli("validate", str(tiny), "--set", "training.epochs=3", "--set", "seeds=[1, 2]", cwd=tmp_path)
+    assert r.returncode == 0 and "2 experiments x 2 seeds = 4 runs" in r.stdout
+
+
+def test_a_phase_folder_of_other_overrides_is_refused(tmp_path, tiny):
+    from imginav_lib.launch import run_phase, write_index
+
+    phase = load_phase(tiny, overrides=["training.epochs=1"])
+    index = write_index(phase, tiny, phase.runs_root, ["training.epochs=1"])
+    run = index.parent / "F1" / "seed1"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text('{"status": "done"}')
+    with pytest.raises(InputError, match=r"other --set overrides \(training.epochs=1\)"):
+        run_phase(tiny, dry_run=True, overrides=["training.epochs=2"])
+    assert run_phase(tiny, dry_run=True, overrides=["training.epochs=1"]) == 0  # the same overrides: fine
