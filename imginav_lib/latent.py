@@ -94,12 +94,17 @@ def linear_probe(z_train: torch.Tensor, y_train: torch.Tensor, z_val: torch.Tens
         probe.bias.zero_()
     opt = torch.optim.Adam(probe.parameters(), lr=lr)
     loss = torch.tensor(math.nan)
-    for _ in range(steps):
-        idx = torch.randint(len(z_train), (min(batch, len(z_train)),), generator=g)
-        loss = F.cross_entropy(probe(z_train[idx]), y_train[idx], ignore_index=IGNORE_INDEX)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # steps this small are all overhead: more threads only wait on each other (10x on a busy CPU)
+    try:
+        for _ in range(steps):
+            idx = torch.randint(len(z_train), (min(batch, len(z_train)),), generator=g)
+            loss = F.cross_entropy(probe(z_train[idx]), y_train[idx], ignore_index=IGNORE_INDEX)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     with torch.no_grad():
         pred = probe(z_val).argmax(1)  # (N, h, w)
     keep = y_val != IGNORE_INDEX

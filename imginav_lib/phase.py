@@ -242,11 +242,13 @@ def run_table(pr: PhaseRuns) -> pd.DataFrame:
             out[col] = float(v) if v is not None else math.nan
         out["probe_miou"] = float((latent.get("probe") or {}).get("miou", math.nan))
         out["latent_scale"] = float(latent.get("scaling_factor", math.nan))
+        out["latent_seconds"] = float(latent.get("seconds", math.nan))
         s = stp.get(key)
         out["spikes"] = count_spikes(s.sort_values("global_step")["loss"].to_numpy()) if s is not None and "loss" in s else math.nan
         out["late_wobble"] = late_wobble(m["val_mse"].to_numpy())
         out["epochs_to_10pct"] = epochs_to_within(m["epoch"].to_numpy(), m["val_mse"].to_numpy())
         out["epoch_time_s"] = float(m["epoch_time_s"].mean()) if "epoch_time_s" in m else math.nan
+        out["train_time_s"] = float(m["epoch_time_s"].sum()) if "epoch_time_s" in m else math.nan
         rows.append(out)
     cols = ["experiment", "seed", "epochs_run", "best_epoch", *H.run_metrics(), "spikes", "late_wobble", "epochs_to_10pct"]
     return pd.DataFrame(rows, columns=list(dict.fromkeys(cols + (list(rows[0]) if rows else []))))

@@ -245,6 +245,16 @@ def definitions_html() -> str:
             "compared with the true classes (comparable across all experiments).</li></ul>")
 
 
+def latent_cost_html(a: Analysis) -> str:
+    """What the latent statistics and the probe cost, against the runs' training time (the budget: under 10%)."""
+    t = a.table
+    if not len(t) or "latent_seconds" not in t or not t["latent_seconds"].notna().any():
+        return "<p>No latent statistics in eval.json (runs from before they were measured).</p>"
+    share = (t["latent_seconds"] / t["train_time_s"]).dropna()
+    return (f"<p class='muted'>Latent statistics and probe: median {t['latent_seconds'].median():.1f} s per run, "
+            f"{share.median():.1%} of a run's training time (max {share.max():.1%}).</p>")
+
+
 def steps_html(a: Analysis) -> str:
     """Each experiment against the one it extends (decision.steps), paired by seed, with a sentence per step."""
     from .steps import step_sentence
