@@ -260,7 +260,7 @@ def test_status_reads_run_files_and_the_scheduler(tmp_path, layouts, capsys, mon
     runs = [Path(r["run_dir"]) for r in index["runs"]]
     states = [
         {"status": "running", "epoch": 3, "epochs": 10, "epoch_time_s": 60.0, "best_val_mse": 0.0123, "updated": iso_ago(10), "job_id": "7[1]"},
-        {"status": "done", "epoch": 10, "epochs": 10, "best_val_mse": 0.01, "updated": iso_ago(100)},
+        {"status": "done", "epoch": 10, "epochs": 10, "epoch_time_s": 20.0, "best_val_mse": 0.01, "updated": iso_ago(100)},
         {"status": "preempted", "epoch": 4, "epochs": 10, "epoch_time_s": 30.0, "updated": iso_ago(50)},
     ]
     for d, s in zip(runs, states):
@@ -277,6 +277,7 @@ def test_status_reads_run_files_and_the_scheduler(tmp_path, layouts, capsys, mon
     rows = status_rows(phase_dir, stale_after_s=600)
     assert [r["state"] for r in rows] == ["running", "done", "requeued", "queued"]
     assert rows[0]["eta_s"] == 7 * 60.0 and rows[0]["job_id"] == "7[1]" and rows[3]["job_id"] == "7[4]"
+    assert rows[3]["eta_s"] == 10 * 20.0  # queued F3: 10 epochs at the finished run's 20 s (no F3 run has finished)
     assert main(["status", str(tmp_path / "runs")]) == 0  # the runs root: every phase folder under it
     out = capsys.readouterr().out
     assert "3/10" in out and "0.0123" in out and "7:00" in out and "1 running, 1 done, 1 requeued, 1 queued" in out
