@@ -1,7 +1,8 @@
 """Atomic file writes: a reader, a resumed run or a scheduler never sees a half-written file.
 
 Everything the workbench writes (checkpoints, CSVs, run.json, job scripts, reports) goes through `atomic_path`:
-a temp file beside the target, renamed over it only once it is complete.
+a temp file beside the target, renamed over it only once it is complete. `check_output_dir` and
+`check_output_file` say, before any work starts, whether a path can be written at all.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+
+from .errors import InputError
 
 UMASK = os.umask(0)  # read the process umask (the only way is to set it) ...
 os.umask(UMASK)  # ... and put it back
@@ -40,3 +43,32 @@ def atomic_write(path: str | Path, write) -> None:
 def atomic_write_text(path: str | Path, text: str, executable: bool = False) -> None:
     with atomic_path(path, executable) as tmp:
         Path(tmp).write_text(text)
+
+
+def check_output_dir(path: str | Path, what: str, writable: bool = True) -> None:
+    """Raise InputError unless `path` is, or can be made, a folder we can write into.
+
+    Called on every output folder (cache, runs root, logs, report) before the expensive work starts, so a
+    path that is a file or lies under one fails in a second, not after an hour of decoding or training.
+    """
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{what}: {path} is an existing file, not a folder")
+        above = path
+        while not above.exists() and above != above.parent:  # the nearest part of the path that exists
+            above = above.parent
+        if not above.is_dir():
+            raise InputError(f"{what}: cannot create {path}: {above} is a file, not a folder")
+        if writable and not os.access(above, os.W_OK | os.X_OK):
+            raise InputError(f"{what}: cannot create or write {path}: {above} is not writable")
+    except OSError as e:  # e.g. a parent we may not list
+        raise InputError(f"{what}: {path}: {e.strerror or e}") from None
+
+
+def check_output_file(path: str | Path, what: str) -> None:
+    """Raise InputError unless a file can be written at `path` (not a folder; its folder can be made)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{what}: {path} is a folder, not a file")
+    check_output_dir(path.parent, what)

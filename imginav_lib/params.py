@@ -2,7 +2,10 @@
 
 A phase YAML holds shared defaults (data, architecture, training, loss), the experiments with only their
 overrides, the seeds, the decision rules and the cluster settings. Unknown keys are errors; every error is
-reported on one line naming the field (`InputError`), before anything runs.
+reported on one line naming the file and the field (`InputError`), before anything runs. The classes of bad
+input are each handled in one place: `read_yaml` reads every YAML file a user gives (bytes, syntax, top-level
+type, repeated keys), `Strict` makes every float finite, `Name` checks every name that becomes a folder, `Seeds`
+keeps every run folder a function of (phase, experiment, seed), and `check_output_dir` checks output folders.
 """
 from __future__ import annotations
 
@@ -11,18 +14,41 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InputError
+from .files import check_output_dir
 from .heads import HEADS
 from .schedulers import BACKENDS
+from .yaml_file import read_yaml
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `lr: .inf` or `seg: .nan` is an error in every float field, present and future.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def check_name(name: str) -> str:
+    """A phase or experiment name becomes a folder (and a job name): no `/`, `..`, spaces or leading dot."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise ValueError(f"{name!r} is not a usable folder name (letters, digits, _ . -; not starting with . or -; at most 100 characters)")
+    return name
+
+
+def _unique_seeds(seeds: list[int]) -> list[int]:
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ValueError(f"seed {twice[0]} is listed twice: two runs would share the folder seed{twice[0]}")
+    return seeds
+
+
+Name = Annotated[str, AfterValidator(check_name)]
+Seeds = Annotated[list[int], AfterValidator(_unique_seeds)]
 
 
 class Data(Strict):
@@ -92,7 +118,7 @@ class Loss(Strict):
 class Handoff(Strict):
     """The next phase that the winner is handed to (`params/<phase>.yaml`, written by `imginav report`)."""
 
-    phase: str = Field("phase1_5", pattern=r"^[A-Za-z0-9_.-]+$")
+    phase: Name = "phase1_5"
     # Overrides of the winner's training settings; validated against Training, so a typo is an error.
     training: dict = {
         "epochs": 50,
@@ -102,7 +128,7 @@ class Handoff(Strict):
         "weight_decay": 0.01,
         "early_stopping": {"patience": 5, "min_delta": 1e-4, "restore_best": True},
     }
-    seeds: list[int] | None = None  # default: the first seed of this phase
+    seeds: Seeds | None = None  # default: the first seed of this phase
 
     @model_validator(mode="after")
     def _training_valid(self):
@@ -159,7 +185,7 @@ class ClusterResources(Strict):
 class Cluster(Strict):
     backend: Literal[BACKENDS] = "local"  # type: ignore[valid-type] (schedulers.BACKENDS)
     defaults: ClusterResources = ClusterResources(cores=8, mem_per_core_gb=8, gpus=1, walltime="6:00")
-    experiments: dict[str, ClusterResources] = {}  # per-experiment overrides, e.g. another queue
+    experiments: dict[Name, ClusterResources] = {}  # per-experiment overrides, e.g. another queue
     # The report job after all runs: a CPU job; queue None means the scheduler's default queue.
     report: ClusterResources = ClusterResources(cores=1, mem_per_core_gb=8, gpus=0, walltime="1:00")
     setup: list[str] = []  # shell lines before the run: module loads, conda activation
@@ -188,7 +214,7 @@ class ExperimentOverrides(Strict):
 
 
 class Phase(Strict):
-    phase: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    phase: Name
     description: str = ""
     runs_root: str = "runs"  # relative to the params file's folder, or absolute
     architecture_from: str | None = None  # a previous phase's winner.yaml; its architecture replaces ours
@@ -196,25 +222,48 @@ class Phase(Strict):
     architecture: Architecture = Architecture()
     training: Training = Training()
     loss: Loss = Loss()
-    seeds: list[int] = Field([42], min_length=1)
-    experiments: dict[str, ExperimentOverrides] = Field(min_length=1)
+    seeds: Seeds = Field([42], min_length=1)
+    experiments: dict[Name, ExperimentOverrides] = Field(min_length=1)
     decision: Decision = Decision()
     cluster: Cluster = Cluster()
 
     @field_validator("experiments")
     @classmethod
-    def _names(cls, v):
+    def _distinct_folders(cls, v):
+        # F1 and f1 are one folder on macOS and Windows file systems.
+        seen: dict[str, str] = {}
         for name in v:
-            if not name or "/" in name or name.startswith("."):
-                raise ValueError(f"invalid experiment name {name!r}")
+            if name.lower() in seen:
+                raise ValueError(f"{seen[name.lower()]!r} and {name!r} differ only in case: they would share a folder")
+            seen[name.lower()] = name
         return v
+
+
+class WinnerFile(Strict):
+    """A previous phase's winner.yaml (written by `imginav report`), as `architecture_from:` reads it."""
+
+    architecture: Architecture  # the one section used; the others are the record of the decision
+    phase: str | None = None
+    winner: str | None = None
+    status: str | None = None
+    verdict: str | None = None
+    how_sure: str | None = None
+    loss: dict = {}
+    metrics: dict = {}
+    best_seed: int | None = None
+    best_checkpoint: str | None = None
+    params_file: str | None = None
+    params_hash: str | None = None
+    git_commit: str | None = None
+    date: Any = None
+    next_params: str | None = None
 
 
 class RunConfig(Strict):
     """Everything one run needs: saved as config.yaml in the run folder and inside every checkpoint."""
 
-    phase: str
-    experiment: str
+    phase: Name
+    experiment: Name
     seed: int
     run_dir: str
     params_file: str
@@ -250,17 +299,40 @@ def params_hash(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
+def _winner_architecture(path: Path, field: str) -> dict:
+    """The architecture section of a winner file, validated and named after that file when it is bad."""
+    if not path.is_file():
+        raise InputError(f"{field}: file not found: {path}")
+    try:
+        raw = read_yaml(path)
+    except InputError as e:
+        raise InputError(f"{field}: {e}") from None
+    try:
+        return WinnerFile.model_validate(raw).architecture.model_dump()
+    except ValidationError as e:
+        raise InputError(f"{field}: " + _one_line(e, str(path))) from None
+
+
+def _check_image_size(phase: Phase, archs: dict[str, Architecture], path: Path) -> None:
+    """The decoder doubles the size `downsampling_steps` times: the image size must divide by 2**steps."""
+    for name, arch in archs.items():
+        factor = 2**arch.downsampling_steps
+        if phase.data.image_size % factor:
+            own = "downsampling_steps" in phase.experiments[name].architecture
+            source = f"experiments.{name}.architecture" if own else "architecture"
+            raise InputError(f"{path}: data.image_size: {phase.data.image_size} px is not divisible by 2**{arch.downsampling_steps} = {factor} "
+                             f"({source}.downsampling_steps of {name}): the decoder could not give back that size")  # fmt: skip
+
+
 def load_phase(path: str | Path, check_files: bool = True) -> Phase:
-    """Read and validate a phase params file; paths in it become absolute. Raises InputError."""
+    """Read and validate a phase params file; paths in it become absolute. Raises InputError.
+
+    check_files: the manifest must exist and the cache and runs folders must be folders (or creatable).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"params file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: expected a mapping at the top level")
+    raw = read_yaml(path)
     base = path.parent.resolve()
 
     def absolute(p: str, field: str) -> str:
@@ -274,14 +346,14 @@ def load_phase(path: str | Path, check_files: bool = True) -> Phase:
         p = os.path.expandvars(p)
         return str(Path(p) if Path(p).is_absolute() else (base / p).resolve())
 
-    if raw.get("architecture_from"):
+    if raw.get("architecture_from") is not None:
+        if not isinstance(raw["architecture_from"], str) or not raw["architecture_from"]:
+            raise InputError(f"{path}: architecture_from: expected the path of a winner.yaml, got {raw['architecture_from']!r}")
         winner = Path(absolute(raw["architecture_from"], "architecture_from"))
-        if not winner.is_file():
-            raise InputError(f"{path}: architecture_from: file not found: {winner}")
-        arch = (yaml.safe_load(winner.read_text()) or {}).get("architecture")
-        if not isinstance(arch, dict):
-            raise InputError(f"{path}: architecture_from: {winner} has no architecture mapping")
-        raw = {**raw, "architecture": {**arch, **(raw.get("architecture") or {})}}
+        arch = _winner_architecture(winner, f"{path}: architecture_from")
+        ours = raw.get("architecture") or {}
+        raw = {**raw, "architecture": {**arch, **ours} if isinstance(ours, dict) else ours}
+    archs = {}
     try:
         phase = Phase.model_validate(raw)
         # Each experiment's overrides must validate too, so a typo in F3 fails before F1 starts.
@@ -289,11 +361,14 @@ def load_phase(path: str | Path, check_files: bool = True) -> Phase:
             for section in ("architecture", "training", "loss"):
                 merged = _deep_merge(getattr(phase, section).model_dump(), getattr(over, section))
                 try:
-                    type(getattr(phase, section)).model_validate(merged)
+                    resolved = type(getattr(phase, section)).model_validate(merged)
                 except ValidationError as e:
                     raise InputError(_one_line(e, f"{path}: experiments.{name}.{section}")) from None
+                if section == "architecture":
+                    archs[name] = resolved
     except ValidationError as e:
         raise InputError(_one_line(e, str(path))) from None
+    _check_image_size(phase, archs, path)
     phase.data.manifest = absolute(phase.data.manifest, "data.manifest")
     phase.data.cache_dir = absolute(phase.data.cache_dir, "data.cache_dir")
     phase.runs_root = absolute(phase.runs_root, "runs_root")
@@ -304,13 +379,18 @@ def load_phase(path: str | Path, check_files: bool = True) -> Phase:
     unknown = set(phase.cluster.experiments) - set(phase.experiments)
     if unknown:
         raise InputError(f"{path}: cluster.experiments: {sorted(unknown)[0]!r} is not an experiment")
-    if check_files and not Path(phase.data.manifest).is_file():
-        raise InputError(f"{path}: data.manifest: file not found: {phase.data.manifest}")
+    if check_files:
+        if not Path(phase.data.manifest).is_file():
+            raise InputError(f"{path}: data.manifest: file not found: {phase.data.manifest}")
+        # Whether they are writable is checked where they are written (a finished cache may be read-only).
+        check_output_dir(phase.data.cache_dir, f"{path}: data.cache_dir", writable=False)
+        check_output_dir(phase.runs_root, f"{path}: runs_root", writable=False)
     return phase
 
 
 def run_dir(runs_root: str | Path, phase: str, experiment: str, seed: int) -> Path:
-    return Path(runs_root) / phase / experiment / f"seed{seed}"
+    """The one mapping of (phase, experiment, seed) to a folder; the names are checked again here."""
+    return Path(runs_root) / check_name(phase) / check_name(experiment) / f"seed{int(seed)}"
 
 
 def resolve_run(params_file: str | Path, experiment: str, seed: int, runs_root: str | None = None) -> RunConfig:
