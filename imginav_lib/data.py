@@ -59,7 +59,10 @@ def read_manifest(path: str | Path, filters: dict[str, list] | None = None) -> p
     if missing:
         raise InputError(f"manifest {path}: missing column(s) {', '.join(missing)}")
     out = pd.DataFrame({"row": np.arange(2, len(df) + 2)})
-    out["path"] = [str(p if os.path.isabs(p) else (path.parent / p)) for p in df["layout_path"].str.strip()]
+    layout = df["layout_path"].str.strip()
+    if (layout == "").any():
+        raise InputError(f"manifest {path}: row {int(out['row'][(layout == '').to_numpy()].iloc[0])}: empty layout_path")
+    out["path"] = [str(p if os.path.isabs(p) else (path.parent / p)) for p in layout]
     out["type"] = df["type"].str.strip().str.lower()
     bad_type = out.loc[~out["type"].isin(["", *SCENE_TYPES]), ["row", "type"]]
     if len(bad_type):
@@ -78,7 +81,9 @@ def read_manifest(path: str | Path, filters: dict[str, list] | None = None) -> p
         out = out[out[column].isin(allowed)]
     if len(out) == 0:
         raise InputError(f"manifest {path}: no rows left after filters {filters}")
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    out.attrs["manifest"] = str(path)  # so that errors about its images can name it
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -169,11 +174,12 @@ def prepare_cache(
         images[i] = rgb.transpose(2, 0, 1)
         masks[i] = rgb_to_mask(rgb, tolerance)
         keep.append(i)
+    more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+    source = f"manifest {manifest.attrs.get('manifest', '(in memory)')}"
     if bad and on_bad_image == "error":
-        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-        raise InputError(f"{len(bad)} unreadable image(s): " + "; ".join(bad[:3]) + more)
+        raise InputError(f"{source}: {len(bad)} unreadable image(s): " + "; ".join(bad[:3]) + more)
     if not keep:
-        raise InputError("no readable images in the manifest")
+        raise InputError(f"{source}: no readable images, all {len(bad)} skipped: " + "; ".join(bad[:3]) + more)
     keep_idx = np.array(keep)
     Path(cache_root).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=f".{key}."))

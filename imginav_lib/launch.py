@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import runfolder as rf
 from .errors import InputError
+from .files import check_output_dir
 from .jobs import plan_jobs, ranges, submit_jobs
 from .params import Phase, load_phase, params_hash, runs_of
 from .runfolder import read_index
@@ -274,6 +275,10 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     logs = _expand(phase.cluster.logs_dir, base, f"{params_file}: cluster.logs_dir", dry_run) if phase.cluster.logs_dir else phase_dir / rf.LOGS
     runs = runs_of(phase, str(root))
     entries = [i for i, r in enumerate(runs, 1) if only is None or r["experiment"] in only]
+    if not dry_run:  # before anything is read there or the cache is built
+        where = "--runs-root" if runs_root else f"{params_file}: {'cluster.' if root != Path(phase.runs_root) else ''}runs_root"
+        check_output_dir(phase_dir, where)
+        check_output_dir(logs, f"{params_file}: cluster.logs_dir" if phase.cluster.logs_dir else "logs folder")
     old = rf.read_json(phase_dir / rf.INDEX)
     if old and old.get("params_hash") != params_hash(params_file) and rf.holds_runs(phase_dir):
         raise InputError(f"{phase_dir} holds runs of another version of {params_file} (params hash "

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .palette import PALETTE
 from .errors import InputError
-from .files import atomic_path
+from .files import atomic_path, check_output_dir
 from .furniture import BACKGROUND, WALL, Rect, Canvas, furnish
 
 P_SCENE = 0.55  # share of multi-room scenes; the rest are single rooms
@@ -170,6 +170,7 @@ def make_layouts(out_dir: str | Path, n: int, size: int, seed: int) -> Path:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"make-layouts: seed must be an integer >= 0, got {seed!r}")
     out = Path(out_dir)
+    check_output_dir(out / "images", "make-layouts")
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(1, n + 1):

@@ -30,13 +30,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
-NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
-
-
 def check_name(name: str) -> str:
-    """A phase or experiment name becomes a folder (and a job name): no `/`, `..`, spaces or leading dot."""
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-        raise ValueError(f"{name!r} is not a usable folder name (letters, digits, _ . -; not starting with . or -; at most 100 characters)")
+    """The rules for a name that becomes a folder (phase, experiment): the one place they are checked.
+
+    Not empty, at most 100 characters, no `/` or `\\`, no control character, not starting with `.` (`..`, hidden
+    folders) or `-` (read as an option by `--only` and shell tools).
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{name!r} is not a usable folder name: empty")
+    why = ("longer than 100 characters" if len(name) > 100
+           else "contains / or \\" if "/" in name or "\\" in name
+           else "contains a control character" if any(ord(c) < 32 or ord(c) == 127 for c in name)
+           else "starts with . or -" if name[0] in ".-" else None)  # fmt: skip
+    if why:
+        raise ValueError(f"{name!r} is not a usable folder name: {why}")
     return name
 
 
@@ -48,6 +55,7 @@ def _unique_seeds(seeds: list[int]) -> list[int]:
 
 
 Name = Annotated[str, AfterValidator(check_name)]
+PHASE_RE = r"^[A-Za-z0-9_.-]+$"  # phase names also name job arrays and reports/<phase>.html: no spaces or quotes
 Seeds = Annotated[list[int], AfterValidator(_unique_seeds)]
 
 
@@ -118,7 +126,7 @@ class Loss(Strict):
 class Handoff(Strict):
     """The next phase that the winner is handed to (`params/<phase>.yaml`, written by `imginav report`)."""
 
-    phase: Name = "phase1_5"
+    phase: Name = Field("phase1_5", pattern=PHASE_RE)
     # Overrides of the winner's training settings; validated against Training, so a typo is an error.
     training: dict = {
         "epochs": 50,
@@ -214,7 +222,7 @@ class ExperimentOverrides(Strict):
 
 
 class Phase(Strict):
-    phase: Name
+    phase: Name = Field(pattern=PHASE_RE)
     description: str = ""
     runs_root: str = "runs"  # relative to the params file's folder, or absolute
     architecture_from: str | None = None  # a previous phase's winner.yaml; its architecture replaces ours
@@ -280,7 +288,10 @@ class RunConfig(Strict):
 def _one_line(e: ValidationError, source: str) -> str:
     parts = []
     for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"])
+        path = list(err["loc"])
+        if path[-1:] == ["[key]"]:  # a bad dict key (an experiment name): the message quotes it
+            path = path[:-2]
+        loc = ".".join(str(x) for x in path)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

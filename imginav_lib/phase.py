@@ -81,8 +81,11 @@ def _read_index(runs_dir: Path, warnings: list[str]) -> dict:
     else:
         index = _discover_index(runs_dir)
         warnings.append(f"no index.json in {runs_dir}: runs were found by folder name")
-    if not index.get("runs"):
-        raise InputError(f"{runs_dir}: no runs listed in index.json and no <experiment>/seed<k>/ folders")
+    entries = index.get("runs") if isinstance(index, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(r, dict) and isinstance(r.get("experiment"), str) and isinstance(r.get("seed"), int) for r in entries):
+        raise InputError(f"{index_path}: not a phase index (expected runs: a list of {{experiment, seed, run_dir}})")
+    if not entries:
+        raise InputError(f"{runs_dir}: not a phase folder: no runs listed in index.json and no <experiment>/seed<k>/ folders")
     return index
 
 

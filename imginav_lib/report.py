@@ -20,8 +20,8 @@ import pandas as pd
 from . import heads as H
 from . import runfolder as rf
 from .errors import InputError, ReportError
-from .files import UMASK, atomic_write_text
-from .phase import resolved_section
+from .files import UMASK, atomic_write_text, check_output_dir, check_output_file
+from .phase import load_phase_runs, resolved_section
 from .stats import STABILITY
 
 if TYPE_CHECKING:
@@ -271,15 +271,13 @@ def build_report(runs_dir, params_file=None, out=None) -> Path:
     import papermill as pm
 
     runs_dir = Path(runs_dir).resolve()
-    if not runs_dir.is_dir():
-        raise InputError(f"runs folder not found: {runs_dir}")
-    if params_file is not None and not Path(params_file).is_file():
-        raise InputError(f"params file not found: {params_file}")
-    try:
-        phase = rf.load_json(runs_dir / rf.INDEX).get("phase") or runs_dir.name
-    except (OSError, ValueError):
-        phase = runs_dir.name
+    # What the notebook reads first, read here: a folder that is not a phase folder, a bad --params or an
+    # unwritable --out is one line at once, before a kernel starts or anything is written.
+    phase = load_phase_runs(runs_dir, params_file).phase
+    what = "--out" if out else "report"
     out = Path(out) if out else Path("reports") / f"{phase}.html"
+    check_output_file(out, what)
+    check_output_dir(runs_dir, "report: phase folder")  # analysis.ipynb and winner.yaml go there
     nb_path = runs_dir / "analysis.ipynb"
     fd, tmp = tempfile.mkstemp(dir=runs_dir, prefix=".analysis.", suffix=".ipynb")
     os.close(fd)

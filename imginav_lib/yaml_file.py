@@ -19,6 +19,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _mapping_without_repeats(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *defaults` may be overridden by the mapping's own keys: that is no repeat
         key = loader.construct_object(key_node, deep=True)
         if not isinstance(key, (str, int, float, bool)):
             continue  # construct_mapping says what is wrong with an unhashable key
