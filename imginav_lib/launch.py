@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import runfolder as rf
 from .errors import InputError
-from .files import check_output_dir
+from .files import check_output_dir, check_output_file
 from .jobs import plan_jobs, ranges, submit_jobs
 from .params import Phase, load_phase, params_hash, runs_of
 from .runfolder import read_index
@@ -279,6 +279,8 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
         where = "--runs-root" if runs_root else f"{params_file}: {'cluster.' if root != Path(phase.runs_root) else ''}runs_root"
         check_output_dir(phase_dir, where)
         check_output_dir(logs, f"{params_file}: cluster.logs_dir" if phase.cluster.logs_dir else "logs folder")
+        if backend == "local":  # the report is written into the working directory once every run has ended
+            check_output_file(Path("reports") / f"{phase.phase}.html", "report")
     old = rf.read_json(phase_dir / rf.INDEX)
     if old and old.get("params_hash") != params_hash(params_file) and rf.holds_runs(phase_dir):
         raise InputError(f"{phase_dir} holds runs of another version of {params_file} (params hash "

@@ -271,6 +271,7 @@ def test_report_output_that_cannot_be_written(tmp_path, phase, capsys):
                   f"--out: {tmp_path / 'a_file'} is an existing file, not a folder")
     (tmp_path / "reports").write_text("a file where the default report folder goes")
     fails_cleanly(capsys, tmp_path, ["report", str(runs)], "report: reports is an existing file, not a folder")
+    fails_cleanly(capsys, tmp_path, ["run", str(phase())], "report: reports is an existing file, not a folder")  # before training
 
 
 def test_make_layouts_into_a_file(tmp_path, phase, capsys):
