@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.fn(args)
     except InputError as e:
-        print(f"imginav: error: {e}", file=sys.stderr)
+        # One line, whatever a library put in the message (pandas and PyYAML errors can span several).
+        print("imginav: error: " + " ".join(line.strip() for line in str(e).strip().splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("imginav: interrupted", file=sys.stderr)

@@ -298,6 +298,24 @@ def test_empty_layout_path_names_the_row(tmp_path, phase, capsys, labelled_manif
     fails_cleanly(capsys, tmp_path, ["prepare", str(p)], f"manifest {m}: row 3: empty layout_path")
 
 
+@pytest.mark.parametrize(
+    "content, expected",
+    [(b"layout_path,type,is_empty\n\xff\xfe\x00garbage\n", "cannot parse CSV"),
+     (b"layout_path,type,is_empty\na.png,room,false\nb.png,room,false,extra,more\n", "cannot parse CSV"),
+     (b"path,kind\na.png,room\n", "missing column(s) layout_path, type, is_empty")],
+)
+def test_manifest_that_is_not_the_researchers_csv(tmp_path, phase, capsys, content, expected):
+    m = tmp_path / "m.csv"
+    m.write_bytes(content)
+    fails_cleanly(capsys, tmp_path, ["prepare", str(phase(_set("data", manifest=str(m))))], f"manifest {m}: {expected}")
+
+
+def test_unreadable_image_names_the_manifest_and_row(tmp_path, phase, capsys):
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    m = _manifest(tmp_path / "m.csv", [("a.png", "room", "false")])
+    fails_cleanly(capsys, tmp_path, ["prepare", str(phase(_set("data", manifest=str(m))))], f"manifest {m}: 1 unreadable image(s): row 2: ")
+
+
 def test_skip_mode_with_no_readable_image_names_the_manifest_and_reasons(tmp_path, phase, capsys):
     (tmp_path / "a.png").write_text("not a png")
     m = _manifest(tmp_path / "m.csv", [("a.png", "room", "false"), ("gone.png", "room", "false")])
