@@ -11,7 +11,7 @@ import papermill
 import pytest
 import yaml
 
-from imginav_lib import analysis as A
+from imginav_lib import synthetic as S
 from imginav_lib.cli import main
 
 from conftest import tiny_params
@@ -100,7 +100,7 @@ def test_every_command_reads_params_through_the_same_reader(tmp_path, phase, cap
 
 
 def test_report_params_option_reads_through_the_same_reader(tmp_path, phase, capsys):
-    runs = A.write_synthetic_phase(tmp_path / "runs", seeds=(1,), epochs=2, sample_interval=1)
+    runs = S.write_synthetic_phase(tmp_path / "runs", seeds=(1,), epochs=2, sample_interval=1)
     p = tmp_path / "bad.yaml"
     p.write_bytes(b"- a list\n")
     fails_cleanly(capsys, tmp_path, ["report", str(runs), "--params", str(p)], f"{p}: expected a mapping")
@@ -264,7 +264,7 @@ def test_phase_folder_that_is_a_file(tmp_path, phase, capsys):
 
 
 def test_report_output_that_cannot_be_written(tmp_path, phase, capsys):
-    runs = A.write_synthetic_phase(tmp_path / "runs", seeds=(1,), epochs=2, sample_interval=1)
+    runs = S.write_synthetic_phase(tmp_path / "runs", seeds=(1,), epochs=2, sample_interval=1)
     (tmp_path / "a_file").write_text("x")
     fails_cleanly(capsys, tmp_path, ["report", str(runs), "--out", str(tmp_path)], f"--out: {tmp_path} is a folder, not a file")
     fails_cleanly(capsys, tmp_path, ["report", str(runs), "--out", str(tmp_path / "a_file" / "r.html")],
@@ -332,7 +332,7 @@ def test_report_on_folders_that_are_not_phase_folders(tmp_path, phase, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     fails_cleanly(capsys, tmp_path, ["report", str(empty)], f"{empty}: not a phase folder")
-    runs = A.write_synthetic_phase(tmp_path / "runs", seeds=(1,), epochs=2, sample_interval=1)
+    runs = S.write_synthetic_phase(tmp_path / "runs", seeds=(1,), epochs=2, sample_interval=1)
     fails_cleanly(capsys, tmp_path, ["report", str(runs.parent)], "not a phase folder")  # the runs root, one level up
     fails_cleanly(capsys, tmp_path, ["report", str(runs / "F1_rgb_only")], "not a phase folder")  # an experiment folder
     for text in ("[1, 2]", '{"runs": [{"seed": 1}]}', '{"runs": "F1"}', "{"):
