@@ -22,6 +22,9 @@ from .params import Decision, Phase, _deep_merge, load_phase, params_hash
 from .stats import count_spikes, epochs_to_within, late_wobble
 
 STATES = ("done", "running", "preempted", "failed", "diverged", "missing", "unreadable")
+# The columns each CSV must have (the first one numbers its rows), and the arrays every samples/*.npz holds.
+REQUIRED = {rf.METRICS: ("epoch", "val_mse"), rf.STEPS: ("global_step", "loss")}
+SAMPLE_ARRAYS = {"index", "input", "recon", "mask", "recon_classes", "error"}
 
 
 @dataclass
@@ -105,6 +108,56 @@ def _read_params(runs_dir: Path, index: dict, params_file, warnings: list[str]) 
     return pfile, params
 
 
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _read_numbers(p: Path) -> pd.DataFrame:
+    """metrics.csv or steps.csv as numbers; ValueError says, on one line, what makes it unusable."""
+    df = pd.read_csv(p)
+    required = REQUIRED[p.name]
+    missing = [c for c in required if c not in df]
+    if missing:
+        raise ValueError(f"no {missing[0]} column")
+    for c in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            num = pd.to_numeric(df[c], errors="coerce")
+            bad = (df[c].notna() & num.isna()).to_numpy()
+            if bad.any():
+                i = int(bad.argmax())
+                raise ValueError(f"{c} on line {i + 2} is {str(df[c].iloc[i])[:20]!r}, not a number")
+            df[c] = num
+    key = df[required[0]]
+    if key.isna().any() or (key % 1 != 0).any():
+        raise ValueError(f"{required[0]} on line {int((key.isna() | (key % 1 != 0)).to_numpy().argmax()) + 2} is not a whole number")
+    if key.duplicated().any():  # the trainer writes one row per epoch (per logged step)
+        raise ValueError(f"{required[0]} {int(key[key.duplicated()].iloc[0])} appears twice")
+    return df
+
+
+def _samples(folder: rf.RunFolder, exp: str, seed: int, warnings: list[str]) -> list[dict]:
+    """The samples/epoch_XXX.npz that open and hold every array; a truncated one (a killed job) is a warning."""
+    out = []
+    for npz in folder.sample_arrays():
+        if not npz.stem[6:].isdigit():
+            continue
+        try:
+            with np.load(npz) as z:
+                missing = SAMPLE_ARRAYS - set(z.files)
+        except Exception as e:  # zipfile and numpy raise several types for a truncated file
+            missing = {_one_line(e)}
+        if missing:
+            warnings.append(f"{exp}/seed{seed}/samples/{npz.name}: unreadable, left out ({sorted(missing)[0]})")
+            continue
+        out.append({"experiment": exp, "seed": seed, "epoch": int(npz.stem[6:]), "npz": str(npz)})
+    return out
+
+
+def _numbers_only(val) -> bool:
+    """eval.json's `val`: metric name -> number (or null)."""
+    return isinstance(val, dict) and all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in val.values())
+
+
 def _load_yaml(p: Path):
     return yaml.load(p.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
@@ -121,23 +174,33 @@ def _read_run(d: Path, exp: str, seed: int, found: dict, warnings: list[str]) ->
     else:
         try:
             info = rf.load_json(info_path)
-            row.update({k: v for k, v in info.items() if k not in ("experiment", "seed", "phase")})
+            if not isinstance(info, dict):
+                raise ValueError(f"not a mapping but a {type(info).__name__}")
+            # Plain values only: a list or mapping where a number belongs (a hand-edited file) is dropped, not shown.
+            row.update({k: v for k, v in info.items() if k not in ("experiment", "seed", "phase", "state", "error")
+                        and (v is None or isinstance(v, (str, int, float, bool)))})  # fmt: skip
             row["state"] = info.get("status") if info.get("status") in STATES else "unreadable"
-            if row["state"] == "unreadable":
-                row["error"] = f"unknown status {info.get('status')!r}"
+            error = info.get("error") if row["state"] != "unreadable" else f"unknown status {info.get('status')!r}"
+            row["error"] = None if error is None else str(error)
         except (OSError, ValueError) as e:
-            row.update(state="unreadable", error=f"run.json: {e}")
+            row.update(state="unreadable", error=f"run.json: {_one_line(e)}")
     has_metrics = False
     for p, sink in ((folder.metrics, found["metrics"]), (folder.steps, found["steps"])):
         name = p.name
         if p.is_file() and p.stat().st_size:
             try:
-                df = pd.read_csv(p)
+                df = _read_numbers(p)
             except Exception as e:  # pandas raises several types for a malformed CSV
-                row.update(state="unreadable", error=f"{name}: {e}")
+                # A finished run with a damaged record is unreadable; any other run keeps the state run.json gives.
+                problem = f"{name}: {_one_line(e)}"
+                warnings.append(f"{exp}/seed{seed}/{problem}")
+                if row["state"] == "done":
+                    row.update(state="unreadable", error=problem)
+                else:
+                    row["error"] = row["error"] or problem
                 continue
             sink.append(df.assign(experiment=exp, seed=seed))
-            has_metrics |= name == rf.METRICS and "val_mse" in df and bool(np.isfinite(df["val_mse"]).any())
+            has_metrics |= name == rf.METRICS and bool(np.isfinite(df["val_mse"]).any())
     if row["state"] == "done" and not has_metrics:
         row.update(state="unreadable", error="status done but metrics.csv has no finite val_mse")
     for p, sink, load in ((folder.eval, found["evals"], rf.load_json), (folder.config, found["configs"], _load_yaml)):
@@ -146,11 +209,13 @@ def _read_run(d: Path, exp: str, seed: int, found: dict, warnings: list[str]) ->
             continue  # one per experiment is enough (heads, architecture, loss), and YAML is slow to parse
         if p.is_file():
             try:
-                sink[(exp, seed)] = load(p)
+                value = load(p)
+                if not isinstance(value, dict) or name == rf.EVAL and not _numbers_only(value.get("val")):
+                    raise ValueError("not the mapping the run writes")
+                sink[(exp, seed)] = value
             except Exception as e:  # a truncated file from a killed job: list it, don't stop
-                warnings.append(f"{exp}/seed{seed}/{name}: unreadable ({e})")
-    for npz in folder.sample_arrays():
-        found["samples"].append({"experiment": exp, "seed": seed, "epoch": int(npz.stem[6:]), "npz": str(npz)})
+                warnings.append(f"{exp}/seed{seed}/{name}: unreadable ({_one_line(e)})")
+    found["samples"] += _samples(folder, exp, seed, warnings)
     return row
 
 

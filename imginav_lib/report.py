@@ -167,6 +167,13 @@ def criteria_html(a: Analysis) -> str:
     return _table(["experiment", "criterion", "value", "threshold", "result"], rows, classes) + f"<p>Calls:</p><ul>{calls}</ul>"
 
 
+def _whole(v) -> str:
+    """3.0 -> "3" (a column turns float when one run lacks it); a missing value -> "?"."""
+    if v is None or isinstance(v, float) and math.isnan(v):
+        return "?"
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
 def runs_html(a: Analysis) -> str:
     r = a.runs.runs
     bad = r[r["state"] != "done"]
@@ -175,7 +182,7 @@ def runs_html(a: Analysis) -> str:
         return head + "<p>Every run listed in index.json finished.</p>"
     rows = []
     for x in bad.itertuples():
-        epoch = f"{getattr(x, 'epoch', '')}/{getattr(x, 'epochs', '')}" if "epoch" in r and pd.notna(getattr(x, "epoch", None)) else ""
+        epoch = f"{_whole(x.epoch)}/{_whole(getattr(x, 'epochs', None))}" if "epoch" in r and pd.notna(x.epoch) else ""
         err = getattr(x, "error", None)
         rows.append([e(str(x.experiment)), e(str(x.seed)), e(x.state), e(epoch), e(str(err) if isinstance(err, str) else ""), e(str(x.run_dir))])
     return head + "<p>Left out of the statistics:</p>" + _table(["experiment", "seed", "state", "epoch", "error", "folder"], rows)
