@@ -275,12 +275,13 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     logs = _expand(phase.cluster.logs_dir, base, f"{params_file}: cluster.logs_dir", dry_run) if phase.cluster.logs_dir else phase_dir / rf.LOGS
     runs = runs_of(phase, str(root))
     entries = [i for i, r in enumerate(runs, 1) if only is None or r["experiment"] in only]
-    if not dry_run:  # before anything is read there or the cache is built
-        where = "--runs-root" if runs_root else f"{params_file}: {'cluster.' if root != Path(phase.runs_root) else ''}runs_root"
-        check_output_dir(phase_dir, where)
-        check_output_dir(logs, f"{params_file}: cluster.logs_dir" if phase.cluster.logs_dir else "logs folder")
-        if backend == "local":  # the report is written into the working directory once every run has ended
-            check_output_file(Path("reports") / f"{phase.phase}.html", "report")
+    # Before anything is read there or the cache is built. A dry run may show cluster paths that do not exist
+    # here: only a file where a folder must go is an error then.
+    where = "--runs-root" if runs_root else f"{params_file}: {'cluster.' if root != Path(phase.runs_root) else ''}runs_root"
+    check_output_dir(phase_dir, where, writable=not dry_run)
+    check_output_dir(logs, f"{params_file}: cluster.logs_dir" if phase.cluster.logs_dir else "logs folder", writable=not dry_run)
+    if backend == "local" and not dry_run:  # the report is written into the working directory once every run has ended
+        check_output_file(Path("reports") / f"{phase.phase}.html", "report")
     old = rf.read_json(phase_dir / rf.INDEX)
     if old and old.get("params_hash") != params_hash(params_file) and rf.holds_runs(phase_dir):
         raise InputError(f"{phase_dir} holds runs of another version of {params_file} (params hash "

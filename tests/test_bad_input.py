@@ -252,6 +252,8 @@ def test_runs_root_that_is_a_file(tmp_path, phase, capsys):
     p = phase(lambda p: p.update(runs_root=str(tmp_path / "runsfile")))
     for cmd in ("validate", "run"):
         fails_cleanly(capsys, tmp_path, [cmd, str(p)], f"p.yaml: runs_root: {tmp_path / 'runsfile'} is an existing file")
+    # a dry run may name cluster folders that do not exist here, but not a folder under a file
+    fails_cleanly(capsys, tmp_path, ["run", str(p), "--dry-run"], "p.yaml: runs_root: cannot create", "runsfile is a file, not a folder")
     # --runs-root is checked before the cache is built (the snapshot holds no cache folder afterwards)
     fails_cleanly(capsys, tmp_path, ["run", str(phase()), "--runs-root", str(tmp_path / "runsfile")], "--runs-root: cannot create")
 
