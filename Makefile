@@ -40,10 +40,8 @@ bench: $(BIN)/imginav
 
 # Mutation testing (not in CI; about 25 min on 2 cores): the modules and the tests it runs are [tool.mutmut] in
 # pyproject.toml. MUTANTS narrows it to functions (mutmut's names, globs allowed); empty = every function there.
-MUTANTS ?= imginav_lib.losses.* imginav_lib.metrics.* imginav_lib.files.* imginav_lib.palette.* imginav_lib.data.x_rgb_to_classes_torch* \
-	imginav_lib.analysis.x_t_* imginav_lib.analysis.x_summarize* imginav_lib.analysis.x_compare* \
-	imginav_lib.analysis.x_seeds_needed* imginav_lib.analysis.x_classify_change* imginav_lib.analysis.x_decide* \
-	imginav_lib.analysis.x_count_spikes* imginav_lib.analysis.x_late_wobble* imginav_lib.analysis.x_epochs_to_within*
+MUTANTS ?= imginav_lib.losses.* imginav_lib.metrics.* imginav_lib.files.* imginav_lib.palette.* \
+	imginav_lib.stats.* imginav_lib.decision.* imginav_lib.data.x_rgb_to_classes_torch*
 mutate: $(BIN)/imginav
 	rm -rf mutants
 	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTANTS),'$(m)')

@@ -7,7 +7,6 @@ written_beside_and_renamed` then checks that the library's writers really use th
 from __future__ import annotations
 
 import errno
-import io
 import os
 import re
 import sys
@@ -20,7 +19,7 @@ from PIL import Image
 
 from imginav_lib import files
 from imginav_lib.files import UMASK, atomic_path, atomic_write, atomic_write_text
-from imginav_lib.trainer import write_csv, write_json
+from imginav_lib.runfolder import write_csv, write_json
 
 
 def _checkpoint(path, v):

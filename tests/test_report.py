@@ -83,9 +83,9 @@ def _foreign_tags(figure_json) -> list[tuple[str, str]]:
 
 
 def test_hostile_names_are_escaped_inside_the_figures(tmp_path):
-    runs = A.write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=4, sample_interval=2,
+    runs = write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=4, sample_interval=2,
                                    experiments={"F1": {}, EVIL: {"seg": 0.05, "cls": 0.01}})
-    figs = [json.loads(fig.to_json()) for fig in R.figures(A.analyse(runs))]
+    figs = [json.loads(fig.to_json()) for fig in figures(analyse(runs))]
     assert [_foreign_tags(f) for f in figs] == [[] for _ in figs]
     shown = [s for f in figs for _, s in _figure_strings(f) if "onerror" in s]
     assert len(shown) > 20 and all("&lt;img src=x onerror=alert(1)&gt;" in s for s in shown)  # there, escaped
