@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from imginav_lib.data import to_model_input
-from imginav_lib.metrics import ValMetrics, iou_from_confusion, metric_columns
+from imginav_lib.metrics import TrainMetrics, ValMetrics, iou_from_confusion, metric_columns
 from imginav_lib.palette import CLASS_NAMES, IGNORE_INDEX, PALETTE, UNKNOWN_LABEL
 
 from conftest import REPO
@@ -140,3 +140,19 @@ def test_metrics_csv_columns_are_the_documented_ones():
         else:
             expanded.append(name)
     assert metric_columns() == expanded
+
+
+def test_train_metrics_of_the_hand_made_batch():
+    out, images, masks, labels = _batch()
+    tm = TrainMetrics({})
+    tm.update(out, masks, labels, {"mse": torch.tensor(0.5), "cls_ce": torch.tensor(0.25)}, torch.tensor(1.0))
+    tm.update({k: v[:1] for k, v in out.items()}, masks[:1], labels[:1], {"mse": torch.tensor(0.2), "cls_ce": torch.tensor(0.1)}, torch.tensor(0.4))
+    m = tm.compute(n=3)  # per image: (2 x 0.5 + 0.2) / 3
+    assert m["train_loss"] == pytest.approx(2.4 / 3) and m["train_mse"] == pytest.approx(1.2 / 3)
+    assert m["train_cls_ce"] == pytest.approx(0.6 / 3) and math.isnan(m["train_seg_ce"]) and math.isnan(m["train_kl"])
+    assert m["train_seg_acc"] == pytest.approx(8 / 10)  # as in validation: 2 of 10 labelled pixels wrong
+    assert m["train_cls_acc"] == 1.0  # 2 known labels (image 0, twice), both right; the unknown one not counted
+    unlabelled = TrainMetrics({})
+    unlabelled.update({"rgb": out["rgb"], "cls": out["cls"]}, masks, torch.tensor([-1, -1]), {"cls_ce": torch.tensor(0.0)}, torch.tensor(0.0))
+    u = unlabelled.compute(n=2)
+    assert math.isnan(u["train_cls_acc"]) and math.isnan(u["train_cls_ce"]) and math.isnan(u["train_seg_acc"])
