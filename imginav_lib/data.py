@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from .errors import InputError
+from .files import atomic_write, atomic_write_text
 from .palette import MASK_TOLERANCE, PALETTE, SCENE_TYPES, UNKNOWN_LABEL, rgb_to_mask
 
 if TYPE_CHECKING:
@@ -184,9 +185,10 @@ def prepare_cache(
     Path(cache_root).mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=f".{key}."))
     try:
-        np.save(tmp / "images.npy", images[keep_idx])
-        np.save(tmp / "masks.npy", masks[keep_idx])
-        np.save(tmp / "labels.npy", manifest["label"].to_numpy(np.int64)[keep_idx])
+        # Each file atomically, and the folder renamed last: a reader sees a whole cache or none.
+        for name, arr in (("images", images[keep_idx]), ("masks", masks[keep_idx]),
+                          ("labels", manifest["label"].to_numpy(np.int64)[keep_idx])):  # fmt: skip
+            atomic_write(tmp / f"{name}.npy", lambda f, a=arr: np.save(f, a))
         meta = {
             "version": CACHE_VERSION,
             "image_size": image_size,
@@ -194,7 +196,7 @@ def prepare_cache(
             "paths": [manifest["path"].iloc[i] for i in keep],
             "skipped": bad,
         }
-        (tmp / "meta.json").write_text(json.dumps(meta))
+        atomic_write_text(tmp / "meta.json", json.dumps(meta))
         try:
             os.rename(tmp, final)
         except OSError:  # another process finished the same cache first: use theirs

@@ -17,32 +17,45 @@ UMASK = os.umask(0)  # read the process umask (the only way is to set it) ...
 os.umask(UMASK)  # ... and put it back
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path, executable: bool = False):
-    """Yield a temp path beside `path`; when the block ends without error, rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, (0o777 if executable else 0o666) & ~UMASK)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
+class atomic_path:
+    """`with atomic_path(path) as tmp:` gives a temp path beside `path`; when the block ends without error it is
+    renamed over `path` (same folder, so the rename is atomic), otherwise removed and `path` is left as it was.
+    A class rather than @contextmanager, so that `make mutate` reaches its logic (mutmut skips decorated code)."""
+
+    def __init__(self, path: str | Path, executable: bool = False):
+        self.path, self.executable = Path(path), executable
+
+    def __enter__(self) -> str:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        os.close(fd)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:  # the block failed: `path` stays as it was, the exception goes on
+            self._discard()
+            return
+        try:
+            os.chmod(self.tmp, (0o777 if self.executable else 0o666) & ~UMASK)  # mkstemp makes 0600
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self._discard()
+            raise
+
+    def _discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            os.unlink(self.tmp)
 
 
-def atomic_write(path: str | Path, write) -> None:
-    """Write through `write(binary_file)`, atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+def atomic_write(path: str | Path, write, executable: bool = False) -> None:
+    """Write through `write(binary_file)`, atomically: if it raises, `path` is as it was and no temp file stays."""
+    with atomic_path(path, executable) as tmp, open(tmp, "wb") as f:
         write(f)
 
 
 def atomic_write_text(path: str | Path, text: str, executable: bool = False) -> None:
-    with atomic_path(path, executable) as tmp:
-        Path(tmp).write_text(text)
+    """UTF-8 text (HTML, YAML, job scripts), through `atomic_write`."""
+    atomic_write(path, lambda f: f.write(text.encode()), executable)
 
 
 def check_output_dir(path: str | Path, what: str, writable: bool = True) -> None:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from .palette import PALETTE
 from .errors import InputError
-from .files import atomic_path, check_output_dir
+from .files import atomic_path, atomic_write, check_output_dir
 from .furniture import BACKGROUND, WALL, Rect, Canvas, furnish
 
 P_SCENE = 0.55  # share of multi-room scenes; the rest are single rooms
@@ -178,7 +178,8 @@ def make_layouts(out_dir: str | Path, n: int, size: int, seed: int) -> Path:
         rng = np.random.default_rng([int(seed), i])
         ids, kind, empty = draw_layout(rng, int(size))
         rel = f"images/layout_{i:05d}.png"
-        Image.fromarray(PALETTE[ids]).save(out / rel, compress_level=6)
+        img = Image.fromarray(PALETTE[ids])
+        atomic_write(out / rel, lambda f: img.save(f, format="PNG", compress_level=6))
         rows.append((rel, kind, "true" if empty else "false"))
     with atomic_path(out / "manifest.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")

@@ -6,7 +6,6 @@ keys are metrics.csv columns. Metrics of heads that were not trained are NaN (em
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -91,21 +90,21 @@ class ValMetrics:
         self.n = 0
         self.has_cls_labels = False
 
-    @torch.no_grad()
     def update(self, out: dict, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, parts: dict, total):
-        b = images.shape[0]
-        self.n += b
-        for k, v in {"loss": total, **parts}.items():
-            self.loss_sums[k] = self.loss_sums.get(k, 0.0) + v.detach().float() * b
-        rgb = out["rgb"].float()
-        self.psnr.update(rgb, images)
-        self.ssim.update(rgb, images)
-        self.sem_cm.update(rgb_to_classes_torch(rgb), masks)  # semantic fidelity of the reconstruction
-        if "seg" in self.heads:
-            self.seg_cm.update(out["seg"].argmax(1), masks)
-        if "cls" in self.heads:
-            self.cls_acc.update(out["cls"].argmax(1), labels)
-            self.has_cls_labels = self.has_cls_labels or bool((labels != UNKNOWN_LABEL).any())
+        with torch.no_grad():  # a context, not a decorator: mutmut mutates undecorated functions only
+            b = images.shape[0]
+            self.n += b
+            for k, v in {"loss": total, **parts}.items():
+                self.loss_sums[k] = self.loss_sums.get(k, 0.0) + v.detach().float() * b
+            rgb = out["rgb"].float()
+            self.psnr.update(rgb, images)
+            self.ssim.update(rgb, images)
+            self.sem_cm.update(rgb_to_classes_torch(rgb), masks)  # semantic fidelity of the reconstruction
+            if "seg" in self.heads:
+                self.seg_cm.update(out["seg"].argmax(1), masks)
+            if "cls" in self.heads:
+                self.cls_acc.update(out["cls"].argmax(1), labels)
+                self.has_cls_labels = self.has_cls_labels or bool((labels != UNKNOWN_LABEL).any())
 
     def compute(self) -> dict[str, float]:
         m = {f"val_{k}": (v / self.n).item() for k, v in self.loss_sums.items() if not k.startswith("w_")}
@@ -132,6 +131,3 @@ class ValMetrics:
             "sem_confusion": self.sem_cm.compute().tolist(),
         }
 
-
-def is_finite(x: float) -> bool:
-    return math.isfinite(x)

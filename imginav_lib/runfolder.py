@@ -2,9 +2,9 @@
 checkpoints, and the phase folder's `index.json` and `submission.json`.
 
 This module is the one reader and writer of those files: the trainer, `imginav run`, `imginav status` and the
-analysis go through it instead of spelling out names. Every write is atomic (files.py) except the append to
-`steps.csv`, a log that a resumed run first truncates to its checkpoint. Torch and pandas are imported only by
-the functions that need them, so `imginav status` stays quick.
+analysis go through it instead of spelling out names. Every write is atomic (files.py), the step log included
+(rewritten whole at each epoch end). Torch and pandas are imported only by the functions that need them, so
+`imginav status` stays quick.
 """
 from __future__ import annotations
 
@@ -92,16 +92,6 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
         f.write(text.getvalue().encode())
 
     atomic_write(path, w)
-
-
-def append_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    """Append rows, with a header if the file is new (a log: truncated to the checkpoint's step on resume)."""
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -14,6 +14,7 @@ import yaml
 
 from . import heads as H
 from .decision import decide
+from .files import atomic_write, atomic_write_text
 from .palette import CLASS_NAMES, mask_to_rgb
 from .params import Decision, load_phase, params_hash
 
@@ -56,7 +57,7 @@ def write_synthetic_phase(
         "experiments": {e: {"note": (notes or {}).get(e, f"synthetic {e}"), **({"loss": w} if w else {})} for e, w in experiments.items()},
     }
     params_path = out / "params.yaml"
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    atomic_write_text(params_path, yaml.safe_dump(params, sort_keys=False))
     phase_cfg = load_phase(params_path, check_files=False)
     index = {"phase": phase, "params_file": str(params_path), "params_hash": params_hash(params_path), "runs": []}
 
@@ -91,14 +92,14 @@ def write_synthetic_phase(
             rows = []
             rows = _metric_rows(val, epochs, heads, weights, miou, acc, s, rng)
             metrics = pd.DataFrame(rows)
-            metrics.to_csv(d / "metrics.csv", index=False)
+            atomic_write_text(d / "metrics.csv", metrics.to_csv(index=False))
             _write_steps(d, val, steps_per_epoch, int(eff.get("spikes", 0)), rng)
             best = int(np.nanargmin(val)) if np.isfinite(val).any() else 0
             cfg = {"phase": phase, "experiment": e, "seed": s, "run_dir": str(d), "params_file": str(params_path),
                    "params_hash": index["params_hash"], "data": phase_cfg.data.model_dump(),
                    "architecture": phase_cfg.architecture.model_dump(), "training": phase_cfg.training.model_dump(),
                    "loss": {**phase_cfg.loss.model_dump(), **weights}}
-            (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+            atomic_write_text(d / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
             info = {"phase": phase, "experiment": e, "seed": s, "status": state, "started": "2026-01-01T10:00:00+00:00",
                     "ended": None if state in ("running", "preempted") else "2026-01-01T10:20:00+00:00",
                     "updated": "2026-01-01T10:20:00+00:00", "git_commit": "synthetic0000", "host": "synthetic-host",
@@ -106,15 +107,15 @@ def write_synthetic_phase(
                     f"non-finite loss at epoch {last}"}.get(state), "epoch": last, "epochs": epochs,
                     "best_val_mse": float(val[best]), "best_epoch": best + 1, "epoch_time_s": 2.0, "stopped_early": False,
                     "job_id": None, "skipped_images": 0, "attempts": 1}
-            (d / "run.json").write_text(json.dumps(info, indent=1))
+            atomic_write_text(d / "run.json", json.dumps(info, indent=1))
             if state == "done":
                 cm = np.diag(np.full(k, 100)) + rng.integers(0, 10, (k, k))
-                (d / "eval.json").write_text(json.dumps({"epoch": best + 1, "val": metrics.iloc[best].drop("epoch").to_dict(),
+                atomic_write_text(d / "eval.json", json.dumps({"epoch": best + 1, "val": metrics.iloc[best].drop("epoch").to_dict(),
                                                          "seg_confusion": cm.tolist() if "seg" in heads else None,
                                                          "sem_confusion": cm.tolist()}))
             (d / "samples").mkdir(exist_ok=True)
             _write_samples(d, val, true_final, sample_interval, inputs, masks, miou, heads, rng)
-    (out / "index.json").write_text(json.dumps(index, indent=1))
+    atomic_write_text(out / "index.json", json.dumps(index, indent=1))
     return out
 
 
@@ -153,9 +154,10 @@ def _write_steps(d: Path, val: np.ndarray, steps_per_epoch: int, n_spikes: int, 
     base = np.repeat(val * 1.2, steps_per_epoch) * np.exp(rng.normal(0, 0.1, n_steps))
     spikes = rng.choice(np.arange(25, n_steps), size=min(n_spikes, max(0, n_steps - 25)), replace=False)
     base[spikes] *= 10
-    pd.DataFrame({"global_step": np.arange(1, n_steps + 1), "epoch": np.repeat(np.arange(1, last + 1), steps_per_epoch),
+    steps = pd.DataFrame({"global_step": np.arange(1, n_steps + 1), "epoch": np.repeat(np.arange(1, last + 1), steps_per_epoch),
                   "step": np.tile(np.arange(steps_per_epoch), last), "loss": base, "mse": base / 1.2,
-                  "seg_ce": math.nan, "cls_ce": math.nan, "kl": math.nan, "lr": 1e-4}).to_csv(d / "steps.csv", index=False)
+                  "seg_ce": math.nan, "cls_ce": math.nan, "kl": math.nan, "lr": 1e-4})
+    atomic_write_text(d / "steps.csv", steps.to_csv(index=False))
 
 
 def _write_samples(d: Path, val: np.ndarray, true_final: float, sample_interval: int, inputs: np.ndarray, masks: np.ndarray,
@@ -173,9 +175,9 @@ def _write_samples(d: Path, val: np.ndarray, true_final: float, sample_interval:
                   "recon_classes": masks, "error": np.abs(recon.astype(int) - inputs).mean(1).astype(np.uint8)}
         if "seg" in heads:
             arrays["seg_pred"] = seg_pred
-        np.savez_compressed(d / "samples" / f"epoch_{epoch:03d}.npz", **arrays)
+        atomic_write(d / "samples" / f"epoch_{epoch:03d}.npz", lambda f: np.savez_compressed(f, **arrays))
         grid = np.concatenate([np.concatenate([inputs[i].transpose(1, 2, 0), recon[i].transpose(1, 2, 0)], 1) for i in range(num_samples)], 0)
-        Image.fromarray(grid).save(d / "samples" / f"epoch_{epoch:03d}.png")
+        atomic_write(d / "samples" / f"epoch_{epoch:03d}.png", lambda f: Image.fromarray(grid).save(f, format="PNG"))
 
 
 def simulate_decisions(effect: float, n_seeds: int = 3, seed_sd: float = 0.03, run_sd: float = 0.015, draws: int = 400,

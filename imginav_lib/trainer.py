@@ -26,7 +26,7 @@ from .losses import total_loss
 from .metrics import LOSS_PARTS, NAN, TrainMetrics, ValMetrics, metric_columns
 from .model import LayoutAutoencoder, build_model, heads_for
 from .palette import mask_to_rgb
-from .runfolder import (RunFolder, RunStatus, append_csv, check_same_run, load_checkpoint, now, read_rows, save_checkpoint,
+from .runfolder import (RunFolder, RunStatus, check_same_run, load_checkpoint, now, read_rows, save_checkpoint,
                         write_csv)
 from .schedulers import job_id_from_env
 from .params import RunConfig
@@ -274,8 +274,8 @@ class _Hooks:
             self.heartbeat()
 
     def flush(self, folder: RunFolder) -> None:
-        """Append the logged step rows to steps.csv and forget them."""
-        append_csv(folder.steps, self.rows, STEP_COLUMNS)
+        """Add the logged step rows to steps.csv, rewritten atomically (a kill never leaves half a row), and forget them."""
+        write_csv(folder.steps, read_rows(folder.steps) + self.rows, STEP_COLUMNS)
         self.rows.clear()
 
 

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from imginav_lib import trainer
 from imginav_lib.errors import InputError
@@ -70,10 +71,13 @@ def test_resume_after_epoch_equals_uninterrupted(tmp_path, labelled_manifest):
     assert steps["global_step"].is_unique
 
 
-def test_preempt_mid_epoch_resumes_without_losing_or_repeating_steps(tmp_path, labelled_manifest, monkeypatch):
-    ref = resolve_run(tiny_params(tmp_path / "a", labelled_manifest), "F3", 1)
+def test_preempted_variational_run_resumes_mid_epoch_into_the_uninterrupted_numbers(tmp_path, labelled_manifest, monkeypatch):
+    # A VAE samples its latent in every training step: the resumed run must go on with torch's random stream
+    # where it stopped (not re-seeded), or its metrics drift from the uninterrupted run's.
+    over = {"architecture": {"variational": True}, "loss": {"kl": 0.01}}
+    ref = resolve_run(tiny_params(tmp_path / "a", labelled_manifest, **over), "F3", 1)
     fit(ref, progress=False)
-    cfg = resolve_run(tiny_params(tmp_path / "b", labelled_manifest), "F3", 1)
+    cfg = resolve_run(tiny_params(tmp_path / "b", labelled_manifest, **over), "F3", 1)
     original = trainer._Hooks.after_step
 
     def touch_stop_at_step_15(self, epoch, step, loss, parts):  # mid epoch 2 (11 steps per epoch)
@@ -87,7 +91,9 @@ def test_preempt_mid_epoch_resumes_without_losing_or_repeating_steps(tmp_path, l
     info = json.loads((trainer.Path(cfg.run_dir) / "run.json").read_text())
     assert info["status"] == "preempted" and info["epoch"] == 1 and info["global_step"] == 15
     monkeypatch.setattr(trainer._Hooks, "after_step", original)
+    torch.randn(100)  # what the process drew in between must not matter
     fit(cfg, progress=False)
+    assert (metrics_without_timing(trainer.Path(cfg.run_dir))["train_kl"] > 0).all()  # the KL term was trained
     assert_same_metrics(trainer.Path(ref.run_dir), trainer.Path(cfg.run_dir))
     a = pd.read_csv(trainer.Path(ref.run_dir) / "steps.csv")
     b = pd.read_csv(trainer.Path(cfg.run_dir) / "steps.csv")
