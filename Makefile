@@ -37,6 +37,7 @@ test: $(BIN)/imginav browser
 bench: $(BIN)/imginav
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/report_bench.py
+	$(BIN)/python bench/prepare_bench.py
 
 # Mutation testing (not in CI; about 25 min on 2 cores): the modules and the tests it runs are [tool.mutmut] in
 # pyproject.toml. MUTANTS narrows it to functions (mutmut's names, globs allowed); empty = every function there.

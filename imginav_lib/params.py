@@ -68,6 +68,7 @@ class Data(Strict):
     on_bad_image: Literal["error", "skip"] = "error"
     cache_dir: str = ".cache/imginav"  # decoded arrays; relative to the params file
     mask_tolerance: float = Field(30.0, gt=0)  # RGB distance beyond which a pixel is ignored in seg targets
+    workers: int | None = Field(None, ge=1)  # decoding processes of prepare; None: the job's cores (cache.default_workers)
     num_samples: int = Field(8, ge=1)  # fixed validation images shown in samples/
 
 

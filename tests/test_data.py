@@ -98,7 +98,7 @@ def test_bad_images_listed_or_skipped(tmp_path):
         data.prepare_cache(m, 8, tmp_path / "cache", progress=False)
     msg = str(e.value)
     assert "3 unreadable" in msg and "corrupt.png" in msg and "missing.png" in msg and "\n" not in msg
-    assert not list((tmp_path / "cache").glob("*")) if (tmp_path / "cache").exists() else True  # nothing half-written
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]  # nothing half-written (only the lock file)
     d = data.load_cache(data.prepare_cache(m, 8, tmp_path / "cache", on_bad_image="skip", progress=False))
     assert len(d) == 1 and len(d.skipped) == 3
 
@@ -110,3 +110,13 @@ def test_other_sizes_are_resized_nearest(tmp_path):
     (tmp_path / "m.csv").write_text("layout_path,type,is_empty\na.png,room,false\n")
     d = data.load_cache(data.prepare_cache(read_manifest(tmp_path / "m.csv"), 16, tmp_path / "c", progress=False))
     assert set(np.unique(d.masks.numpy())) == {0, 9}  # no blended colours from resizing
+
+
+def test_prefetched_batches_equal_direct_indexing_in_order(tmp_path, labelled_manifest):
+    d = data.load_cache(data.prepare_cache(read_manifest(labelled_manifest), 32, tmp_path / "cache", progress=False))
+    idx = torch.randperm(len(d), generator=torch.Generator().manual_seed(0)).split(16)  # the last one is partial
+    got = list(data.iter_batches(d, idx, torch.device("cpu")))
+    assert len(got) == len(idx)
+    for (images, masks, labels), i in zip(got, idx):
+        assert torch.equal(images, data.to_model_input(d.images[i])) and images.dtype == torch.float32
+        assert torch.equal(masks, d.masks[i].long()) and torch.equal(labels, d.labels[i].long())

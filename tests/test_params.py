@@ -53,6 +53,7 @@ def test_overrides_merge_into_defaults(tiny):
         (lambda p: p["training"].update(batch_size="sixteen"), "training.batch_size: Input should be a valid integer"),
         (lambda p: p["architecture"].update(base_channels=12), "base_channels 12 is not divisible by norm_groups 8"),
         (lambda p: p.update(decision={"baseline": "F9"}), "decision.baseline: 'F9' is not an experiment"),
+        (lambda p: p["data"].update(workers=0), "data.workers: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_params_one_line_error(tmp_path, tiny, mutate, message):
