@@ -30,7 +30,7 @@ def _prepare(a):
     from .launch import prepare_phase_data
     from .params import load_phase
 
-    cache = prepare_phase_data(load_phase(a.params))
+    cache = prepare_phase_data(load_phase(a.params), workers=a.workers)
     print(f"cache: {cache}")
 
 
@@ -59,6 +59,12 @@ def _status(a):
     return print_status(a.runs_dir, stale_after_s=a.stale_after)
 
 
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imginav", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -74,8 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("params")
     s.set_defaults(fn=_validate)
 
-    s = sub.add_parser("prepare", help="decode the phase's images into the cache")
+    s = sub.add_parser("prepare", help="decode the phase's images into the cache (a step of its own: a CPU job)")
     s.add_argument("params")
+    s.add_argument("--workers", type=_at_least_one, default=None,
+                   help="decoding processes (default: data.workers, else LSB_DJOB_NUMPROC, SLURM_CPUS_PER_TASK or the CPUs)")
     s.set_defaults(fn=_prepare)
 
     s = sub.add_parser("run", help="run every experiment x seed of a phase, then the report")

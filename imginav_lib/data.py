@@ -178,11 +178,3 @@ def load_run_data(cfg: RunConfig, progress: bool = True) -> RunData:
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(f"data: {len(layouts)} image(s) are too few for a train/val split")
     return RunData(layouts, train_idx, val_idx, val_idx[: d.num_samples])
-
-
-def get_batch(data: LayoutData, idx: torch.Tensor, device: torch.device):
-    """Index the uint8 cache (no decoding) -> float images in [-1, 1], long masks, long labels."""
-    images = data.images[idx].to(device, non_blocking=True)
-    masks = data.masks[idx].to(device, non_blocking=True)
-    labels = data.labels[idx].to(device, non_blocking=True)
-    return to_model_input(images), masks.long(), labels.long()

@@ -67,13 +67,15 @@ def _expand(value: str, base: Path, what: str, dry_run: bool = False) -> Path:
 # Data and index
 
 
-def prepare_phase_data(phase: Phase) -> Path:
-    """Decode the phase's images once, before any run starts; every run then only memory-maps the cache."""
+def prepare_phase_data(phase: Phase, workers: int | None = None) -> Path:
+    """Decode the phase's images once, before any run starts; every run then only memory-maps the cache.
+
+    `workers` decoding processes: the argument, else `data.workers`, else the job's cores."""
     from .data import prepare_cache, read_manifest
 
     d = phase.data
     manifest = read_manifest(d.manifest, d.filters)
-    return prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance)
+    return prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance, workers=workers or d.workers)
 
 
 def write_index(phase: Phase, params_file: str | Path, runs_root: str | Path) -> Path:

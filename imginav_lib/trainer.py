@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .data import RunData, get_batch, load_run_data, rgb_to_classes_torch
+from .data import RunData, iter_batches, load_run_data, rgb_to_classes_torch
 from .files import atomic_write
 from .losses import total_loss
 from .metrics import LOSS_PARTS, NAN, TrainMetrics, ValMetrics, metric_columns
@@ -126,8 +126,9 @@ def train_one_epoch(model, optimizer, scaler, data: RunData, *, cfg: RunConfig, 
     batches = perm.split(t.batch_size)
     metrics = TrainMetrics(state.sums)
     t0 = time.perf_counter()
-    for step in range(state.step, len(batches)):
-        images, masks, labels = get_batch(data.layouts, batches[step], device)
+    start = state.step
+    fetched = iter_batches(data.layouts, batches[start:], device)  # the next batch is read while this one trains
+    for step, (images, masks, labels) in zip(range(start, len(batches)), fetched):
         with precision(device, dtype):
             out = model(images, heads=heads)
         loss, parts = total_loss(
@@ -162,8 +163,7 @@ def evaluate(model, cfg: RunConfig, data: RunData, device, dtype) -> ValMetrics:
     heads = eval_heads(cfg.loss)
     w = cfg.loss
     metrics = ValMetrics(heads, device)
-    for idx in data.val_idx.split(cfg.training.batch_size):
-        images, masks, labels = get_batch(data.layouts, idx, device)
+    for images, masks, labels in iter_batches(data.layouts, data.val_idx.split(cfg.training.batch_size), device):
         with precision(device, dtype):
             out = model(images, heads=heads)
         loss, parts = total_loss(
@@ -179,7 +179,7 @@ def save_samples(model, cfg: RunConfig, data: RunData, device, dtype, epoch: int
     no seg head) and |error| of the fixed validation images: a PNG grid and an npz of the arrays."""
     model.eval()
     heads = eval_heads(cfg.loss)
-    images, masks, _ = get_batch(data.layouts, data.sample_idx, device)
+    [(images, masks, _)] = iter_batches(data.layouts, [data.sample_idx], device)
     with precision(device, dtype):
         out = model(images, heads=heads)
     rgb = out["rgb"].float()

@@ -206,3 +206,15 @@ def test_two_concurrent_prepares_build_the_cache_once(tmp_path, big_manifest):
     assert path1 == path2 and int(n1) == 324 and int(n2) == 0  # one built it, the other waited and reused it
     assert "waiting for another prepare" in err2
     assert len(load_cache(path1)) == 324
+
+
+def test_prepare_cli_takes_workers_and_refuses_zero(tiny, capsys):
+    from imginav_lib.cli import main
+
+    assert main(["prepare", str(tiny), "--workers", "1"]) == 0
+    out, err = capsys.readouterr()
+    path = Path(out.strip().removeprefix("cache: "))
+    assert cache.is_complete(path) and "decode layouts (1 worker)" in err and "img/s" in err
+    with pytest.raises(SystemExit) as e:
+        main(["prepare", str(tiny), "--workers", "0"])
+    assert e.value.code == 2 and "--workers: '0' is not an integer >= 1" in capsys.readouterr().err
