@@ -169,16 +169,16 @@ def _locked(lock_path: Path, what: Path):
 
     The lock file stays: deleting it would let a third process lock a new file while a second holds the old."""
     with open(lock_path, "a+") as f:
+        fd = f.fileno()
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             print(f"imginav: waiting for another prepare of {what}", file=sys.stderr, flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as e:  # a file system without locks (Lustre without -o flock): the rename still protects
             print(f"imginav: warning: cannot lock {lock_path} ({e}); building without a lock", file=sys.stderr)
-            yield None
-            return
-        yield f.fileno()  # closing the file releases the lock, also when the process is killed
+            fd = None
+        yield fd  # closing the file releases the lock, also when the process is killed
 
 
 def _chunks(n: int, image_size: int) -> list[tuple[int, int]]:
