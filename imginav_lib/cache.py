@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError
-from .files import atomic_write_text
+from .files import atomic_path, atomic_write, atomic_write_text
 from .palette import MASK_TOLERANCE, PALETTE, mask_lut, pack_rgb
 
 CACHE_VERSION = 2  # 2: streamed build, lock, LUT masks (identical values); a v1 folder is another key: a miss
@@ -227,33 +227,36 @@ def _build(tmp: Path, manifest, image_size: int, tolerance: float, workers: int,
 
     paths, rows = list(manifest["path"]), list(manifest["row"])
     n = len(paths)
-    images = NpyRows(tmp / "images.npy", n, (3, image_size, image_size))
-    masks = NpyRows(tmp / "masks.npy", n, (image_size, image_size))
-    errors = []
-    desc = f"decode layouts ({workers} worker{'s' * (workers > 1)})"
-    with tqdm(total=n, unit="img", desc=desc, disable=not progress, smoothing=0.1) as bar:
-        for chunk_errors, done in _decode_all(paths, image_size, tolerance, images, masks, workers, lock_fd):
-            errors += chunk_errors
-            bar.update(done)
-    errors.sort()
-    bad = [f"row {rows[i]}: {paths[i]}: {msg}" for i, msg in errors]
-    if bad and on_bad_image == "error":
+    source = f"manifest {manifest.attrs.get('manifest', '(in memory)')}"
+    with atomic_path(tmp / "images.npy") as images_tmp, atomic_path(tmp / "masks.npy") as masks_tmp:
+        images = NpyRows(images_tmp, n, (3, image_size, image_size))
+        masks = NpyRows(masks_tmp, n, (image_size, image_size))
+        errors = []
+        desc = f"decode layouts ({workers} worker{'s' * (workers > 1)})"
+        with tqdm(total=n, unit="img", desc=desc, disable=not progress, smoothing=0.1) as bar:
+            for chunk_errors, done in _decode_all(paths, image_size, tolerance, images, masks, workers, lock_fd):
+                errors += chunk_errors
+                bar.update(done)
+        errors.sort()
+        bad = [f"row {rows[i]}: {paths[i]}: {msg}" for i, msg in errors]
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-        raise InputError(f"{len(bad)} unreadable image(s): " + "; ".join(bad[:3]) + more)
-    skipped = {i for i, _ in errors}
-    n_keep = n - len(skipped)
-    if n_keep == 0:
-        raise InputError("no readable images in the manifest")
-    # A skipped image leaves a hole; the last readable rows fill the holes: one row moved per skipped image,
-    # never a second copy of the arrays. So with skips the order is the manifest's except for those rows.
-    holes = [i for i in sorted(skipped) if i < n_keep]
-    tail = [i for i in range(n_keep, n) if i not in skipped]
-    order = list(range(n_keep))
-    for hole, src in zip(holes, tail):
-        order[hole] = src
-    images.finish(n_keep, list(zip(tail, holes)))
-    masks.finish(n_keep, list(zip(tail, holes)))
-    np.save(tmp / "labels.npy", manifest["label"].to_numpy(np.int64)[order])
+        if bad and on_bad_image == "error":
+            raise InputError(f"{source}: {len(bad)} unreadable image(s): " + "; ".join(bad[:3]) + more)
+        skipped = {i for i, _ in errors}
+        n_keep = n - len(skipped)
+        if n_keep == 0:
+            raise InputError(f"{source}: no readable images, all {len(bad)} skipped: " + "; ".join(bad[:3]) + more)
+        # A skipped image leaves a hole; the last readable rows fill the holes: one row moved per skipped image,
+        # never a second copy of the arrays. So with skips the order is the manifest's except for those rows.
+        holes = [i for i in sorted(skipped) if i < n_keep]
+        tail = [i for i in range(n_keep, n) if i not in skipped]
+        order = list(range(n_keep))
+        for hole, src in zip(holes, tail):
+            order[hole] = src
+        images.finish(n_keep, list(zip(tail, holes)))
+        masks.finish(n_keep, list(zip(tail, holes)))
+    labels = manifest["label"].to_numpy(np.int64)[order]
+    atomic_write(tmp / "labels.npy", lambda f: np.save(f, labels))
     meta = {
         "version": CACHE_VERSION,
         "image_size": image_size,
