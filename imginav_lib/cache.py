@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError
-from .files import atomic_path, atomic_write, atomic_write_text
+from .files import UMASK, atomic_path, atomic_write, atomic_write_text
 from .palette import MASK_TOLERANCE, PALETTE, mask_lut, pack_rgb
 
 CACHE_VERSION = 2  # 2: streamed build, lock, LUT masks (identical values); a v1 folder is another key: a miss
@@ -306,6 +306,7 @@ def prepare_cache(
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.build-"))
         try:
             _DECODED[0] += _build(tmp, manifest, image_size, tolerance, workers, on_bad_image, progress, lock_fd)
+            os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes 0700: the cache is shared like any folder made here
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
