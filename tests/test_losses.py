@@ -89,3 +89,10 @@ def test_total_loss_computes_only_the_weighted_terms():
     total, parts = total_loss(out, images, masks, labels, mse_weight=0.0, seg_weight=0.0, cls_weight=2.0)
     assert set(parts) == {"cls_ce", "w_cls_ce"}  # no mse at weight 0, no kl without a kl weight
     assert total.item() == pytest.approx(2 * LN2) and parts["cls_ce"].item() == pytest.approx(LN2)
+
+
+def test_mse_refuses_other_types_and_shapes_naming_them():
+    with pytest.raises(ValueError, match=r"^rgb: expected \(B,3,H,W\) float, got torch.int64"):
+        mse_loss(torch.zeros(1, 3, 2, 2, dtype=torch.long), torch.zeros(1, 3, 2, 2))
+    with pytest.raises(ValueError, match=r"^rgb target: shape \(1, 3, 4, 4\) != prediction \(1, 3, 2, 2\)"):
+        mse_loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 4, 4))
