@@ -96,3 +96,14 @@ def test_mse_refuses_other_types_and_shapes_naming_them():
         mse_loss(torch.zeros(1, 3, 2, 2, dtype=torch.long), torch.zeros(1, 3, 2, 2))
     with pytest.raises(ValueError, match=r"^rgb target: shape \(1, 3, 4, 4\) != prediction \(1, 3, 2, 2\)"):
         mse_loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: seg_loss(torch.zeros(1, 10, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long)), r"^seg_logits: expected \(B,K,H,W\) float logits, got torch.int64 \(1, 10, 2, 2\)"),
+    (lambda: seg_loss(torch.zeros(1, 10, 2, 2), torch.zeros(1, 2, 2)), r"^seg_target: expected \(B,H,W\) long, got torch.float32 \(1, 2, 2\)"),
+    (lambda: cls_loss(torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)), r"^cls_logits: expected \(B,2\) float logits, got torch.int64 \(2,\)"),
+    (lambda: cls_loss(torch.zeros(2, 2), torch.zeros(2)), r"^cls_target: expected \(B,\) long, got torch.float32 \(2,\)"),
+])
+def test_loss_input_errors_name_the_tensor_and_what_was_expected(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
