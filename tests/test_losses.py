@@ -89,3 +89,21 @@ def test_total_loss_computes_only_the_weighted_terms():
     total, parts = total_loss(out, images, masks, labels, mse_weight=0.0, seg_weight=0.0, cls_weight=2.0)
     assert set(parts) == {"cls_ce", "w_cls_ce"}  # no mse at weight 0, no kl without a kl weight
     assert total.item() == pytest.approx(2 * LN2) and parts["cls_ce"].item() == pytest.approx(LN2)
+
+
+def test_mse_refuses_other_types_and_shapes_naming_them():
+    with pytest.raises(ValueError, match=r"^rgb: expected \(B,3,H,W\) float, got torch.int64"):
+        mse_loss(torch.zeros(1, 3, 2, 2, dtype=torch.long), torch.zeros(1, 3, 2, 2))
+    with pytest.raises(ValueError, match=r"^rgb target: shape \(1, 3, 4, 4\) != prediction \(1, 3, 2, 2\)"):
+        mse_loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: seg_loss(torch.zeros(1, 10, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2, dtype=torch.long)), r"^seg_logits: expected \(B,K,H,W\) float logits, got torch.int64 \(1, 10, 2, 2\)"),
+    (lambda: seg_loss(torch.zeros(1, 10, 2, 2), torch.zeros(1, 2, 2)), r"^seg_target: expected \(B,H,W\) long, got torch.float32 \(1, 2, 2\)"),
+    (lambda: cls_loss(torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)), r"^cls_logits: expected \(B,2\) float logits, got torch.int64 \(2,\)"),
+    (lambda: cls_loss(torch.zeros(2, 2), torch.zeros(2)), r"^cls_target: expected \(B,\) long, got torch.float32 \(2,\)"),
+])
+def test_loss_input_errors_name_the_tensor_and_what_was_expected(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

@@ -120,12 +120,14 @@ def test_ssim_is_over_the_data_range_of_the_model_images():
     from torchmetrics.functional.image import structural_similarity_index_measure as ssim
 
     out, images, masks, labels = _batch()
-    noisy = (images + 0.3 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    images = images * 0.4  # a batch that spans less than [-1, 1]: a range guessed from the data would be smaller
+    noisy = images + 0.1 * torch.randn(images.shape, generator=torch.Generator().manual_seed(0))
     vm = ValMetrics(("rgb",), torch.device("cpu"))
     vm.update({"rgb": noisy}, images, masks, labels, {"mse": torch.tensor(0.1)}, torch.tensor(0.1))
     expected = ssim(noisy, images, data_range=2.0).item()
     assert vm.compute()["val_ssim"] == pytest.approx(expected, rel=1e-5)
     assert expected != pytest.approx(ssim(noisy, images, data_range=3.0).item(), rel=1e-3)
+    assert expected != pytest.approx(ssim(noisy, images).item(), rel=1e-3)  # range guessed from the data
 
 
 def test_metrics_csv_columns_are_the_documented_ones():
