@@ -1,0 +1,68 @@
+"""kill -9 anywhere loses nothing: the crash soak (bench/crash_soak.py) at a CI size, and the cases it found."""
+import importlib.util
+import json
+import signal
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from imginav_lib import runfolder as rf
+from imginav_lib import trainer
+from imginav_lib.params import resolve_run
+from imginav_lib.trainer import STEP_COLUMNS, fit
+
+from conftest import tiny_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_soak():
+    spec = importlib.util.spec_from_file_location("crash_soak", REPO / "bench" / "crash_soak.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_kill_9_in_every_write_window_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """One kill per window (the full 20: `make soak`); mismatches include half-written or leftover files."""
+    soak = load_soak()
+    f = soak.soak(kills=len(soak.PHASES), epochs=2, seed=0, root=tmp_path)
+    assert f["problems"] == [] and f["mismatches"] == 0
+    assert f["kills"] == f["resumes"] == len(soak.PHASES)
+    assert all(n == 1 for n in f["per_phase"].values()), f["per_phase"]
+
+
+def test_resume_cuts_a_torn_last_row_of_steps_csv(tmp_path):
+    steps = tmp_path / rf.STEPS
+    rf.write_csv(steps, [{"global_step": 3, "epoch": 1, "step": 3, "loss": 0.5}], STEP_COLUMNS)
+    with open(steps, "a") as f:
+        f.write("6,1,6,0.4")  # killed mid-append: no newline, and a truncated number would be another step
+    assert [r["global_step"] for r in rf.read_log_rows(steps)] == [3]
+
+
+class Killed(BaseException):
+    """Stands in for kill -9 (the heartbeat then says failed, which a resume ignores just like running)."""
+
+
+def test_killed_during_final_evaluation_after_an_early_stop_resumes_without_training_on(tmp_path, labelled_manifest, monkeypatch):
+    # min_delta this large: epoch 1 improves on inf, epoch 2 does not, and patience 1 stops the 4-epoch run there
+    over = {"training": {"epochs": 4, "early_stopping": {"patience": 1, "min_delta": 1e9}}}
+    ref = resolve_run(tiny_params(tmp_path / "a", labelled_manifest, **over), "F1", 1)
+    fit(ref, progress=False)
+    cfg = resolve_run(tiny_params(tmp_path / "b", labelled_manifest, **over), "F1", 1)
+
+    def die(*args):
+        raise Killed
+
+    monkeypatch.setattr(trainer, "_final_eval", die)
+    with pytest.raises(Killed):
+        fit(cfg, progress=False)
+    monkeypatch.undo()
+    fit(cfg, progress=False)
+    a, b = (pd.read_csv(Path(c.run_dir) / rf.METRICS).drop(columns=["epoch_time_s", "train_images_per_s"]) for c in (ref, cfg))
+    assert list(b["epoch"]) == [1, 2]
+    pd.testing.assert_frame_equal(a, b)
+    info = json.loads((Path(cfg.run_dir) / rf.RUN_JSON).read_text())
+    assert info["status"] == "done" and info["stopped_early"] is True and info["epoch"] == 2
