@@ -355,9 +355,8 @@ def _result(model, weights: dict | None, folder: RunFolder) -> RunResult:
 
 
 def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> RunResult:
-    """Train one experiment x seed into `cfg.run_dir`; resume if the folder has a checkpoint.
-
-    Holds the run folder's lock throughout: a second writer gets RunLocked before it touches anything."""
+    """Train one experiment x seed into `cfg.run_dir`; resume if the folder has a checkpoint. Holds the folder's
+    lock throughout: a second writer gets RunLocked before it touches anything."""
     with FolderLock(cfg.run_dir, "training"):
         return _fit(cfg, data, progress)
 
@@ -404,8 +403,7 @@ def _fit(cfg: RunConfig, data: RunData | None, progress: bool) -> RunResult:
     hooks = _Hooks(cfg, state, optimizer, heartbeat)
     stop.install()
     t, es = cfg.training, cfg.training.early_stopping
-    # An attempt killed after its early stop (during the final evaluation) has trained its last epoch already.
-    last = state.epoch if es is not None and state.bad_epochs >= es.patience else t.epochs
+    last = state.epoch if es is not None and state.bad_epochs >= es.patience else t.epochs  # killed after early stop
     if last < t.epochs:
         info["stopped_early"] = True
     bar = tqdm(total=t.epochs, initial=state.epoch, desc=f"{cfg.experiment} seed{cfg.seed}", disable=not progress, mininterval=5)
