@@ -4,11 +4,11 @@ the final run folder with an uninterrupted run's.
     python bench/crash_soak.py --kills 20            # make soak; tests/test_crash_soak.py runs a smaller count
     python bench/crash_soak.py --kills 20 --seed 7   # another draw of kill points (the seed is printed)
 
-Each kill point is a window drawn at random: mid-step (after the forward pass, before the optimizer step), a
-checkpoint, metrics.csv, steps.csv, samples or run.json write (temp file half or wholly written, not yet renamed;
-steps.csv is appended, torn mid-row), or the final evaluation (a validation batch or eval.json), at a random epoch
-and step. The child process runs `fit` with probes patched in here (test-only: the library has no hooks); at the
-chosen point it prints where it is and waits, and this process kills it with SIGKILL from outside.
+Kill points are events of an uninterrupted run of the same config, drawn at random, phases in turns: mid-step
+(after the forward pass, before the optimizer step), a checkpoint, metrics.csv, samples or run.json write (the
+temp file half or wholly written, not yet renamed), a steps.csv append (torn mid-row), or the final evaluation (a
+validation batch or eval.json). The child process runs `fit` with probes patched in here (test-only: the library
+has no hooks); at the chosen event it prints where it is and waits, and this process kills it with SIGKILL.
 
 After each kill: every file the run folder shows is whole (checkpoints and samples load, CSVs and JSON parse, no
 duplicated epoch rows); a torn last row of steps.csv, an append-only log, is allowed until the resume cuts it.
@@ -42,33 +42,34 @@ EXPERIMENT, SEED = "F3", 1  # every head trained: all metric columns and confusi
 # The child: fit() with probes at the kill windows
 
 
-def _child(params: str, target: dict | None) -> None:
-    """Train (resuming) with probes; wait at `target`, the first matching event, for the parent's SIGKILL."""
+def _child(params: str, target: list | None, trace: str | None) -> None:
+    """Train (resuming) with probes at every kill window. An event is [phase, epoch, what]; the child waits at
+    `target` for the parent's SIGKILL, or writes every event to `trace` (the uninterrupted run)."""
     from imginav_lib import files, params as P, trainer
 
-    at = {"epoch": 0, "step": 0, "phase": "start-up", "seen": 0}  # where the run is (epoch 0: resume, start-up)
+    at = {"epoch": 0, "step": 0, "phase": "start-up"}  # where the run is (epoch 0: start-up, resume, final evaluation)
+    events = []
 
-    def reached(phase: str) -> bool:
-        if target is None or phase != target["phase"] or at["epoch"] < target.get("epoch", 0):
-            return False
-        if phase == "mid-step" and (at["epoch"], at["step"]) < (target["epoch"], target["step"]):
-            return False
-        at["seen"] += 1
-        return at["seen"] > target.get("skip", 0)
-
-    def wait_for_kill(what: str) -> None:
-        print(f"{ARMED} {target['phase']}: {what}", flush=True)
-        time.sleep(600)
-        os._exit(3)  # never reached: the parent kills first
+    def event(phase: str, what: str, on_target=lambda where: "") -> None:
+        """`on_target(where)` prepares the kill: tears the file being written; returns how, for the ARMED line."""
+        e = [phase, at["epoch"], what]
+        events.append(e)
+        if target and e == target[:3]:
+            print(f"{ARMED} {phase}: epoch {at['epoch']}, {what}{on_target(target[3])}", flush=True)
+            time.sleep(600)
+            os._exit(3)  # never reached: the parent kills first
 
     def path_phase(path: Path) -> str | None:
         if at["phase"] == "final":
             return "final evaluation" if path.name == "eval.json" else None
-        if path.parent.name == "checkpoints":
-            return "checkpoint"
-        if path.parent.name == "samples":
-            return "samples"
-        return {"metrics.csv": "metrics.csv", "run.json": "run.json"}.get(path.name)
+        if at["phase"] == "start-up":
+            return None  # the resume's rewrites: not in an uninterrupted run's trace
+        if path.parent.name in ("checkpoints", "samples"):
+            return {"checkpoints": "checkpoint", "samples": "samples"}[path.parent.name]
+        if path.name == "run.json":
+            # heartbeats come every heartbeat_s; the one after the epoch's checkpoints comes in every run
+            return "run.json" if at["phase"] == "epoch end" else None
+        return "metrics.csv" if path.name == "metrics.csv" else None
 
     atomic_path = files.atomic_path
 
@@ -76,32 +77,40 @@ def _child(params: str, target: dict | None) -> None:
     def probed_atomic_path(path, executable=False):
         with atomic_path(path, executable) as tmp:
             yield tmp
-            path = Path(path)
-            if reached(path_phase(path) or ""):
-                if target["where"] == "half":
-                    os.truncate(tmp, os.path.getsize(tmp) // 2)
-                wait_for_kill(f"{path.name} of epoch {at['epoch']}, temp file {target['where']} written")
+            phase = path_phase(Path(path))
+            if phase:
+
+                def tear(where):
+                    if where == "half":  # killed mid-write
+                        os.truncate(tmp, os.path.getsize(tmp) // 2)
+                    return f", temp file {'half' if where == 'half' else 'wholly'} written"
+
+                event(phase, Path(path).name, tear)
 
     def probed_append_csv(path, rows, columns, _orig=trainer.append_csv):
-        if rows and reached("steps.csv"):
+        if rows:
             import csv
             import io
 
             text = io.StringIO()
             csv.DictWriter(text, fieldnames=columns, lineterminator="\n").writerows(rows)
-            with open(path, "a") as f:  # the header exists: the resume wrote it
-                f.write(text.getvalue()[: len(text.getvalue()) // 2 + 1])
-            wait_for_kill(f"steps.csv of epoch {at['epoch']}, torn mid-row")
+
+            def tear(where):
+                with open(path, "a") as f:  # the header exists: the resume wrote it
+                    f.write(text.getvalue()[: len(text.getvalue()) // 2 + 1])
+                return ", torn mid-row"
+
+            event("steps.csv", f"{len(rows)} rows", tear)
         _orig(path, rows, columns)
 
     def probed_total_loss(*args, _orig=trainer.total_loss, **kwargs):
         out = _orig(*args, **kwargs)
         if at["phase"] == "train":
             at["step"] += 1
-            if reached("mid-step"):
-                wait_for_kill(f"epoch {at['epoch']} step {at['step']}, after the forward pass")
-        elif at["phase"] == "final" and reached("final evaluation"):
-            wait_for_kill("a validation batch of the final evaluation")
+            event("mid-step", f"step {at['step']}", lambda where: ", after the forward pass")
+        elif at["phase"] == "final":
+            at["step"] += 1
+            event("final evaluation", f"validation batch {at['step']}")
         return out
 
     def probed_train_one_epoch(*args, _orig=trainer.train_one_epoch, **kwargs):
@@ -112,7 +121,7 @@ def _child(params: str, target: dict | None) -> None:
         return out
 
     def probed_final_eval(*args, _orig=trainer._final_eval):
-        at["phase"] = "final"
+        at.update(epoch=0, step=0, phase="final")
         return _orig(*args)
 
     files.atomic_path = probed_atomic_path
@@ -121,6 +130,8 @@ def _child(params: str, target: dict | None) -> None:
     trainer.train_one_epoch = probed_train_one_epoch
     trainer._final_eval = probed_final_eval
     trainer.fit(P.resolve_run(params, EXPERIMENT, SEED), progress=False)
+    if trace:
+        Path(trace).write_text(json.dumps(events))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -145,10 +156,11 @@ def write_params(root: Path, manifest: Path, epochs: int) -> Path:
     return path
 
 
-def start_child(params: Path, target: dict | None, timeout_s: float) -> tuple[int, str | None, str]:
+def start_child(params: Path, target: list | None, timeout_s: float, trace: Path | None = None) -> tuple[int, str | None, str]:
     """Run the child; kill -9 it once it waits at `target`. (exit code, the ARMED line or None, its output)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # one thread: same sums in every process
     cmd = [sys.executable, __file__, "--child", str(params), "--target", json.dumps(target)]
+    cmd += ["--trace", str(trace)] if trace else []
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     watchdog = threading.Timer(timeout_s, p.kill)
     watchdog.start()
@@ -167,23 +179,19 @@ def start_child(params: Path, target: dict | None, timeout_s: float) -> tuple[in
     return p.returncode, armed, "".join(out)
 
 
-def plan(kills: int, epochs: int, steps_per_epoch: int, val_batches: int, rng: random.Random,
-         phases: tuple[str, ...] = PHASES) -> list[dict]:  # fmt: skip
-    """`kills` targets: phases in turns (shuffled), epochs spread evenly over the run, final evaluations last."""
-    phases = [phases[k % len(phases)] for k in range(kills)]
-    rng.shuffle(phases)
+def plan(kills: int, trace: list[list], rng: random.Random, phases: tuple[str, ...] = PHASES) -> list[list]:
+    """`kills` events of the uninterrupted run's trace, in its order: phases in turns, each event drawn at random
+    (distinct while the phase has enough), a temp file half or wholly written. The run resumes from a checkpoint
+    at or before each kill, so it passes every later event again."""
+    position = {tuple(e): k for k, e in enumerate(trace)}
+    turns = [phases[k % len(phases)] for k in range(kills)]
     targets = []
-    for k, phase in enumerate(phases):
-        epoch = 1 + int((k + rng.random()) / kills * epochs)  # stratified: one point per 1/kills of the run
-        t = {"phase": phase, "epoch": epoch, "where": rng.choice(["half", "whole"])}
-        if phase == "mid-step":
-            t["step"] = rng.randint(1, steps_per_epoch)
-        elif phase == "final evaluation":
-            t = {**t, "epoch": 0, "skip": rng.randint(0, val_batches)}  # a batch, or the eval.json write
-        elif phase in ("checkpoint", "samples", "run.json"):
-            t["skip"] = rng.randint(0, 1)  # best.pt or latest.pt; .npz or .png; one heartbeat or the next
-        targets.append(t)
-    return sorted(targets, key=lambda t: (t["phase"] == "final evaluation", t["epoch"]))
+    for phase in phases:
+        pool = [e for e in trace if e[0] == phase]
+        n = turns.count(phase)
+        chosen = rng.sample(pool, n) if n <= len(pool) else pool + rng.choices(pool, k=n - len(pool))
+        targets += [[*e, rng.choice(["half", "whole"])] for e in chosen]
+    return sorted(targets, key=lambda t: position[tuple(t[:3])])
 
 
 def torn_files(run: Path) -> list[str]:
@@ -263,14 +271,12 @@ def soak(kills: int, epochs: int, seed: int, root: Path, phases: tuple[str, ...]
     params_ref, params = (write_params(root / name, manifest, epochs) for name in ("uninterrupted", "soaked"))
     for p in (params_ref, params):
         prepare_phase_data(load_phase(p))
-    code, _, out = start_child(params_ref, None, timeout_s)
+    code, _, out = start_child(params_ref, None, timeout_s, trace=root / "trace.json")
     if code != 0:
         raise RuntimeError(f"the uninterrupted run failed (exit {code}):\n{out[-3000:]}")
     ref, run = (Path(resolve_run(p, EXPERIMENT, SEED).run_dir) for p in (params_ref, params))
-    info, cfg = json.loads((ref / "run.json").read_text()), resolve_run(params_ref, EXPERIMENT, SEED)
-    batch = cfg.training.batch_size
-    ran = int(info["epoch"])  # early stopping may end it before `epochs`
-    targets = plan(kills, ran, -(-info["n_train"] // batch), -(-info["n_val"] // batch), rng, phases)
+    trace = json.loads((root / "trace.json").read_text())
+    targets = plan(kills, trace, rng, phases)
 
     figures = {"kills": 0, "resumes": 0, "mismatches": 0, "per_phase": dict.fromkeys(PHASES, 0), "problems": []}
     for target in targets:
@@ -279,7 +285,7 @@ def soak(kills: int, epochs: int, seed: int, root: Path, phases: tuple[str, ...]
             figures["problems"].append(f"target {target} not reached (exit {code}): {out[-500:]}")
             break
         figures["kills"] += 1
-        figures["per_phase"][target["phase"]] += 1
+        figures["per_phase"][target[0]] += 1
         print(f"kill {figures['kills']:2d}: {armed}", flush=True)
         for bad in torn_files(run):
             figures["problems"].append(f"after kill {figures['kills']} ({armed}): {bad}")
@@ -293,7 +299,8 @@ def soak(kills: int, epochs: int, seed: int, root: Path, phases: tuple[str, ...]
         if attempts != figures["kills"] + 1:
             figures["problems"].append(f"run.json attempts {attempts}, expected {figures['kills'] + 1}")
     figures["mismatches"] = len(figures["problems"])
-    figures["epochs"], figures["seconds"] = ran, round(time.monotonic() - t0, 1)
+    figures["epochs"] = json.loads((ref / "run.json").read_text())["epoch"]  # early stopping may end it sooner
+    figures["seconds"] = round(time.monotonic() - t0, 1)
     return figures
 
 
@@ -306,9 +313,10 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the run folders (printed)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--target", help=argparse.SUPPRESS)
+    ap.add_argument("--trace", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        _child(a.child, json.loads(a.target))
+        _child(a.child, json.loads(a.target), a.trace)
         return 0
     seed = a.seed if a.seed is not None else random.randrange(10**6)
     root = Path(tempfile.mkdtemp(prefix="imginav-soak-"))
