@@ -49,9 +49,7 @@ class Killed(BaseException):
 def test_killed_during_final_evaluation_after_an_early_stop_resumes_without_training_on(tmp_path, labelled_manifest, monkeypatch):
     # min_delta this large: epoch 1 improves on inf, epoch 2 does not, and patience 1 stops the 4-epoch run there
     over = {"training": {"epochs": 4, "early_stopping": {"patience": 1, "min_delta": 1e9}}}
-    ref = resolve_run(tiny_params(tmp_path / "a", labelled_manifest, **over), "F1", 1)
-    fit(ref, progress=False)
-    cfg = resolve_run(tiny_params(tmp_path / "b", labelled_manifest, **over), "F1", 1)
+    cfg = resolve_run(tiny_params(tmp_path, labelled_manifest, **over), "F1", 1)
 
     def die(*args):
         raise Killed
@@ -61,8 +59,6 @@ def test_killed_during_final_evaluation_after_an_early_stop_resumes_without_trai
         fit(cfg, progress=False)
     monkeypatch.undo()
     fit(cfg, progress=False)
-    a, b = (pd.read_csv(Path(c.run_dir) / rf.METRICS).drop(columns=["epoch_time_s", "train_images_per_s"]) for c in (ref, cfg))
-    assert list(b["epoch"]) == [1, 2]
-    pd.testing.assert_frame_equal(a, b)
+    assert list(pd.read_csv(Path(cfg.run_dir) / rf.METRICS)["epoch"]) == [1, 2]
     info = json.loads((Path(cfg.run_dir) / rf.RUN_JSON).read_text())
     assert info["status"] == "done" and info["stopped_early"] is True and info["epoch"] == 2
