@@ -5,14 +5,13 @@ the final run folder with an uninterrupted run's.
     python bench/crash_soak.py --kills 20 --seed 7   # another draw of kill points (the seed is printed)
 
 Kill points are events of an uninterrupted run of the same config, drawn at random, phases in turns: mid-step
-(after the forward pass, before the optimizer step), a checkpoint, metrics.csv, samples or run.json write (the
-temp file half or wholly written, not yet renamed), a steps.csv append (torn mid-row), or the final evaluation (a
-validation batch or eval.json). The child process runs `fit` with probes patched in here (test-only: the library
-has no hooks); at the chosen event it prints where it is and waits, and this process kills it with SIGKILL.
+(after the forward pass, before the optimizer step), a checkpoint, metrics.csv, steps.csv, samples or run.json
+write (the temp file half or wholly written, not yet renamed), or the final evaluation (a validation batch or
+eval.json). The child process runs `fit` with probes patched in here (test-only: the library has no hooks); at
+the chosen event it prints where it is and waits, and this process kills it with SIGKILL.
 
-After each kill: every file the run folder shows is whole (checkpoints and samples load, CSVs and JSON parse, no
-duplicated epoch rows); a torn last row of steps.csv, an append-only log, is allowed until the resume cuts it.
-At the end: metrics.csv and steps.csv (columns ending in `_s`, timings, excluded), eval.json and best.pt's weights
+After each kill every file the run folder shows is whole (checkpoints and samples load, CSVs and JSON parse, no
+repeated epoch or step rows). At the end: metrics.csv and steps.csv (columns ending in `_s`, timings, excluded), eval.json and best.pt's weights
 equal the uninterrupted run's exactly, and the folder holds the same files (no temp file left, none duplicated).
 Prints kills, resumes, mismatches and kills per phase; exits 1 on any mismatch.
 """
@@ -69,7 +68,7 @@ def _child(params: str, target: list | None, trace: str | None) -> None:
         if path.name == "run.json":
             # heartbeats come every heartbeat_s; the one after the epoch's checkpoints comes in every run
             return "run.json" if at["phase"] == "epoch end" else None
-        return "metrics.csv" if path.name == "metrics.csv" else None
+        return path.name if path.name in ("metrics.csv", "steps.csv") else None
 
     atomic_path = files.atomic_path
 
@@ -86,22 +85,6 @@ def _child(params: str, target: list | None, trace: str | None) -> None:
                     return f", temp file {'half' if where == 'half' else 'wholly'} written"
 
                 event(phase, Path(path).name, tear)
-
-    def probed_append_csv(path, rows, columns, _orig=trainer.append_csv):
-        if rows:
-            import csv
-            import io
-
-            text = io.StringIO()
-            csv.DictWriter(text, fieldnames=columns, lineterminator="\n").writerows(rows)
-
-            def tear(where):
-                with open(path, "a") as f:  # the header exists: the resume wrote it
-                    f.write(text.getvalue()[: len(text.getvalue()) // 2 + 1])
-                return ", torn mid-row"
-
-            event("steps.csv", f"{len(rows)} rows", tear)
-        _orig(path, rows, columns)
 
     def probed_total_loss(*args, _orig=trainer.total_loss, **kwargs):
         out = _orig(*args, **kwargs)
@@ -125,7 +108,6 @@ def _child(params: str, target: list | None, trace: str | None) -> None:
         return _orig(*args)
 
     files.atomic_path = probed_atomic_path
-    trainer.append_csv = probed_append_csv
     trainer.total_loss = probed_total_loss
     trainer.train_one_epoch = probed_train_one_epoch
     trainer._final_eval = probed_final_eval
@@ -220,14 +202,8 @@ def torn_files(run: Path) -> list[str]:
                 epochs = list(pd.read_csv(p)["epoch"])
                 if epochs != list(range(1, len(epochs) + 1)):
                     bad.append(f"{p.name}: epochs {epochs}")
-            elif p.name == "steps.csv":
-                text = p.read_text()
-                if text.count("\n") > 1:  # the last line may be torn: a log, cut back on resume
-                    import io
-
-                    steps = pd.read_csv(io.StringIO(text[: text.rfind("\n") + 1]))["global_step"]
-                    if not steps.is_unique:
-                        bad.append(f"{p.name}: repeated global_step")
+            elif p.name == "steps.csv" and not pd.read_csv(p)["global_step"].is_unique:
+                bad.append(f"{p.name}: repeated global_step")
         except Exception as e:  # noqa: BLE001 (any failure to read is what we look for)
             bad.append(f"{p.relative_to(run)}: {type(e).__name__}: {e}")
     return bad
