@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEMO_DATA ?= data/demo_layouts
 
-.PHONY: demo test venv browser clean bench mutate
+.PHONY: demo test venv browser clean bench mutate soak
 
 $(BIN)/imginav: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ mutate: $(BIN)/imginav
 	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTANTS),'$(m)')
 	@echo "survivors (mutmut show NAME for the diff):"
 	@$(BIN)/mutmut results | grep -v "not checked" || true
+
+# kill -9 a training process 20 times over a run, resuming each time; the result must equal an uninterrupted run
+soak: $(BIN)/imginav
+	$(BIN)/python bench/crash_soak.py --kills 20
 
 clean:
 	rm -rf runs .cache data reports/*.html

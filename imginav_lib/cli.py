@@ -37,7 +37,8 @@ def _prepare(a):
 def _run(a):
     from .launch import run_phase
 
-    return run_phase(a.params, backend=a.backend, jobs=a.jobs, only=a.only, dry_run=a.dry_run, runs_root=a.runs_root)
+    return run_phase(a.params, backend=a.backend, jobs=a.jobs, only=a.only, dry_run=a.dry_run, runs_root=a.runs_root,
+                     force=a.force)
 
 
 def _run_one(a):
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these experiments")
     s.add_argument("--dry-run", action="store_true", help="print job scripts and commands, submit nothing")
     s.add_argument("--runs-root", default=None, help="override runs_root (e.g. cluster scratch)")
+    s.add_argument("--force", action="store_true", help="submit even while runs of the phase are queued or running")
     s.set_defaults(fn=_run)
 
     s = sub.add_parser("run-one", help="execute one entry of a phase index through papermill (job arrays)")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from .errors import InputError
 
+TEMP_GLOB = ".*.tmp"  # atomic_path's temp files: what a killed writer leaves behind
+
 UMASK = os.umask(0)  # read the process umask (the only way is to set it) ...
 os.umask(UMASK)  # ... and put it back
 
@@ -27,7 +29,7 @@ class atomic_path:
 
     def __enter__(self) -> str:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")  # TEMP_GLOB
         os.close(fd)
         return self.tmp
 

@@ -30,8 +30,9 @@ from .files import check_output_dir, check_output_file
 from .jobs import plan_jobs, ranges, submit_jobs
 from .params import Phase, load_phase, params_hash, runs_of
 from .runfolder import read_index
+from .runlock import FolderLock
 from .schedulers import BACKENDS, SCHEDULERS
-from .status import fmt_duration, text_table
+from .status import busy_runs, fmt_duration, text_table
 
 REPO = Path(__file__).resolve().parents[1]  # the package is installed editable from the repository
 NOTEBOOK_ENV = "IMGINAV_TRAIN_NOTEBOOK"  # override of the training notebook (tests, a researcher's variant)
@@ -107,7 +108,8 @@ def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) 
     """Execute entry i (1-based) of a phase index through papermill; return the process exit code.
 
     0: the run is done; `cluster.requeue_exit_code`: it checkpointed on a stop request and should be requeued;
-    1: it failed or diverged (run.json says why; the report lists it); 2 (InputError): bad index or params.
+    1: it failed or diverged (run.json says why; the report lists it); 2 (InputError): bad index or params, or
+    the run folder is in use by another process (RunLocked: nothing touched).
     """
     index_file = Path(index_file).resolve()
     index = read_index(index_file)
@@ -130,7 +132,17 @@ def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) 
         print(f"imginav: {name}: already done ({run_dir})", flush=True)
         return 0
     nb = train_notebook(notebook)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Held until the end of the attempt is recorded; papermill's kernel trains under it (its token in the environment).
+    with FolderLock(run_dir, f"run-one {index_file} {i}") as lock, lock.shared_with_children():
+        if folder.status() == rf.RunStatus.DONE:  # finished since the check above
+            print(f"imginav: {name}: already done ({run_dir})", flush=True)
+            return 0
+        return _execute(nb, folder, entry, params_file, phase, index["phase"], name)
+
+
+def _execute(nb: Path, folder: rf.RunFolder, entry: dict, params_file: Path, phase: Phase, phase_name: str, name: str) -> int:
+    """run_one under the run folder's lock: papermill, then the exit code from the status the run recorded."""
+    run_dir = folder.path
     stop_file = folder.stop_file
     stop_file.unlink(missing_ok=True)  # a STOP of the previous attempt was served by its checkpoint
 
@@ -180,7 +192,7 @@ def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) 
         return 0
     if status in (None, rf.RunStatus.RUNNING):
         why = error or "the notebook ended without recording the end of the run"
-        _mark_failed(run_dir, entry, index["phase"], f"papermill: {why}")
+        _mark_failed(run_dir, entry, phase_name, f"papermill: {why}")
         status = rf.RunStatus.FAILED
     print(f"imginav: {name}: {status}: {error or ''}", file=sys.stderr, flush=True)
     return 1
@@ -253,8 +265,11 @@ def _summary(runs: list[dict], entries: list[int], results: dict[int, tuple[int,
 
 
 def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1, only: list[str] | None = None,
-              dry_run: bool = False, runs_root: str | None = None) -> int:  # fmt: skip
-    """Validate, prepare the data once, write the index, then run (local) or submit (lsf, slurm). Returns the exit code."""
+              dry_run: bool = False, runs_root: str | None = None, force: bool = False) -> int:  # fmt: skip
+    """Validate, prepare the data once, write the index, then run (local) or submit (lsf, slurm). Returns the exit code.
+
+    Refused while any selected run is queued or running, unless `force` (a second writer of a run folder then
+    exits at once on its lock)."""
     params_file = Path(params_file)
     # A dry run may show a cluster's params on a laptop that lacks the data: do not require the manifest.
     phase = load_phase(params_file, check_files=not dry_run)
@@ -288,6 +303,10 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     if old and old.get("params_hash") != params_hash(params_file) and rf.holds_runs(phase_dir):
         raise InputError(f"{phase_dir} holds runs of another version of {params_file} (params hash "
                          f"{old.get('params_hash')}): pass another --runs-root or move those runs away")  # fmt: skip
+    busy = [] if force else busy_runs(phase_dir, runs, entries)
+    if busy:
+        raise InputError(f"{phase_dir}: {len(busy)} run(s) already queued or running ({'; '.join(busy[:2])}"
+                         f"{'; ...' if len(busy) > 2 else ''}): see imginav status {phase_dir}, or pass --force")  # fmt: skip
     if not dry_run:
         train_notebook()  # the jobs run the repository's notebook: fail here, not in every job
         if backend != "local":
@@ -305,7 +324,9 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
         print(f"cache: {prepare_phase_data(phase)}")
         index = write_index(phase, params_file, root)
         rf.record_submission(phase_dir, {"backend": "local", "submitted": rf.now(), "entries": entries, "jobs": []})
-        results = _run_local(index, runs, entries, jobs, logs)
+        # Held while this pool has runs queued: a second `imginav run` of the phase sees them (busy_runs).
+        with contextlib.nullcontext() if force else FolderLock(phase_dir, "imginav run --backend local", rf.PHASE_LOCK):
+            results = _run_local(index, runs, entries, jobs, logs)
         print("\n" + _summary(runs, entries, results))
         ok = all(rc == 0 for rc, _ in results.values())
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from .errors import InputError
-from .files import atomic_write, atomic_write_text
+from .files import TEMP_GLOB, atomic_write, atomic_write_text
 
 # A run folder: <runs root>/<phase>/<experiment>/seed<k>/
 RUN_JSON = "run.json"
@@ -32,6 +32,7 @@ CHECKPOINTS = "checkpoints"
 SAMPLES = "samples"
 STOP = "STOP"  # a stop request: the trainer polls it every step
 NOTEBOOK = "train.ipynb"  # the executed training notebook, papermill's record of the run
+LOCK = "run.lock"  # held by the one process that writes the run folder (runlock.py)
 
 # The phase folder: <runs root>/<phase>/
 INDEX = "index.json"
@@ -39,6 +40,7 @@ SUBMISSION = "submission.json"
 PARAMS_COPY = "params.yaml"
 JOBS = "jobs"
 LOGS = "logs"
+PHASE_LOCK = "phase.lock"  # held by a local `imginav run` while it has runs of the phase to do
 
 
 class RunStatus(str, Enum):
@@ -130,6 +132,14 @@ class RunFolder:
     samples = property(lambda self: self.path / SAMPLES)
     stop_file = property(lambda self: self.path / STOP)
     notebook = property(lambda self: self.path / NOTEBOOK)
+
+    def remove_temp_files(self) -> list[Path]:
+        """Delete the temp files of writers killed mid-write (atomic_path's). Only the holder of the run folder's
+        lock may: another writer's temp file would be in use."""
+        found = [p for d in (self.path, self.checkpoints, self.samples) for p in d.glob(TEMP_GLOB) if p.is_file()]
+        for p in found:
+            p.unlink()
+        return found
 
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch_{epoch:03d}.pt"

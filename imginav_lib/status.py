@@ -9,6 +9,7 @@ from pathlib import Path
 from . import runfolder as rf
 from .errors import InputError
 from .runfolder import RunStatus, read_index
+from .runlock import holder
 from .schedulers import SCHEDULERS
 
 
@@ -73,9 +74,8 @@ def _phase_dirs(runs_dir: Path) -> list[Path]:
     return found
 
 
-def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
-    """One dict per experiment x seed of a phase folder (what `imginav status` prints)."""
-    index = read_index(phase_dir / rf.INDEX)
+def _queue(phase_dir: Path) -> tuple[dict[int, tuple[dict, str | None]], dict[str, dict | None]]:
+    """({entry: (its latest submission, array job id)}, {backend: the scheduler's states of our jobs, or None})."""
     subs = rf.read_submissions(phase_dir)
     latest: dict[int, tuple[dict, str | None]] = {}  # entry -> (submission, array job id)
     for s in subs:
@@ -88,7 +88,30 @@ def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
     for s, jid in latest.values():
         if jid:
             by_backend.setdefault(s["backend"], set()).add(jid)
-    sched = {b: _scheduler_states(b, ids) for b, ids in by_backend.items()}
+    return latest, {b: _scheduler_states(b, ids) for b, ids in by_backend.items()}
+
+
+def busy_runs(phase_dir: Path, runs: list[dict], entries: list[int]) -> list[str]:
+    """The entries (1-based) of `runs` that are queued or running, one line each: running when a process holds the
+    run folder's lock, queued when the scheduler lists the entry's job; a local pool holding the phase lock says
+    all of its runs are queued or running."""
+    pool = holder(phase_dir, rf.PHASE_LOCK)
+    busy = [f"a local pool: {pool}"] if pool else []
+    latest, sched = _queue(phase_dir) if phase_dir.is_dir() else ({}, {})
+    for i in entries:
+        r = runs[i - 1]
+        who = holder(r["run_dir"])
+        sub, jid = latest.get(i, (None, None))
+        state = (sched.get(sub["backend"]) or {}).get((jid, i)) if jid else None
+        if who or state:
+            busy.append(f"{r['experiment']} seed {r['seed']}: " + (f"running, {who}" if who else f"{'queued' if state == 'pending' else state} (job {jid}[{i}])"))
+    return busy
+
+
+def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
+    """One dict per experiment x seed of a phase folder (what `imginav status` prints)."""
+    index = read_index(phase_dir / rf.INDEX)
+    latest, sched = _queue(phase_dir)
     rows = []
     for i, r in enumerate(index["runs"], 1):
         info = rf.RunFolder(r["run_dir"]).read_info()

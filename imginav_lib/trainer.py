@@ -28,6 +28,7 @@ from .model import LayoutAutoencoder, build_model, heads_for
 from .palette import mask_to_rgb
 from .runfolder import (RunFolder, RunStatus, check_same_run, load_checkpoint, now, read_rows, save_checkpoint,
                         write_csv)
+from .runlock import FolderLock
 from .schedulers import job_id_from_env
 from .params import RunConfig
 
@@ -354,12 +355,19 @@ def _result(model, weights: dict | None, folder: RunFolder) -> RunResult:
 
 
 def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> RunResult:
-    """Train one experiment x seed into `cfg.run_dir`; resume if the folder has a checkpoint."""
+    """Train one experiment x seed into `cfg.run_dir`; resume if the folder has a checkpoint. Holds the folder's
+    lock throughout: a second writer gets RunLocked before it touches anything."""
+    with FolderLock(cfg.run_dir, "training"):
+        return _fit(cfg, data, progress)
+
+
+def _fit(cfg: RunConfig, data: RunData | None, progress: bool) -> RunResult:
     from tqdm import tqdm
 
     folder = RunFolder(cfg.run_dir)
     for d in (folder.checkpoints, folder.samples):
         d.mkdir(parents=True, exist_ok=True)
+    folder.remove_temp_files()  # of an attempt killed mid-write; ours alone to delete: we hold the lock
     check_same_run(folder, cfg.model_dump())
     info = folder.read_info()
     if info.get("status") == RunStatus.DONE:
@@ -395,9 +403,12 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
     hooks = _Hooks(cfg, state, optimizer, heartbeat)
     stop.install()
     t, es = cfg.training, cfg.training.early_stopping
+    last = state.epoch if es is not None and state.bad_epochs >= es.patience else t.epochs  # killed after early stop
+    if last < t.epochs:
+        info["stopped_early"] = True
     bar = tqdm(total=t.epochs, initial=state.epoch, desc=f"{cfg.experiment} seed{cfg.seed}", disable=not progress, mininterval=5)
     try:
-        for epoch in range(state.epoch + 1, t.epochs + 1):
+        for epoch in range(state.epoch + 1, last + 1):
             try:
                 train_m = train_one_epoch(model, optimizer, scaler, data, cfg=cfg, state=state, device=device, dtype=dtype,
                                           stop=stop, hooks=hooks)  # fmt: skip
