@@ -9,6 +9,8 @@ import pytest
 import yaml
 
 from imginav_lib import analysis as A
+from imginav_lib.decision import decide
+from imginav_lib.synthetic import simulate_decisions
 from imginav_lib.metrics import metric_columns
 from imginav_lib.params import Decision
 from imginav_lib.trainer import write_csv, write_json
@@ -138,7 +140,7 @@ def _verdict(f2: np.ndarray, f3: np.ndarray | None, miou: float, acc: float, rul
                  for s, c in zip(seeds, f3)]
         exps, heads = exps + [F3], {**heads, F3: ("seg", "cls")}
     table = pd.DataFrame(rows).assign(spikes=0.0, late_wobble=0.01, epochs_to_10pct=3.0)
-    return A.decide(table, exps, F1, heads, rules)
+    return decide(table, exps, F1, heads, rules)
 
 
 def test_calls_are_monotone_in_the_evidence():
@@ -269,7 +271,7 @@ def test_the_default_seed_count_of_phase1_4_buys_the_power_its_comment_claims():
 
     raw = yaml.safe_load((Path(__file__).parents[1] / "params" / "phase1_4.yaml").read_text())
     n = len(raw["seeds"])
-    better = A.simulate_decisions({"F2": -0.10}, n_seeds=n, draws=300, rng_seed=3, **DEMO_NOISE)
+    better = simulate_decisions({"F2": -0.10}, n_seeds=n, draws=200, rng_seed=3, **DEMO_NOISE)
     assert better["winner"].get("F2", 0) >= 0.95
 
 
