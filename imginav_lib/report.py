@@ -209,7 +209,7 @@ def _few_targets_note(a: Analysis, scored: list) -> str:
             continue
         if n.max() == 0:
             notes.append(f"No validation image has {h.target}: the {h.gate_label} of {', '.join(users)} cannot be scored (n/a), "
-                         f"and their {h.label} loss had nothing to learn from.")
+                         f"and {'their' if len(users) > 1 else 'its'} {h.label} loss had nothing to learn from.")
         elif n.min() < FEW_SCORED:
             notes.append(f"The {h.gate_label} rests on {n.min():.0f} validation images with {h.target}: a rough figure "
                          f"(its standard error near 0.8 is about {math.sqrt(0.16 / n.min()):.2f}).")
