@@ -12,7 +12,7 @@ from imginav_lib import analysis as A
 from imginav_lib.decision import decide
 from imginav_lib.synthetic import simulate_decisions
 from imginav_lib.metrics import metric_columns
-from imginav_lib.params import Decision
+from imginav_lib.params import Decision, params_hash
 from imginav_lib.trainer import write_csv, write_json
 
 F1, F2, F3 = "F1_rgb_only", "F2_rgb_seg", "F3_rgb_seg_cls"
@@ -37,7 +37,7 @@ def write_phase(root, values: dict, heads: dict | None = None, states: dict | No
               "experiments": {e: ({"loss": LOSS[e]} if LOSS.get(e) else {}) for e in values},
               "decision": {"baseline": F1, **(decision or {})}}
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    index = {"phase": phase, "params_file": str(d / "params.yaml"), "runs": []}
+    index = {"phase": phase, "params_file": str(d / "params.yaml"), "params_hash": params_hash(d / "params.yaml"), "runs": []}
     for e in values:
         for s in seeds:
             run = d / e / f"seed{s}"
@@ -278,3 +278,12 @@ def test_the_default_seed_count_of_phase1_4_buys_the_power_its_comment_claims():
 # The demo's seed noise (3 seeds x 3 experiments, 8 epochs on 64 px layouts): SD of log best val MSE shared by
 # the experiments of a seed, and the remaining per-run SD (from the paired differences).
 DEMO_NOISE = {"seed_sd": 0.094, "run_sd": 0.022}
+
+
+def test_status_says_how_many_more_runs_the_seeds_cost(tmp_path, capsys):
+    from imginav_lib.cli import main
+
+    d = write_phase(tmp_path, {F1: base(3), F2: per_seed([0.06, 0.02, 0.10])}, epochs=4, epoch_time_s=90.0)
+    assert main(["status", str(d)]) == 0
+    out = capsys.readouterr().out
+    assert "GPU-hours" in out and "more runs" in out and f"imginav run {d / 'params.yaml'}" in out
