@@ -1,6 +1,6 @@
 """The decision read through the public analysis API, on phase folders written from docs/run-folder.md with the
-trainer's own writers: every state the trainer leaves, calls that are monotone in the evidence, head-to-head
-winners, the probability of improvement, and "decided" only with the evidence for it."""
+trainer's own writers (runfolder.py): every state the trainer leaves, calls that are monotone in the evidence,
+head-to-head winners, the probability of improvement, and "decided" only with the evidence for it."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +13,7 @@ from imginav_lib.decision import decide
 from imginav_lib.synthetic import simulate_decisions
 from imginav_lib.metrics import metric_columns
 from imginav_lib.params import Decision, params_hash
-from imginav_lib.trainer import write_csv, write_json
+from imginav_lib.runfolder import write_csv, write_json
 
 F1, F2, F3 = "F1_rgb_only", "F2_rgb_seg", "F3_rgb_seg_cls"
 LOSS = {F1: {}, F2: {"seg": 0.05}, F3: {"seg": 0.05, "cls": 0.01}}
