@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from .decision import Verdict, decide
+from .evidence import with_evidence
 from .phase import PhaseRuns, load_phase_runs, run_table
 from .stats import summarize
 
@@ -26,8 +27,9 @@ class Analysis:
 
 
 def analyse(runs_dir: str | Path, params_file: str | Path | None = None) -> Analysis:
+    """The analysis API (docs/analysis.md): any folder that follows docs/run-folder.md, in any state."""
     pr = load_phase_runs(runs_dir, params_file)
     table = run_table(pr)
     summary = summarize(table, pr.experiments, 1 - pr.decision.alpha)
-    verdict = decide(table, pr.experiments, pr.baseline, pr.heads, pr.decision)
+    verdict = with_evidence(decide(table, pr.experiments, pr.baseline, pr.heads, pr.decision), pr, table)
     return Analysis(pr, table, summary, verdict)

@@ -174,7 +174,8 @@ def load_run_data(cfg: RunConfig, progress: bool = True) -> RunData:
     manifest = read_manifest(d.manifest, d.filters)
     cache = prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance, progress, d.workers)
     layouts = load_cache(cache)
-    train_idx, val_idx = train_val_split(len(layouts), d.val_fraction, d.split_seed)
+    split_seed = d.split_seed + cfg.seed if d.split == "per_seed" else d.split_seed
+    train_idx, val_idx = train_val_split(len(layouts), d.val_fraction, split_seed)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(f"data: {len(layouts)} image(s) are too few for a train/val split")
     return RunData(layouts, train_idx, val_idx, val_idx[: d.num_samples])

@@ -158,6 +158,8 @@ def _execute(nb: Path, folder: rf.RunFolder, entry: dict, params_file: Path, pha
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGUSR2, signal.SIGTERM)}
     import papermill  # slow import: only here
 
+    from .kernel import IPCKernelManager
+
     # --log-output equivalent: the notebook's output goes to this process's stdout, i.e. the scheduler's .out file.
     log = logging.getLogger("papermill")
     if not log.handlers:
@@ -177,6 +179,7 @@ def _execute(nb: Path, folder: rf.RunFolder, entry: dict, params_file: Path, pha
             log_output=True,
             progress_bar=False,
             cwd=str(nb.parent),
+            kernel_manager_class=IPCKernelManager,  # no "running over TCP without encryption" warning in the log
         )
     except Exception as e:  # PapermillExecutionError (a cell raised) or a dead/unstartable kernel
         error = f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else f"{type(e).__name__}: {str(e).strip()[:500]}"

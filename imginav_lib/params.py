@@ -65,6 +65,10 @@ class Data(Strict):
     filters: dict[str, list] = {"is_empty": [False]}  # manifest column -> allowed values
     val_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = 42
+    # fixed: every run uses the split of split_seed, so the intervals across seeds cover initialisation and data
+    # order only; per_seed: seed s uses the split of split_seed + s (the same for every experiment of that seed,
+    # so runs stay paired), and the intervals include the split's variance too.
+    split: Literal["fixed", "per_seed"] = "fixed"
     on_bad_image: Literal["error", "skip"] = "error"
     cache_dir: str = ".cache/imginav"  # decoded arrays; relative to the params file
     mask_tolerance: float = Field(30.0, gt=0)  # RGB distance beyond which a pixel is ignored in seg targets
@@ -159,6 +163,9 @@ class Decision(Strict):
 
     primary_metric: Literal["val_mse"] = "val_mse"  # compared at each run's best epoch (best val MSE)
     baseline: str | None = None  # experiment the others are compared to; default: the first one
+    # Order of preference between winner candidates that cannot be told apart (head to head, paired by seed);
+    # default: fewest auxiliary losses first ("if F1 wins clearly, simplify"), then the order of `experiments`.
+    preference: list[str] | None = None
     similar_tolerance: float = Field(0.02, ge=0)  # |relative change of val MSE vs baseline| within this is "similar"
     alpha: float = Field(0.05, gt=0, lt=1)  # significance level; intervals are (1 - alpha) confidence intervals
     # bonferroni: each of the m comparisons with the baseline uses alpha / m, so that with many experiments the
@@ -388,6 +395,9 @@ def load_phase(path: str | Path, check_files: bool = True) -> Phase:
         phase.architecture_from = absolute(phase.architecture_from, "architecture_from")
     if phase.decision.baseline is not None and phase.decision.baseline not in phase.experiments:
         raise InputError(f"{path}: decision.baseline: {phase.decision.baseline!r} is not an experiment")
+    for name in phase.decision.preference or []:
+        if name not in phase.experiments:
+            raise InputError(f"{path}: decision.preference: {name!r} is not an experiment")
     unknown = set(phase.cluster.experiments) - set(phase.experiments)
     if unknown:
         raise InputError(f"{path}: cluster.experiments: {sorted(unknown)[0]!r} is not an experiment")

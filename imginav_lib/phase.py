@@ -310,6 +310,9 @@ def run_table(pr: PhaseRuns) -> pd.DataFrame:
         out["late_wobble"] = late_wobble(m["val_mse"].to_numpy())
         out["epochs_to_10pct"] = epochs_to_within(m["epoch"].to_numpy(), m["val_mse"].to_numpy())
         out["epoch_time_s"] = float(m["epoch_time_s"].mean()) if "epoch_time_s" in m else math.nan
+        for col in H.image_counts():  # from run.json; NaN for runs written before they were counted
+            v = getattr(r, col, None)
+            out[col] = float(v) if isinstance(v, (int, float)) else math.nan
         rows.append(out)
     cols = ["experiment", "seed", "epochs_run", "best_epoch", *H.run_metrics(), "spikes", "late_wobble", "epochs_to_10pct"]
     return pd.DataFrame(rows, columns=list(dict.fromkeys(cols + (list(rows[0]) if rows else []))))

@@ -195,8 +195,9 @@ SAME_RUN = {
     "architecture": None,
     "loss": None,
     "training": ("batch_size", "optimizer", "lr", "weight_decay", "early_stopping"),
-    "data": ("image_size", "filters", "val_fraction", "split_seed", "mask_tolerance"),
+    "data": ("image_size", "filters", "val_fraction", "split_seed", "split", "mask_tolerance"),
 }
+ADDED = {"data": {"split": "fixed"}}  # fields added since runs were first saved: the value those runs used
 
 
 def check_same_run(folder: RunFolder, config: dict) -> None:
@@ -209,7 +210,8 @@ def check_same_run(folder: RunFolder, config: dict) -> None:
     for section, fields in SAME_RUN.items():
         a, b = before.get(section), now_.get(section)
         if fields is not None and isinstance(a, dict):
-            a, b = {k: a.get(k) for k in fields}, {k: b.get(k) for k in fields}
+            old = ADDED.get(section, {})
+            a, b = {k: a.get(k, old.get(k)) for k in fields}, {k: b.get(k) for k in fields}
         if a != b:
             changed += [section] if not isinstance(a, dict) else [f"{section}.{k}" for k in b if a.get(k) != b.get(k)]
     if changed:

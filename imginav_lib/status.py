@@ -147,4 +147,16 @@ def print_status(runs_dir: str | Path, stale_after_s: float = 600) -> int:
         for r in rows:
             if r["error"]:
                 print(f"  {r['experiment']} seed {r['seed']}: {r['error'][:200]}")
+        if any(r["state"] == RunStatus.DONE for r in rows):
+            print(_more_seeds(phase_dir), end="")
     return 0
+
+
+def _more_seeds(phase_dir: Path) -> str:
+    """When the finished runs leave the verdict open for want of seeds: how many, the command, runs and GPU-hours."""
+    from .analysis import analyse  # pandas and scipy: only for a phase with finished runs
+
+    v = analyse(phase_dir).verdict
+    if not v.more_seeds:
+        return ""
+    return f"Verdict so far: {v.winner} ({v.status}); it needs ≈{v.seeds_needed} seeds per experiment. {v.more_seeds}\n"

@@ -180,22 +180,46 @@ def _write_samples(d: Path, val: np.ndarray, true_final: float, sample_interval:
         atomic_write(d / "samples" / f"epoch_{epoch:03d}.png", lambda f: Image.fromarray(grid).save(f, format="PNG"))
 
 
-def simulate_decisions(effect: float, n_seeds: int = 3, seed_sd: float = 0.03, run_sd: float = 0.015, draws: int = 400,
-                       rules: Decision | None = None, rng_seed: int = 0) -> dict:
-    """How often `decide` gets it right: draw phases of a baseline F1 and F2 whose true val MSE is (1 + effect) x
-    F1's, with seed noise (seed_sd: shared by both experiments of a seed, as the same init and data order;
-    run_sd: per run), equal stability and a good seg head. Returns the share of draws per winner and per F2 call."""
+SIM_HEADS = {"F1": (), "F2": ("seg",), "F3": ("seg", "cls")}  # the Phase 1.4 experiments, good heads
+
+
+def _sim_table(effects: dict[str, float], seed_effect: np.ndarray, run_noise: np.ndarray) -> pd.DataFrame:
+    """Per-run rows of F1 (val MSE 0.004) and the experiments in `effects` (x (1 + effect)), equal stability."""
+    fixed = {"spikes": 0.0, "late_wobble": 0.01, "epochs_to_10pct": 5.0}
+    rows = []
+    for i, (e, f) in enumerate({"F1": 0.0, **effects}.items()):
+        for s in range(len(seed_effect)):
+            rows.append({"experiment": e, "seed": s, "best_val_mse": 0.004 * (1 + f) * math.exp(seed_effect[s] + run_noise[i, s]),
+                         "val_seg_miou": 0.7 if "seg" in SIM_HEADS[e] else math.nan,
+                         "val_cls_acc": 0.9 if "cls" in SIM_HEADS[e] else math.nan, **fixed})
+    return pd.DataFrame(rows)
+
+
+def simulate_decisions(effects: float | dict[str, float], n_seeds: int = 3, seed_sd: float = 0.03, run_sd: float = 0.015,
+                       draws: int = 400, rules: Decision | None = None, rng_seed: int = 0) -> dict:
+    """How often `decide` gets it right: draw phases of a baseline F1 and the experiments in `effects` (name ->
+    true relative change of val MSE against F1; a float is F2's), with seed noise (seed_sd: shared by the
+    experiments of a seed, as the same init and data order; run_sd: per run), equal stability and good heads.
+
+    The true winner is what `decide` picks on the noise-free values. Returns the share of draws per winner
+    ("winner"), per F2 call ("call"), and "rates": the true winner found, a false "hurts" (a hurts call for an
+    experiment that does not truly hurt), a "decided" wrong winner, and decided at all; plus "true_winner".
+    """
+    effects = {"F2": effects} if isinstance(effects, (int, float)) else dict(effects)
     rng = np.random.default_rng(rng_seed)
     rules = rules or Decision()
-    heads = {"F1": (), "F2": ("seg",)}
-    winners, calls = {}, {}
-    fixed = {"val_cls_acc": math.nan, "spikes": 0.0, "late_wobble": 0.01, "epochs_to_10pct": 5.0}
+    exps = ["F1", *effects]
+    heads = {e: SIM_HEADS[e] for e in exps}
+    truth = decide(_sim_table(effects, np.zeros(2), np.zeros((len(exps), 2))), exps, "F1", heads, rules)
+    winners, calls, rates = {}, {}, {"true winner": 0.0, "false hurts": 0.0, "decided wrong": 0.0, "decided": 0.0}
     for _ in range(draws):
-        shared = rng.normal(0, seed_sd, n_seeds)
-        rows = [{"experiment": e, "seed": s, "best_val_mse": 0.004 * f * math.exp(shared[s] + rng.normal(0, run_sd)),
-                 "val_seg_miou": 0.7 if e == "F2" else math.nan, **fixed}
-                for e, f in (("F1", 1.0), ("F2", 1.0 + effect)) for s in range(n_seeds)]
-        v = decide(pd.DataFrame(rows), ["F1", "F2"], "F1", heads, rules)
+        table = _sim_table(effects, rng.normal(0, seed_sd, n_seeds), rng.normal(0, run_sd, (len(exps), n_seeds)))
+        v = decide(table, exps, "F1", heads, rules)
         winners[v.winner] = winners.get(v.winner, 0) + 1 / draws
-        calls[v.calls["F2"]] = calls.get(v.calls["F2"], 0) + 1 / draws
-    return {"winner": winners, "call": calls}
+        if "F2" in v.calls:
+            calls[v.calls["F2"]] = calls.get(v.calls["F2"], 0) + 1 / draws
+        rates["true winner"] += (v.winner == truth.winner) / draws
+        rates["false hurts"] += any(c == "hurts" and truth.calls[e] != "hurts" for e, c in v.calls.items()) / draws
+        rates["decided wrong"] += (v.status == "decided" and v.winner != truth.winner) / draws
+        rates["decided"] += (v.status == "decided") / draws
+    return {"winner": winners, "call": calls, "rates": rates, "true_winner": truth.winner}

@@ -25,7 +25,7 @@ from .files import atomic_write
 from .losses import total_loss
 from .metrics import LOSS_PARTS, NAN, TrainMetrics, ValMetrics, metric_columns
 from .model import LayoutAutoencoder, build_model, heads_for
-from .palette import mask_to_rgb
+from .palette import UNKNOWN_LABEL, mask_to_rgb
 from .runfolder import (RunFolder, RunStatus, check_same_run, load_checkpoint, now, read_rows, save_checkpoint,
                         write_csv)
 from .runlock import FolderLock
@@ -310,6 +310,9 @@ def _attempt_info(cfg: RunConfig, info: dict, state: TrainState, data: RunData, 
         precision=str(dtype).removeprefix("torch."), epochs=cfg.training.epochs, epoch=state.epoch,
         attempts=info.get("attempts", 0) + 1, skipped_images=len(data.layouts.skipped),
         job_id=job_id_from_env(), n_train=len(data.train_idx), n_val=len(data.val_idx),
+        # images with a room/scene label: what the classification head learns from and is scored on
+        n_train_labelled=int((data.layouts.labels[data.train_idx] != UNKNOWN_LABEL).sum()),
+        n_val_labelled=int((data.layouts.labels[data.val_idx] != UNKNOWN_LABEL).sum()),
     )  # fmt: skip
 
 

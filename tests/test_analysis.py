@@ -215,7 +215,8 @@ def test_bonferroni_widens_the_intervals_with_many_experiments(tmp_path):
     a = analyse(runs)
     plain = decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision())
     bonf = decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision(correction="bonferroni"))
-    w = lambda v: (v.comparisons.ci_high - v.comparisons.ci_low).to_numpy()  # noqa: E731
+    vs_base = lambda v: v.comparisons[v.comparisons.versus == "E0"]  # noqa: E731  (head-to-head rows follow)
+    w = lambda v: (vs_base(v).ci_high - vs_base(v).ci_low).to_numpy()  # noqa: E731
     assert (w(bonf) > w(plain)).all() and "Bonferroni" in bonf.sureness
 
 

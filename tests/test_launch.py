@@ -194,6 +194,7 @@ def test_sigusr2_to_run_one_stops_the_kernel_through_the_stop_file(tmp_path, one
     assert p.returncode == 99, out
     assert json.loads((run_dir / "run.json").read_text())["status"] == "preempted"
     assert "SIGUSR2: asked F1 seed 1 to checkpoint and stop" in out
+    assert "IPKernelApp" not in out  # the kernel runs over IPC: no "running over TCP without encryption" warning
 
 
 # ---------------------------------------------------------------------------------------------------------

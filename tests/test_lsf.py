@@ -43,9 +43,9 @@ def test_phase1_4_dry_run_groups_queues_and_chains_the_report(capsys, monkeypatc
     scripts = scripts_of(out)
     assert set(scripts) == {"phase1_4-gpuv100.lsf.sh", "phase1_4-gpul40s.lsf.sh", "report.lsf.sh"}
     v100, l40s = bsub_lines(scripts["phase1_4-gpuv100.lsf.sh"]), bsub_lines(scripts["phase1_4-gpul40s.lsf.sh"])
-    # Entries 1-2 of the index are F1 and F2 (seed 42), entry 3 is F3: array index = index entry.
-    assert v100[:2] == ['-J "phase1_4-gpuv100[1-2]%4"', "-q gpuv100"]
-    assert l40s[:2] == ['-J "phase1_4-gpul40s[3]%4"', "-q gpul40s"]
+    # The index lists F1's seeds, then F2's, then F3's (5 seeds each): array index = index entry.
+    assert v100[:2] == ['-J "phase1_4-gpuv100[1-10]%4"', "-q gpuv100"]
+    assert l40s[:2] == ['-J "phase1_4-gpul40s[11-15]%4"', "-q gpul40s"]
     for lines, name in ((v100, "phase1_4-gpuv100"), (l40s, "phase1_4-gpul40s")):
         for expected in ["-n 8", '-R "span[hosts=1]"', '-R "rusage[mem=8GB]"', '-gpu "num=1"', "-W 6:00",
                          "-wa USR2", "-wt 10", '-Q "99"']:  # fmt: skip
