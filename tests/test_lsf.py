@@ -240,14 +240,19 @@ def test_the_prepare_job_decodes_and_then_every_warning_ends_in_a_requeue_or_don
     run_dirs = {r["experiment"]: Path(r["run_dir"]) for r in index["runs"]}
     order = {"F1": 1, "S": 2, "E": 3, "V": 4}
     procs = {e: element(submitted, i) for e, i in order.items()}
-    for e, moment in MOMENTS.items():
-        wait(lambda: gate_reached(gates, e, moment) or procs[e].poll() is not None, 240, f"{e} at {moment}")
-        assert procs[e].poll() is None, procs[e].communicate()[0][-3000:]
-        for pid in job_processes(procs[e].pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGUSR2)
-        wait(lambda: (run_dirs[e] / "STOP").exists(), 60, f"{e}'s STOP file")
-        open_gate(gates, e, moment)
+    pending, deadline = dict(MOMENTS), time.monotonic() + 300
+    while pending:  # each element at its moment, in the order they get there
+        for e in pending:
+            assert procs[e].poll() is None, procs[e].communicate()[0][-3000:]
+        for e, moment in [(e, m) for e, m in pending.items() if gate_reached(gates, e, m)]:
+            for pid in job_processes(procs[e].pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR2)
+            wait(lambda: (run_dirs[e] / "STOP").exists(), 60, f"{e}'s STOP file")
+            open_gate(gates, e, moment)
+            del pending[e]
+        assert time.monotonic() < deadline, f"timed out waiting for {sorted(pending)} to reach their moment"
+        time.sleep(0.05)
     outs = {e: p.communicate(timeout=300)[0] for e, p in procs.items()}
     codes = {e: p.returncode for e, p in procs.items()}
     assert codes == {"F1": 0, "S": 99, "E": 99, "V": 99}, {e: outs[e][-2000:] for e in outs}
