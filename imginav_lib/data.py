@@ -121,6 +121,12 @@ def cache_key(manifest: pd.DataFrame, image_size: int, tolerance: float) -> str:
     return h.hexdigest()[:20]
 
 
+def finished_cache(manifest: pd.DataFrame, image_size: int, cache_root: str | Path, tolerance: float = MASK_TOLERANCE) -> Path | None:
+    """The cache folder of these layouts if `prepare_cache` has finished it, else None (nothing is decoded)."""
+    final = Path(cache_root) / cache_key(manifest, image_size, tolerance)
+    return final if (final / "meta.json").is_file() else None
+
+
 def _decode(path: str, size: int) -> np.ndarray:
     """PNG -> (size, size, 3) uint8; raises ValueError saying what is wrong with the file."""
     with Image.open(path) as im:
@@ -151,10 +157,11 @@ def prepare_cache(
     """Decode every listed image once into `<cache_root>/<key>/`; return that folder (reused if it exists)."""
     if on_bad_image not in ("error", "skip"):
         raise ValueError(f"invalid on_bad_image: {on_bad_image!r}")
+    done = finished_cache(manifest, image_size, cache_root, tolerance)
+    if done is not None:
+        return done
     key = cache_key(manifest, image_size, tolerance)
     final = Path(cache_root) / key
-    if (final / "meta.json").is_file():
-        return final
     from tqdm.auto import tqdm
 
     n = len(manifest)

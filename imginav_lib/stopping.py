@@ -7,12 +7,13 @@ get the signal (LSF signals all of them; SLURM's `--signal=B:USR2` only the batc
 - the job script (hpc/*_array.sh.tmpl) traps it from its first line and passes it on to `imginav run-one`;
 - `imginav run-one` blocks the signals from its start (`block_stop_signals`), so the Jupyter kernel it starts
   inherits them blocked: a signal during the kernel's start waits instead of killing it. A thread of run-one
-  (`StopFileWriter`) turns each signal run-one gets into the STOP file;
+  (`StopFileWriter`) turns the first signal run-one gets into the STOP file;
 - in the kernel, the notebook's first cell calls `stop_on_signals()`: a handler that records the signal, then the
   signals unblocked (a waiting one arrives now). `stop_on_signals(run_dir)` names the run folder; a signal recorded
-  before becomes the STOP file then. During `fit` the trainer's own handler takes over and puts this one back after.
+  before becomes the STOP file then. During `fit` the trainer's own handler (`StopFlag`) takes over and puts this
+  one back after.
 
-Only the standard library: run-one imports this before anything slow.
+Light imports only: run-one imports this before anything slow.
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ import sys
 import threading
 from pathlib import Path
 
+from .runfolder import STOP
+
 SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
-STOP = "STOP"
 
 
 def _say(message: str) -> None:
@@ -73,19 +75,28 @@ def stop_on_signals(run_dir: str | Path | None = None) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # run-one started this kernel with them blocked
 
 
-def block_stop_signals() -> set[int]:
+def block_stop_signals() -> tuple:
     """Hold SIGUSR2/SIGTERM pending in this thread and in every process and thread started from it (masks are
-    inherited through fork and exec); returns the previous mask. Handlers reset to the default: a job script
-    starts run-one with them ignored, and a pending signal must not be dropped."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    inherited through fork and exec); returns what `restore_stop_signals` puts back. Handlers reset to the
+    default: a job script starts run-one with the signals ignored, and a pending one must not be dropped."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    handlers = {}
     if threading.current_thread() is threading.main_thread():
-        for s in SIGNALS:
-            signal.signal(s, signal.SIG_DFL)
-    return previous
+        handlers = {s: signal.signal(s, signal.SIG_DFL) for s in SIGNALS}
+    return mask, handlers
+
+
+def restore_stop_signals(saved: tuple) -> None:
+    """Undo `block_stop_signals`. In `imginav run-one` the signals were blocked before (cli.py), so they stay held:
+    one that comes after papermill has ended must not kill the process with the default action."""
+    mask, handlers = saved
+    for s, handler in handlers.items():
+        signal.signal(s, handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 class StopFileWriter:
-    """run-one's signals, blocked (block_stop_signals), are taken by a thread and become the STOP file.
+    """run-one's signals, blocked (block_stop_signals), are taken by a thread; the first becomes the STOP file.
 
     A thread with `sigwait` rather than a handler: a handler would need the signals unblocked in run-one's main
     thread, and the kernel that papermill starts from it would then inherit them unblocked."""
@@ -96,12 +107,15 @@ class StopFileWriter:
         self._thread = threading.Thread(target=self._wait, name="imginav-stop", daemon=True)
 
     def _wait(self):
+        asked = False
         while True:
             signum = signal.sigwait(set(SIGNALS))
             if self._closing:
                 return
-            request_stop(self.stop_file)
-            _say(f"imginav: {signal.Signals(signum).name}: asked {self.name} to checkpoint and stop")
+            if not asked:  # once: the job script passes a request on again every 2 s until run-one ends
+                request_stop(self.stop_file)
+                _say(f"imginav: {signal.Signals(signum).name}: asked {self.name} to checkpoint and stop")
+                asked = True
 
     def __enter__(self):
         self._thread.start()  # takes the signals that arrived while they were blocked, too
@@ -111,3 +125,30 @@ class StopFileWriter:
         self._closing = True
         signal.pthread_kill(self._thread.ident, signal.SIGUSR2)  # wakes sigwait; it returns without a request
         self._thread.join(timeout=10)
+
+
+class StopFlag:
+    """The trainer's stop request: SIGUSR2/SIGTERM while `fit` runs, or the run folder's STOP file. `uninstall`
+    puts back the handler that was there (the notebook's, from `stop_on_signals`)."""
+
+    def __init__(self, stop_file: Path):
+        self.stop_file = stop_file
+        self.signalled = False
+        self._previous = {}
+
+    def install(self):
+        for sig in SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: only the STOP file works
+                pass
+
+    def uninstall(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        self.signalled = True
+
+    def __bool__(self):
+        return self.signalled or self.stop_file.exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -87,7 +88,7 @@ def test_status_shows_held_unknown_queued_and_the_log_of_each_running_run(lsf_ph
     capsys.readouterr()
     assert main(["status", str(phase_dir)]) == 0
     out = capsys.readouterr().out
-    rows = {int(line.split()[0]): line.split()[3] for line in out.splitlines() if line[:1].isdigit()}
+    rows = {int(line.split()[0]): line.split()[3] for line in out.splitlines() if re.match(r"\d+ +F1 ", line)}
     assert rows == {1: "running", 2: "queued", 3: "held", 4: "queued", 5: "queued", 6: "unknown", 7: "unknown",
                     8: "done", 9: "failed", 10: "running"}  # fmt: skip
     logs = phase_dir / "logs"
@@ -108,3 +109,36 @@ def test_status_warns_when_a_checkpoint_takes_more_than_half_the_warning_time(ls
     out = capsys.readouterr().out
     assert "F1 seed 1: a checkpoint takes 5:01, more than half of warning_minutes (10)" in out
     assert "F1 seed 2: a checkpoint" not in out
+
+
+def test_a_failed_prepare_job_blocks_the_arrays_and_status_says_why(tmp_path, monkeypatch, capsys):
+    """No cache: the decode is job 101 and the array (102) waits for done(101). The decode failed; LSF keeps the
+    array pending for ever (bjobs: PEND; the prepare job itself is gone: "not found")."""
+    from imginav_lib.layouts import make_layouts
+
+    manifest = make_layouts(tmp_path / "layouts", n=8, size=32, seed=0)
+    params = {"phase": "t", "runs_root": str(tmp_path / "runs"), "seeds": [1, 2],
+              "data": {"manifest": str(manifest), "image_size": 32, "cache_dir": str(tmp_path / "cache")},
+              "experiments": {"F1": {}}, "cluster": {"defaults": {"walltime": "1:00"}}}  # fmt: skip
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "bsub").write_text("#!/bin/sh\ncat >/dev/null\nn=$(cat \"$0.n\" 2>/dev/null || echo 101)\necho $((n + 1)) >\"$0.n\"\n"
+                                  "echo \"Job <$n> is submitted to queue <normal>.\"\n")  # fmt: skip
+    (bin_dir / "bjobs").write_text(f"#!/bin/sh\nprintf '102|PEND|1\\n102|PEND|2\\n103|PEND|0\\n'\ncat '{FIXTURES / 'not_found.stderr'}' >&2\n")
+    for tool in ("bsub", "bjobs"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert main(["run", str(path), "--backend", "lsf"]) == 0
+    phase_dir = tmp_path / "runs" / "t"
+    (phase_dir / "logs" / "t-prepare_101.log").write_text(  # what the prepare job script wrote before it ended
+        "imginav: job 101 on n-62-1, 2026-11-26T02:00:00Z\nimginav: error: 1 unreadable image(s): row 1: a.png: missing\n"
+        "imginav: prepare exited 2, 2026-11-26T02:00:09Z\n")  # fmt: skip
+    capsys.readouterr()
+    assert main(["status", str(phase_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "2 blocked" in out
+    assert "prepare job 101 failed (exit 2): imginav: error: 1 unreadable image(s): row 1: a.png: missing" in out
+    assert f"log: {phase_dir / 'logs' / 't-prepare_101.log'}" in out
+    assert "the arrays and the report wait for ever: bkill 102 103" in out

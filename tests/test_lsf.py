@@ -145,7 +145,7 @@ def submitted(tmp_path_factory):
         },
     }
     path = tmp / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
+    path.write_text(yaml.safe_dump(params, sort_keys=False))  # index order: F1, S, E, V, F3
     bin_dir = tmp / "bin"
     bin_dir.mkdir()
     (bin_dir / "bsub").write_text(FAKE_BSUB.replace("python3", sys.executable, 1))
