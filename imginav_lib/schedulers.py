@@ -1,9 +1,10 @@
 """The cluster schedulers: LSF (`bsub`) and SLURM (`sbatch`), each one class with the same few methods.
 
 A scheduler turns resources into `#BSUB`/`#SBATCH` directives, says how a script is submitted and how a job waits
-for others, asks the queue for the state of our array elements, and reads its job id from a job's environment.
+for others (`done`: the prepare job succeeded; `ended`: the arrays ended, failed or not), asks the queue for the
+state of our jobs (pending, running, held, unknown), and reads its job id from a job's environment.
 `SCHEDULERS` is the one list of them; `BACKENDS` adds `local`. Adding a scheduler is one class here, one entry in
-`SCHEDULERS` and its two job-script templates in `hpc/`.
+`SCHEDULERS` and its three job-script templates in `hpc/` (array, prepare, report).
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ class Lsf:
     held = "held after too many requeues or by bstop"
 
     def directives(self, name: str, res: ClusterResources, logs: Path, log_stem: str, extra: list[str],
-                   c: ClusterConfig) -> list[str]:  # fmt: skip
+                   c: Cluster) -> list[str]:  # fmt: skip
         d = [f"-J {name}"]
         if res.queue:
             d.append(f"-q {res.queue}")
@@ -93,7 +94,7 @@ class Lsf:
         extra = ["-wa USR2", f"-wt {c.warning_minutes}", f'-Q "{c.requeue_exit_code}"']
         return self.directives(f'"{name}{spec}"', res, logs, f"{name}_%J_%I", extra, c)
 
-    def job_directives(self, name: str, res: ClusterResources, logs: Path, c: ClusterConfig) -> list[str]:
+    def job_directives(self, name: str, res: ClusterResources, logs: Path, c: Cluster) -> list[str]:
         """A job that is not an array: the prepare job, the report job."""
         return self.directives(name, res, logs, f"{name}_%J", [], c)
 
@@ -156,7 +157,7 @@ class Slurm:
     held = "held (REQUEUE_HOLD)"
 
     def directives(self, name: str, res: ClusterResources, logs: Path, log_stem: str, extra: list[str],
-                   c: ClusterConfig) -> list[str]:  # fmt: skip
+                   c: Cluster) -> list[str]:  # fmt: skip
         d = [f"--job-name={name}"]
         if res.queue:
             d.append(f"--partition={res.queue}")
@@ -180,7 +181,7 @@ class Slurm:
                  "--requeue", "--open-mode=append"]  # fmt: skip
         return self.directives(name, res, logs, f"{name}_%A_%a", extra, c)
 
-    def job_directives(self, name: str, res: ClusterResources, logs: Path, c: ClusterConfig) -> list[str]:
+    def job_directives(self, name: str, res: ClusterResources, logs: Path, c: Cluster) -> list[str]:
         return self.directives(name, res, logs, f"{name}_%j", [], c)
 
     def submit_command(self, script: Path, done: list[str] = (), ended: list[str] = ()) -> list[str]:

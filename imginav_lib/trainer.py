@@ -311,9 +311,10 @@ def _checkpoint(model, optimizer, scaler, state: TrainState, cfg: RunConfig, dev
             "state": state.to_checkpoint(), "rng": rng, "config": cfg.model_dump()}  # fmt: skip
 
 
-def _first_epoch(state: TrainState, es) -> int:
-    """The epoch to train next; past the last one for a run that stopped early before its final evaluation."""
-    return 1 << 30 if es is not None and state.bad_epochs >= es.patience else state.epoch + 1
+def _first_epoch(state: TrainState, training) -> int:
+    """The epoch to train next; none (past the last) for a run that stopped early before its final evaluation."""
+    es = training.early_stopping
+    return training.epochs + 1 if es is not None and state.bad_epochs >= es.patience else state.epoch + 1
 
 
 def _final_eval(model, cfg: RunConfig, data: RunData, device, dtype, state: TrainState, folder: RunFolder, stop) -> bool:
@@ -386,7 +387,7 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
     t, es = cfg.training, cfg.training.early_stopping
     bar = tqdm(total=t.epochs, initial=state.epoch, desc=f"{cfg.experiment} seed{cfg.seed}", disable=not progress, mininterval=5)
     try:
-        for epoch in range(_first_epoch(state, es), t.epochs + 1):
+        for epoch in range(_first_epoch(state, t), t.epochs + 1):
             try:
                 train_m = train_one_epoch(model, optimizer, scaler, data, cfg=cfg, state=state, device=device, dtype=dtype,
                                           stop=stop, hooks=hooks)  # fmt: skip
