@@ -63,6 +63,14 @@ def is_complete(cache_dir: Path) -> bool:
     return (cache_dir / "meta.json").is_file()
 
 
+def finished_cache(manifest, image_size: int, cache_root: str | Path, tolerance: float = MASK_TOLERANCE) -> Path | None:
+    """The cache folder of these layouts if `prepare_cache` has finished it, else None (nothing is decoded).
+
+    The cluster launcher asks this on the login node to decide whether a prepare job is needed."""
+    final = Path(cache_root) / cache_key(manifest, image_size, tolerance)
+    return final if is_complete(final) else None
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Decoding (in the worker processes)
 

@@ -42,6 +42,9 @@ def _run(a):
 
 
 def _run_one(a):
+    from .stopping import block_stop_signals
+
+    block_stop_signals()  # before the slow imports: a scheduler's signal now waits for run-one (stopping.py)
     from .launch import run_one
 
     return run_one(a.index, a.i)

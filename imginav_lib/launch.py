@@ -1,10 +1,11 @@
 """Launching a phase: the index every backend executes, one run through papermill, the local pool.
 
-`imginav run PARAMS` (`run_phase`) validates the params, decodes the phase's images once (`prepare_phase_data`),
-writes `<runs root>/<phase>/index.json` (`write_index`) and then either runs the entries here, N at a time
-(`--backend local`), or hands them to a cluster scheduler (`--backend lsf|slurm`: jobs.py writes one job-array
-script per group of runs with the same resources and a report job that waits for all of them; schedulers.py
-knows each scheduler). Array index i is entry i of the index, so every backend runs exactly the same experiments.
+`imginav run PARAMS` (`run_phase`) validates the params and writes `<runs root>/<phase>/index.json`
+(`write_index`), then either decodes the phase's images once (`prepare_phase_data`) and runs the entries here,
+N at a time (`--backend local`), or hands them to a cluster scheduler (`--backend lsf|slurm`: jobs.py writes a
+prepare job that decodes the images when the cache does not exist yet, one job-array script per group of runs with
+the same resources that waits for it, and a report job that waits for all of them; schedulers.py knows each
+scheduler). Array index i is entry i of the index, so every backend runs exactly the same experiments.
 
 `imginav run-one INDEX i` (`run_one`) is what every backend executes for one entry: papermill runs
 `notebooks/train.ipynb` into the run folder; a run that was asked to stop (signal or STOP file) exits with
@@ -18,7 +19,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +33,7 @@ from .runfolder import read_index
 from .runlock import FolderLock
 from .schedulers import BACKENDS, SCHEDULERS
 from .status import busy_runs, fmt_duration, text_table
+from .stopping import StopFileWriter, block_stop_signals, restore_stop_signals
 
 REPO = Path(__file__).resolve().parents[1]  # the package is installed editable from the repository
 NOTEBOOK_ENV = "IMGINAV_TRAIN_NOTEBOOK"  # override of the training notebook (tests, a researcher's variant)
@@ -79,6 +80,15 @@ def prepare_phase_data(phase: Phase, workers: int | None = None) -> Path:
     return prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance, workers=workers or d.workers)
 
 
+def cached_phase_data(phase: Phase) -> Path | None:
+    """The phase's finished cache, or None: reads the manifest and stats its files, decodes nothing."""
+    from .cache import finished_cache
+    from .data import read_manifest
+
+    d = phase.data
+    return finished_cache(read_manifest(d.manifest, d.filters), d.image_size, d.cache_dir, d.mask_tolerance)
+
+
 def write_index(phase: Phase, params_file: str | Path, runs_root: str | Path) -> Path:
     """Write `<runs_root>/<phase>/index.json` (the experiment x seed list) and copy the params file beside it."""
     params_file = Path(params_file).resolve()
@@ -110,8 +120,16 @@ def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) 
     0: the run is done; `cluster.requeue_exit_code`: it checkpointed on a stop request and should be requeued;
     1: it failed or diverged (run.json says why; the report lists it); 2 (InputError): bad index or params, or
     the run folder is in use by another process (RunLocked: nothing touched).
+    SIGUSR2/SIGTERM are stop requests from the start (stopping.py), for this process and the kernel it starts.
     """
-    index_file = Path(index_file).resolve()
+    saved = block_stop_signals()
+    try:
+        return _run_one(Path(index_file).resolve(), i, notebook)
+    finally:
+        restore_stop_signals(saved)
+
+
+def _run_one(index_file: Path, i: int, notebook: str | Path | None) -> int:
     index = read_index(index_file)
     runs = index["runs"]
     if not 1 <= i <= len(runs):
@@ -145,22 +163,11 @@ def _execute(nb: Path, folder: rf.RunFolder, entry: dict, params_file: Path, pha
     run_dir = folder.path
     stop_file = folder.stop_file
     stop_file.unlink(missing_ok=True)  # a STOP of the previous attempt was served by its checkpoint
-
-    def request_stop(signum, frame):
-        # Scheduler warning (USR2) or termination (TERM): ask the trainer, which polls this file every step,
-        # to checkpoint and stop. The kernel may not get the signal itself (its own process group).
-        stop_file.touch()
-        # os.write, not print: the handler may interrupt a print of the notebook's output (reentrant buffer).
-        msg = f"imginav: {signal.Signals(signum).name}: asked {name} to checkpoint and stop\n"
-        with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout without a descriptor
-            os.write(sys.stdout.fileno(), msg.encode())
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGUSR2, signal.SIGTERM)}
     import papermill  # slow import: only here
 
     from .kernel import IPCKernelManager
 
-    # --log-output equivalent: the notebook's output goes to this process's stdout, i.e. the scheduler's .out file.
+    # --log-output equivalent: the notebook's output goes to this process's stdout, i.e. the job's log.
     log = logging.getLogger("papermill")
     if not log.handlers:
         handler = logging.StreamHandler(sys.stdout)
@@ -169,29 +176,30 @@ def _execute(nb: Path, folder: rf.RunFolder, entry: dict, params_file: Path, pha
         log.setLevel(logging.INFO)
     print(f"imginav: {name}: {nb} -> {folder.notebook}", flush=True)
     error = None
-    try:
-        papermill.execute_notebook(
-            str(nb),
-            str(folder.notebook),
-            parameters={"params_file": str(params_file), "experiment": entry["experiment"], "seed": entry["seed"],
-                        "runs_root": str(run_dir.parents[2])},  # fmt: skip
-            kernel_name="python3",
-            log_output=True,
-            progress_bar=False,
-            cwd=str(nb.parent),
-            kernel_manager_class=IPCKernelManager,  # no "running over TCP without encryption" warning in the log
-        )
-    except Exception as e:  # PapermillExecutionError (a cell raised) or a dead/unstartable kernel
-        error = f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else f"{type(e).__name__}: {str(e).strip()[:500]}"
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    with StopFileWriter(stop_file, name):
+        try:
+            papermill.execute_notebook(
+                str(nb),
+                str(folder.notebook),
+                parameters={"params_file": str(params_file), "experiment": entry["experiment"], "seed": entry["seed"],
+                            "runs_root": str(run_dir.parents[2])},  # fmt: skip
+                kernel_name="python3",
+                log_output=True,
+                progress_bar=False,
+                cwd=str(nb.parent),
+                kernel_manager_class=IPCKernelManager,  # no "running over TCP without encryption" warning
+            )
+        except Exception as e:  # PapermillExecutionError (a cell raised) or a dead/unstartable kernel
+            error = f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else f"{type(e).__name__}: {str(e).strip()[:500]}"
     status = folder.status()
     if status == rf.RunStatus.PREEMPTED:
         print(f"imginav: {name}: checkpointed and stopped; exit {phase.cluster.requeue_exit_code} (requeue)", flush=True)
         return phase.cluster.requeue_exit_code
-    if status == rf.RunStatus.DONE and error is None:
-        print(f"imginav: {name}: done", flush=True)
+    if status == rf.RunStatus.DONE:
+        # The result is recorded; a stop request or a failed cell after that (the executed notebook shows it)
+        # does not make the run any less done.
+        stop_file.unlink(missing_ok=True)
+        print(f"imginav: {name}: done" + (f" (a later cell failed: {error})" if error else ""), flush=True)
         return 0
     if status in (None, rf.RunStatus.RUNNING):
         why = error or "the notebook ended without recording the end of the run"
@@ -326,7 +334,7 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
             return 0
         print(f"cache: {prepare_phase_data(phase)}")
         index = write_index(phase, params_file, root)
-        rf.record_submission(phase_dir, {"backend": "local", "submitted": rf.now(), "entries": entries, "jobs": []})
+        rf.record_submission(phase_dir, {"backend": "local", "submitted": rf.now(), "entries": entries, "jobs": [], "logs": str(logs)})
         # Held while this pool has runs queued: a second `imginav run` of the phase sees them (busy_runs).
         with contextlib.nullcontext() if force else FolderLock(phase_dir, "imginav run --backend local", rf.PHASE_LOCK):
             results = _run_local(index, runs, entries, jobs, logs)
@@ -349,8 +357,12 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     if not entries:
         print(f"nothing to submit: every selected run is done (report: imginav report {phase_dir})")
         return 0
-    plan = plan_jobs(phase, params_file.resolve(), backend, runs, entries, phase_dir, logs)
+    # The decode is a job of its own (cluster.prepare) unless the cache is there: the login node only validates
+    # and writes the index. A dry run without the data shows the job.
+    cache = None if dry_run and not Path(phase.data.manifest).is_file() else cached_phase_data(phase)
+    if cache is not None:
+        print(f"cache: {cache} (exists: no prepare job)")
+    plan = plan_jobs(phase, params_file.resolve(), backend, runs, entries, phase_dir, logs, prepare=cache is None)
     if not dry_run:
-        print(f"cache: {prepare_phase_data(phase)}")
         write_index(phase, params_file, root)
-    return submit_jobs(plan, dry_run)
+    return submit_jobs(plan, phase, dry_run)

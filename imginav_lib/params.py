@@ -204,6 +204,13 @@ class Cluster(Strict):
     experiments: dict[Name, ClusterResources] = {}  # per-experiment overrides, e.g. another queue
     # The report job after all runs: a CPU job; queue None means the scheduler's default queue.
     report: ClusterResources = ClusterResources(cores=1, mem_per_core_gb=8, gpus=0, walltime="1:00")
+    # The decode of the images into the cache (`imginav prepare`) when the cache does not exist yet: a CPU job.
+    prepare: ClusterResources = ClusterResources(cores=8, mem_per_core_gb=1, gpus=0, walltime="2:00")
+    # LSF -gpu mode: exclusive_process keeps other jobs off our GPU (LSF's default is shared). SLURM: unused.
+    gpu_mode: Literal["exclusive_process", "shared"] = "exclusive_process"
+    # LSF memory: per_slot writes rusage[mem=XGB], per slot only where the site reserves per task (DTU); per_task
+    # writes rusage[mem=XGB/task] (LSF >= 10.1.0.9), per slot anywhere. SLURM's --mem-per-cpu is per core always.
+    mem_reserve: Literal["per_slot", "per_task"] = "per_slot"
     setup: list[str] = []  # shell lines before the run: module loads, conda activation
     # runs_root and logs_dir may use environment variables ($SCRATCH, $USER), expanded when the jobs are written.
     runs_root: str | None = None  # scratch space on the cluster; default: the phase's runs_root

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import socket
 import subprocess
 import time
@@ -30,6 +29,7 @@ from .runfolder import (RunFolder, RunStatus, check_same_run, load_checkpoint, n
                         write_csv)
 from .runlock import FolderLock
 from .schedulers import job_id_from_env
+from .stopping import StopFlag
 from .params import RunConfig
 
 STEP_COLUMNS = ["global_step", "epoch", "step", "loss", *LOSS_PARTS, "lr"]
@@ -83,32 +83,6 @@ def precision(device: torch.device, dtype: torch.dtype):
 def eval_heads(loss) -> tuple[str, ...]:
     """Heads computed in evaluation: the trained ones, plus rgb, which every metric needs."""
     return tuple(dict.fromkeys(("rgb", *heads_for(loss))))
-
-
-class StopFlag:
-    """Set by SIGUSR2/SIGTERM (cluster walltime warning, preemption) or by a STOP file in the run folder."""
-
-    def __init__(self, stop_file: Path):
-        self.stop_file = stop_file
-        self.signalled = False
-        self._previous = {}
-
-    def install(self):
-        for sig in (signal.SIGUSR2, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: only the STOP file works
-                pass
-
-    def uninstall(self):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame):
-        self.signalled = True
-
-    def __bool__(self):
-        return self.signalled or self.stop_file.exists()
 
 
 def train_one_epoch(model, optimizer, scaler, data: RunData, *, cfg: RunConfig, state: TrainState, device, dtype,
@@ -308,7 +282,7 @@ def _attempt_info(cfg: RunConfig, info: dict, state: TrainState, data: RunData, 
         started=info.get("started") or now(), updated=now(), git_commit=git_commit(), host=socket.gethostname(),
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         precision=str(dtype).removeprefix("torch."), epochs=cfg.training.epochs, epoch=state.epoch,
-        attempts=info.get("attempts", 0) + 1, skipped_images=len(data.layouts.skipped),
+        attempts=info.get("attempts", 0) + 1, skipped_images=len(data.layouts.skipped), checkpoint_s=None,
         job_id=job_id_from_env(), n_train=len(data.train_idx), n_val=len(data.val_idx),
         # images with a room/scene label: what the classification head learns from and is scored on
         n_train_labelled=int((data.layouts.labels[data.train_idx] != UNKNOWN_LABEL).sum()),
@@ -341,14 +315,21 @@ def _checkpoint(model, optimizer, scaler, state: TrainState, cfg: RunConfig, dev
             "state": state.to_checkpoint(), "rng": rng, "config": cfg.model_dump()}  # fmt: skip
 
 
-def _final_eval(model, cfg: RunConfig, data: RunData, device, dtype, state: TrainState, folder: RunFolder) -> None:
-    """eval.json: the hand-off uses the best weights, so restore them and evaluate once more."""
+def _final_eval(model, cfg: RunConfig, data: RunData, device, dtype, state: TrainState, folder: RunFolder, stop) -> bool:
+    """eval.json: the hand-off uses the best weights, so restore them and evaluate once more. False, and no
+    eval.json, when a stop request came before or during it: the training is checkpointed, and the requeued
+    attempt does only this evaluation."""
     es = cfg.training.early_stopping
     restore_best = es is None or es.restore_best
+    if stop:
+        return False
     if restore_best:
         model.load_state_dict(load_checkpoint(folder.best, map_location=device)["model"])
     final = evaluate(model, cfg, data, device, dtype)
+    if stop:
+        return False
     folder.write_eval({"epoch": state.best_epoch if restore_best else state.epoch, "val": final.compute(), **final.confusions()})
+    return True
 
 
 def _result(model, weights: dict | None, folder: RunFolder) -> RunResult:
@@ -400,7 +381,10 @@ def _fit(cfg: RunConfig, data: RunData | None, progress: bool) -> RunResult:
         folder.write_info(info)
 
     def checkpoint(path: Path):
+        t0 = time.perf_counter()
         save_checkpoint(path, _checkpoint(model, optimizer, scaler, state, cfg, device))
+        # The longest write of this attempt: a stop request needs one before the final kill (`imginav status`).
+        info["checkpoint_s"] = max(info.get("checkpoint_s") or 0.0, round(time.perf_counter() - t0, 3))
 
     heartbeat()
     hooks = _Hooks(cfg, state, optimizer, heartbeat)
@@ -448,7 +432,9 @@ def _fit(cfg: RunConfig, data: RunData | None, progress: bool) -> RunResult:
             if stop:  # a stop that arrived during evaluation: the epoch is complete and checkpointed
                 heartbeat(status=RunStatus.PREEMPTED, error=f"preempted after epoch {epoch}; resumes from checkpoints/latest.pt")
                 raise Preempted(f"stop requested after epoch {epoch}")
-        _final_eval(model, cfg, data, device, dtype, state, folder)
+        if not _final_eval(model, cfg, data, device, dtype, state, folder, stop):
+            heartbeat(status=RunStatus.PREEMPTED, error="preempted in the final evaluation; resumes from checkpoints/latest.pt")
+            raise Preempted("stop requested in the final evaluation")
         heartbeat(status=RunStatus.DONE, ended=now())
     except Preempted:
         stop.stop_file.unlink(missing_ok=True)  # served: the checkpoint is written, the next attempt resumes

@@ -39,6 +39,7 @@ def test_run_folder_contents(tiny):
         assert (d / name).is_file(), name
     info = json.loads((d / "run.json").read_text())
     assert info["status"] == "done" and info["epoch"] == 2 and info["best_val_mse"] > 0
+    assert 0 < info["checkpoint_s"] < 60  # the longest checkpoint write, measured for `imginav status`
     m = pd.read_csv(d / "metrics.csv")
     assert len(m) == 2 and m["val_seg_miou"].notna().all() and m["val_cls_acc"].notna().all()
     assert m["val_sem_miou"].notna().all() and (m["val_psnr"] > 0).all()
