@@ -57,7 +57,7 @@ def test_phase1_4_dry_run_groups_queues_and_chains_the_report(capsys, monkeypatc
         assert any(re.fullmatch(rf'-e "\S+/logs/{name}_%J_%I\.err"', x) for x in lines), lines
         body = scripts[f"{name}.lsf.sh"]
         assert re.search(rf"""^exec >>'\S+/logs'/{name}_"\$\{{LSB_JOBID:-0\}}"_"\$I"\.log 2>&1$""", body, re.M), body
-        assert 'if [ "$I" -lt 1 ] || [ "$I" -gt 3 ]; then' in body  # index 0 (not an array) or beyond the phase
+        assert 'if [ "$I" -lt 1 ] || [ "$I" -gt 15 ]; then' in body  # index 0 (not an array) or beyond the phase
         assert body.index("trap on_stop USR2 TERM") < body.index("module load cuda/")  # signals from the first line
     prepare = bsub_lines(scripts["prepare.lsf.sh"])
     assert prepare[0] == "-J phase1_4-prepare" and "-n 8" in prepare and not any("-gpu" in x for x in prepare)
