@@ -53,8 +53,9 @@ def _run_one(a):
 def _report(a):
     from .report import build_report
 
-    path = build_report(a.runs_dir, params_file=a.params, out=a.out)
-    print(f"report: {path}")
+    dest = build_report(a.runs_dir, params_file=a.params, out=a.out)
+    print(f"report: {dest.report}")
+    print(f"published: {dest.report_copy}" if dest.report_copy else dest.note)
 
 
 def _status(a):
@@ -108,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="build the phase's HTML report, winner.yaml and next-phase params")
     s.add_argument("runs_dir", help="<runs root>/<phase>")
     s.add_argument("--params", default=None, help="default: the params.yaml copied into the phase folder")
-    s.add_argument("--out", default=None, help="default: reports/<phase>.html")
+    s.add_argument("--out", default=None, help="default: <runs_dir>/report.html (also copied to reports/<phase>.html "
+                   "beside the params file when runs_dir is in its runs_root)")
     s.set_defaults(fn=_report)
 
     s = sub.add_parser("status", help="one row per experiment x seed of a phase folder")

@@ -350,8 +350,9 @@ def _check_image_size(phase: Phase, archs: dict[str, Architecture], path: Path) 
                              f"({source}.downsampling_steps of {name}): the decoder could not give back that size")  # fmt: skip
 
 
-def load_phase(path: str | Path, check_files: bool = True) -> Phase:
-    """Read and validate a phase params file; paths in it become absolute. Raises InputError.
+def load_phase(path: str | Path, check_files: bool = True, base: str | Path | None = None) -> Phase:
+    """Read and validate a phase params file; paths in it become absolute, relative to `base` (default: the
+    file's folder; a copy in a phase folder passes the original's). Raises InputError.
 
     check_files: the manifest must exist and the cache and runs folders must be folders (or creatable).
     """
@@ -359,7 +360,7 @@ def load_phase(path: str | Path, check_files: bool = True) -> Phase:
     if not path.is_file():
         raise InputError(f"params file not found: {path}")
     raw = read_yaml(path)
-    base = path.parent.resolve()
+    base = Path(base or path.parent).resolve()
 
     def absolute(p: str, field: str) -> str:
         # ${VAR} lets a cluster user keep paths out of the file (IMGINAV_DATA, SCRATCH, ...). Without
