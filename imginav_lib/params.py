@@ -425,7 +425,11 @@ def run_dir(runs_root: str | Path, phase: str, experiment: str, seed: int) -> Pa
 
 def resolve_run(params_file: str | Path, experiment: str, seed: int, runs_root: str | None = None) -> RunConfig:
     """The resolved config of one experiment x seed (shared defaults + the experiment's overrides)."""
-    phase = load_phase(params_file)
+    return run_config(load_phase(params_file), params_file, experiment, seed, runs_root)
+
+
+def run_config(phase: Phase, params_file: str | Path, experiment: str, seed: int, runs_root: str | None = None) -> RunConfig:
+    """resolve_run for a loaded phase (`params_file`: the file it was loaded from)."""
     if experiment not in phase.experiments:
         raise InputError(f"{params_file}: no experiment {experiment!r} (have: {', '.join(phase.experiments)})")
     over = phase.experiments[experiment]

@@ -64,7 +64,7 @@ def test_write_index_lists_every_run_and_copies_params(tmp_path, layouts):
     assert [(r["experiment"], r["seed"]) for r in index["runs"]] == [("F1", 1), ("F1", 2), ("F3", 1), ("F3", 2)]
     assert index["runs"][2]["run_dir"] == str(tmp_path / "runs" / "t" / "F3" / "seed1")
     assert (index_file.parent / "params.yaml").read_text() == p.read_text()
-    assert sorted(x.name for x in index_file.parent.iterdir()) == ["index.json", "params.yaml"]  # no temp files
+    assert sorted(x.name for x in index_file.parent.iterdir()) == ["index.json", "params.yaml", "params_versions"]  # no temp files
 
 
 @pytest.mark.parametrize(
@@ -118,11 +118,11 @@ def test_slurm_dry_run_shows_the_prepare_job_and_the_arrays_waiting_for_it(capsy
     assert "#SBATCH --gres=gpu:1\n" in out and "exclusive_process" not in out  # a SLURM GPU is not shared
 
 
-def test_params_changed_after_submission_is_refused(tmp_path, layouts):
+def test_params_changed_after_submission_are_refused_where_they_change_the_run(tmp_path, layouts):
     p = write_params(tmp_path, layouts)
     index_file = write_index(load_phase(p), p, tmp_path / "runs")
-    p.write_text(p.read_text() + "\n# edited while the jobs were queued\n")
-    with pytest.raises(InputError, match="changed since"):
+    p.write_text(p.read_text().replace("lr: 0.001", "lr: 0.002") + "\n# edited while the jobs were queued\n")
+    with pytest.raises(InputError, match=r"changed since .*: experiment F1 seed 1: training.lr 0.001 → 0.002 would mix two runs"):
         run_one(index_file, 1)
     with pytest.raises(InputError, match="out of range"):
         run_one(index_file, 3)
