@@ -29,6 +29,7 @@ from .errors import InputError
 from .files import check_output_dir, check_output_file
 from .jobs import plan_jobs, ranges, submit_jobs
 from .params import Phase, load_phase, params_hash, run_config, runs_of
+from .publish import record_path, recorded_path
 from .runfolder import read_index
 from .runlock import FolderLock
 from .schedulers import BACKENDS, SCHEDULERS
@@ -94,7 +95,7 @@ def write_index(phase: Phase, params_file: str | Path, runs_root: str | Path) ->
     params_file = Path(params_file).resolve()
     index = {
         "phase": phase.phase,
-        "params_file": str(params_file),
+        "params_file": record_path(params_file),  # relative to the checkout when inside it (publish.py)
         "params_hash": params_hash(params_file),
         "runs": runs_of(phase, str(Path(runs_root).resolve())),
     }
@@ -149,7 +150,7 @@ def _run_one(index_file: Path, i: int, notebook: str | Path | None) -> int:
     if not 1 <= i <= len(runs):
         raise InputError(f"{index_file}: entry {i} out of range 1..{len(runs)}")
     entry = runs[i - 1]
-    params_file = Path(index["params_file"])
+    params_file = recorded_path(index["params_file"])  # in this checkout when recorded relative to it
     if not params_file.is_file():
         raise InputError(f"{index_file}: params file not found: {params_file}")
     phase = load_phase(params_file)

@@ -184,7 +184,7 @@ def test_run_one_exit_codes(tmp_path, one_run, body, code, status, error):
 def test_run_one_skips_a_done_run_without_touching_its_notebook(tmp_path, one_run):
     index_file, run_dir = one_run
     run_dir.mkdir(parents=True)
-    (run_dir / "run.json").write_text(json.dumps({"status": "done"}))
+    (run_dir / "run.json").write_text(json.dumps({"status": "done", "epoch": 2, "epochs": 2}))  # the 2 planned epochs
     assert run_one(index_file, 1, notebook=tmp_path / "missing.ipynb") == 0
     assert not (run_dir / "train.ipynb").exists()
 
