@@ -28,7 +28,7 @@ from . import runfolder as rf
 from .errors import InputError
 from .files import check_output_dir, check_output_file
 from .jobs import plan_jobs, ranges, submit_jobs
-from .params import Phase, load_phase, params_hash, run_config, runs_of
+from .params import Phase, RunConfig, load_phase, params_hash, run_config, runs_of
 from .publish import record_path, recorded_path
 from .runfolder import read_index
 from .runlock import FolderLock
@@ -115,7 +115,7 @@ def _mark_failed(run_dir: Path, entry: dict, phase: str, error: str) -> None:
     folder.write_info(info)
 
 
-def _check_submitted(index_file: Path, params_file: Path, cfg) -> None:
+def _check_submitted(index_file: Path, params_file: Path, cfg: RunConfig) -> None:
     """A queued job runs what was submitted: the params file may have been edited since index.json was written
     (a comment, more seeds, more epochs), but not in a way that changes this run (the same field-level rule)."""
     copy = index_file.parent / rf.PARAMS_COPY
@@ -304,7 +304,7 @@ def _unset_variables(phase: Phase, runs_root: str | None) -> dict[str, list[str]
     return unset
 
 
-def _check_phase(phase: Phase, params_file: Path, runs: list[dict]) -> list:
+def _check_phase(phase: Phase, params_file: Path, runs: list[dict]) -> list[RunConfig]:
     """Each run's config under these params (a RunConfig per index entry). A run folder that holds a run of another
     config is refused, field by field, before anything is written: adding seeds or experiments, raising epochs,
     editing notes, comments, decision rules or cluster settings pass; a loss or architecture change does not."""
