@@ -26,7 +26,7 @@ def bench(root: Path, name: str, experiments: dict, seeds: tuple, epochs: int, s
                                  sample_interval=sample_interval, steps_per_epoch=10)
     written = time.perf_counter() - t
     t = time.perf_counter()
-    out = build_report(runs, out=root / f"{name}.html")
+    out = build_report(runs, out=root / f"{name}.html").report
     built = time.perf_counter() - t
     return {"phase": name, "runs": len(experiments) * len(seeds), "epochs": epochs, "write_s": written, "build_s": built,
             "html_mb": out.stat().st_size / 1e6, "notebook_mb": (runs / "analysis.ipynb").stat().st_size / 1e6}

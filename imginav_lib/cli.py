@@ -19,11 +19,15 @@ def _make_layouts(a):
 
 
 def _validate(a):
+    from .data import manifest_summary
     from .params import load_phase, runs_of
+    from .status import plural
 
     phase = load_phase(a.params)
     runs = runs_of(phase)
-    print(f"{a.params}: ok: phase {phase.phase}, {len(phase.experiments)} experiments x {len(phase.seeds)} seeds = {len(runs)} runs")
+    print(f"{a.params}: ok: phase {phase.phase}, {plural(len(phase.experiments), 'experiment')} x "
+          f"{plural(len(phase.seeds), 'seed')} = {plural(len(runs), 'run')}")  # fmt: skip
+    print(manifest_summary(phase.data))
 
 
 def _prepare(a):
@@ -38,7 +42,7 @@ def _run(a):
     from .launch import run_phase
 
     return run_phase(a.params, backend=a.backend, jobs=a.jobs, only=a.only, dry_run=a.dry_run, runs_root=a.runs_root,
-                     force=a.force)
+                     force=a.force, report=not a.no_report)  # fmt: skip
 
 
 def _run_one(a):
@@ -53,8 +57,9 @@ def _run_one(a):
 def _report(a):
     from .report import build_report
 
-    path = build_report(a.runs_dir, params_file=a.params, out=a.out)
-    print(f"report: {path}")
+    dest = build_report(a.runs_dir, params_file=a.params, out=a.out)
+    print(f"report: {dest.report}")
+    print(f"published: {dest.report_copy}" if dest.report_copy else dest.note)
 
 
 def _status(a):
@@ -73,11 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imginav", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("make-layouts", help="write procedurally generated layouts and a manifest")
-    s.add_argument("out")
-    s.add_argument("--n", type=int, default=300)
-    s.add_argument("--size", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("make-layouts", help="write procedurally generated layouts and a manifest",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("out", help="folder for the PNGs and manifest.csv")
+    s.add_argument("--n", type=int, default=300, help="number of layouts")
+    s.add_argument("--size", type=int, default=64, help="image side in pixels")
+    s.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same layouts)")
     s.set_defaults(fn=_make_layouts)
 
     s = sub.add_parser("validate", help="validate a phase params file; runs nothing")
@@ -94,10 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("params")
     s.add_argument("--backend", choices=BACKENDS, default=None, help="default: cluster.backend")
     s.add_argument("--jobs", type=int, default=1, help="local runs at a time")
-    s.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these experiments")
+    s.add_argument("--only", action="append", default=None, metavar="NAME", help="only this experiment (repeat for more)")
     s.add_argument("--dry-run", action="store_true", help="print job scripts and commands, submit nothing")
     s.add_argument("--runs-root", default=None, help="override runs_root (e.g. cluster scratch)")
     s.add_argument("--force", action="store_true", help="submit even while runs of the phase are queued or running")
+    s.add_argument("--no-report", action="store_true", help="skip the report (local: after the runs; cluster: the report job)")
     s.set_defaults(fn=_run)
 
     s = sub.add_parser("run-one", help="execute one entry of a phase index through papermill (job arrays)")
@@ -108,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="build the phase's HTML report, winner.yaml and next-phase params")
     s.add_argument("runs_dir", help="<runs root>/<phase>")
     s.add_argument("--params", default=None, help="default: the params.yaml copied into the phase folder")
-    s.add_argument("--out", default=None, help="default: reports/<phase>.html")
+    s.add_argument("--out", default=None, help="default: <runs_dir>/report.html (also copied to reports/<phase>.html "
+                   "beside the params file when runs_dir is in its runs_root)")
     s.set_defaults(fn=_report)
 
     s = sub.add_parser("status", help="one row per experiment x seed of a phase folder")

@@ -179,3 +179,23 @@ def load_run_data(cfg: RunConfig, progress: bool = True) -> RunData:
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(f"data: {len(layouts)} image(s) are too few for a train/val split")
     return RunData(layouts, train_idx, val_idx, val_idx[: d.num_samples])
+
+
+def manifest_summary(d) -> str:
+    """What `imginav validate` says about the data (`d`: params.Data): images listed, kept by the filters, and
+    the size of the first one against data.image_size (e.g. 64 px images upscaled to 512)."""
+    from PIL import Image
+
+    listed, kept = read_manifest(d.manifest), read_manifest(d.manifest, d.filters)
+    filtered = f", {len(kept)} after data.filters {d.filters}" if len(kept) != len(listed) else ""
+    try:
+        with Image.open(kept["path"].iloc[0]) as im:
+            w, h = im.size
+    except OSError as e:
+        return f"manifest: {len(listed)} images{filtered}; first image unreadable ({e})"
+    n = d.image_size
+    if (w, h) == (n, n):
+        how = f"already {n}x{n}: used as they are"
+    else:
+        how = f"{'upscaled' if max(w, h) < n else 'downscaled' if min(w, h) > n else 'resized'} to {n}x{n} (nearest-neighbour) once, into the cache"
+    return f"manifest: {len(listed)} images{filtered}; the first is {w}x{h} px: images are {how}"

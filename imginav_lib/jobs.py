@@ -20,6 +20,7 @@ from . import runfolder as rf
 from .files import atomic_write_text
 from .params import ClusterResources, Phase
 from .schedulers import SCHEDULERS
+from .status import plural
 
 HPC = Path(__file__).resolve().parents[1] / "hpc"  # the package is installed editable from the repository
 
@@ -91,14 +92,14 @@ class JobPlan:
     logs: Path
     prepare: tuple[Path, str] | None  # the decode job (script, text); None when the cache exists
     arrays: list[tuple[Group, Path, str]]  # group, script path, script text
-    report: tuple[Path, str]
+    report: tuple[Path, str] | None  # None: no report job (--no-report)
 
     def scripts(self) -> list[tuple[Path, str]]:
-        return ([self.prepare] if self.prepare else []) + [(s, t) for _, s, t in self.arrays] + [self.report]
+        return ([self.prepare] if self.prepare else []) + [(s, t) for _, s, t in self.arrays] + ([self.report] if self.report else [])
 
 
 def plan_jobs(phase: Phase, params_file: Path, backend: str, runs: list[dict], entries: list[int],
-              phase_dir: Path, logs: Path, prepare: bool) -> JobPlan:  # fmt: skip
+              phase_dir: Path, logs: Path, prepare: bool, report: bool = True) -> JobPlan:  # fmt: skip
     c = phase.cluster
     sched = SCHEDULERS[backend]
     q = shlex.quote
@@ -117,13 +118,13 @@ def plan_jobs(phase: Phase, params_file: Path, backend: str, runs: list[dict], e
         arrays.append((g, script, text))
     jobs = {}
     for job, res in (("prepare", c.prepare), ("report", c.report)):
-        if job == "prepare" and not prepare:
+        if (job == "prepare" and not prepare) or (job == "report" and not report):
             continue
         name, script = f"{phase.phase}-{job}", jobs_dir / f"{job}.{backend}.sh"
         directives = sched.job_directives(name, res, logs, c)
         jobs[job] = (script, render(f"{backend}_{job}.sh.tmpl", directives="\n".join(directives), script=q(str(script)),
                                     name=name, phase_dir=q(str(phase_dir)), **common))  # fmt: skip
-    return JobPlan(backend, phase_dir, logs, jobs.get("prepare"), arrays, jobs["report"])
+    return JobPlan(backend, phase_dir, logs, jobs.get("prepare"), arrays, jobs.get("report"))
 
 
 def _print_dry_run(plan: JobPlan) -> None:
@@ -131,8 +132,9 @@ def _print_dry_run(plan: JobPlan) -> None:
     if plan.prepare:
         print(f"# ---- {plan.prepare[0]} (decode into the cache: the arrays wait for it)\n{plan.prepare[1]}")
     for g, script, text in plan.arrays:
-        print(f"# ---- {script} ({len(g.entries)} runs: {ranges(g.entries)})\n{text}")
-    print(f"# ---- {plan.report[0]}\n{plan.report[1]}")
+        print(f"# ---- {script} ({plural(len(g.entries), 'run')}: {ranges(g.entries)})\n{text}")
+    if plan.report:
+        print(f"# ---- {plan.report[0]}\n{plan.report[1]}")
     print("# ---- commands (dry run: nothing written, nothing submitted)")
     prep = ["<JOBID_prepare>"] if plan.prepare else []
     if plan.prepare:
@@ -140,7 +142,8 @@ def _print_dry_run(plan: JobPlan) -> None:
     ids = [f"<JOBID_{g.name}>" for g, _, _ in plan.arrays]
     for (g, script, _), j in zip(plan.arrays, ids):
         print(sched.show(sched.submit_command(script, done=prep), script) + f"   # -> {j}")
-    print(sched.show(sched.submit_command(plan.report[0], done=prep, ended=ids), plan.report[0]))
+    if plan.report:
+        print(sched.show(sched.submit_command(plan.report[0], done=prep, ended=ids), plan.report[0]))
 
 
 def submit_jobs(plan: JobPlan, phase: Phase, dry_run: bool) -> int:
@@ -171,11 +174,14 @@ def submit_jobs(plan: JobPlan, phase: Phase, dry_run: bool) -> int:
             job_id = sched.submit(cmd, script)
             record["jobs"].append({"name": g.name, "job_id": job_id, "entries": g.entries, "queue": g.resources.queue,
                                    "script": str(script), "command": sched.show(cmd, script)})  # fmt: skip
-            print(f"submitted {g.name}: job {job_id}, {len(g.entries)} runs ({ranges(g.entries)})   {sched.show(cmd, script)}")
-        cmd = sched.submit_command(plan.report[0], done=prep, ended=[j["job_id"] for j in record["jobs"]])
-        job_id = sched.submit(cmd, plan.report[0])
-        record["report"] = {"job_id": job_id, "script": str(plan.report[0]), "command": sched.show(cmd, plan.report[0])}
-        print(f"submitted report: job {job_id}   {sched.show(cmd, plan.report[0])}")
+            print(f"submitted {g.name}: job {job_id}, {plural(len(g.entries), 'run')} ({ranges(g.entries)})   {sched.show(cmd, script)}")
+        if plan.report is not None:
+            cmd = sched.submit_command(plan.report[0], done=prep, ended=[j["job_id"] for j in record["jobs"]])
+            job_id = sched.submit(cmd, plan.report[0])
+            record["report"] = {"job_id": job_id, "script": str(plan.report[0]), "command": sched.show(cmd, plan.report[0])}
+            print(f"submitted report: job {job_id}   {sched.show(cmd, plan.report[0])}")
+        else:
+            print(f"no report job (--no-report); build it later with: imginav report {plan.phase_dir}")
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
         rf.record_submission(plan.phase_dir, {**record, "error": str(e)})  # what did get submitted is on record
         print(f"imginav: error: {e}", file=sys.stderr)

@@ -28,11 +28,12 @@ from . import runfolder as rf
 from .errors import InputError
 from .files import check_output_dir, check_output_file
 from .jobs import plan_jobs, ranges, submit_jobs
-from .params import Phase, load_phase, params_hash, runs_of
+from .params import Phase, RunConfig, load_phase, params_hash, run_config, runs_of
+from .publish import record_path, recorded_path
 from .runfolder import read_index
 from .runlock import FolderLock
 from .schedulers import BACKENDS, SCHEDULERS
-from .status import busy_runs, fmt_duration, text_table
+from .status import busy_runs, fmt_duration, plural, text_table
 from .stopping import StopFileWriter, block_stop_signals, restore_stop_signals
 
 REPO = Path(__file__).resolve().parents[1]  # the package is installed editable from the repository
@@ -94,7 +95,7 @@ def write_index(phase: Phase, params_file: str | Path, runs_root: str | Path) ->
     params_file = Path(params_file).resolve()
     index = {
         "phase": phase.phase,
-        "params_file": str(params_file),
+        "params_file": record_path(params_file),  # relative to the checkout when inside it (publish.py)
         "params_hash": params_hash(params_file),
         "runs": runs_of(phase, str(Path(runs_root).resolve())),
     }
@@ -112,6 +113,20 @@ def _mark_failed(run_dir: Path, entry: dict, phase: str, error: str) -> None:
     info.update(phase=phase, experiment=entry["experiment"], seed=entry["seed"], status=rf.RunStatus.FAILED,
                 error=error, ended=rf.now(), updated=rf.now())  # fmt: skip
     folder.write_info(info)
+
+
+def _check_submitted(index_file: Path, params_file: Path, cfg: RunConfig) -> None:
+    """A queued job runs what was submitted: the params file may have been edited since index.json was written
+    (a comment, more seeds, more epochs), but not in a way that changes this run (the same field-level rule)."""
+    copy = index_file.parent / rf.PARAMS_COPY
+    if not copy.is_file():
+        raise InputError(f"{params_file} changed since {index_file} was written: run `imginav run` again")
+    then = run_config(load_phase(copy, check_files=False, base=params_file.parent), copy, cfg.experiment, cfg.seed,
+                      str(Path(cfg.run_dir).parents[2])).model_dump()  # fmt: skip
+    changes = rf.config_changes(then, cfg.model_dump())
+    if changes:
+        raise InputError(f"{params_file} changed since {index_file} was written: experiment {cfg.experiment} seed "
+                         f"{cfg.seed}: {', '.join(changes)} would mix two runs: run `imginav run` again")  # fmt: skip
 
 
 def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) -> int:
@@ -135,24 +150,25 @@ def _run_one(index_file: Path, i: int, notebook: str | Path | None) -> int:
     if not 1 <= i <= len(runs):
         raise InputError(f"{index_file}: entry {i} out of range 1..{len(runs)}")
     entry = runs[i - 1]
-    params_file = Path(index["params_file"])
+    params_file = recorded_path(index["params_file"])  # in this checkout when recorded relative to it
     if not params_file.is_file():
         raise InputError(f"{index_file}: params file not found: {params_file}")
-    if params_hash(params_file) != index["params_hash"]:
-        # A queued job must run what was submitted; an edited file would silently change (or break) the config.
-        raise InputError(f"{params_file} changed since {index_file} was written: run `imginav run` again")
     phase = load_phase(params_file)
     run_dir = Path(entry["run_dir"])
+    cfg = run_config(phase, params_file, entry["experiment"], entry["seed"], str(run_dir.parents[2]))
+    if params_hash(params_file) != index["params_hash"]:
+        _check_submitted(index_file, params_file, cfg)
     folder = rf.RunFolder(run_dir)
+    rf.check_same_run(folder, cfg.model_dump())
     name = f"{entry['experiment']} seed {entry['seed']}"
-    if folder.status() == rf.RunStatus.DONE:
+    if folder.finished(cfg.training.epochs):
         # Skip papermill too: re-executing would overwrite train.ipynb, the record of the finished run.
         print(f"imginav: {name}: already done ({run_dir})", flush=True)
         return 0
     nb = train_notebook(notebook)
     # Held until the end of the attempt is recorded; papermill's kernel trains under it (its token in the environment).
     with FolderLock(run_dir, f"run-one {index_file} {i}") as lock, lock.shared_with_children():
-        if folder.status() == rf.RunStatus.DONE:  # finished since the check above
+        if folder.finished(cfg.training.epochs):  # finished since the check above
             print(f"imginav: {name}: already done ({run_dir})", flush=True)
             return 0
         return _execute(nb, folder, entry, params_file, phase, index["phase"], name)
@@ -223,7 +239,7 @@ def _run_local(index_file: Path, runs: list[dict], entries: list[int], jobs: int
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     logs.mkdir(parents=True, exist_ok=True)
     todo, running, results = list(entries), {}, {}
-    print(f"running {len(entries)} runs, {jobs} at a time, {threads} CPU thread(s) each; logs in {logs}")
+    print(f"running {plural(len(entries), 'run')}, {jobs} at a time, {plural(threads, 'CPU thread')} each; logs in {logs}")
     try:
         while todo or running:
             while todo and len(running) < jobs:
@@ -275,16 +291,70 @@ def _summary(runs: list[dict], entries: list[int], results: dict[int, tuple[int,
 # imginav run
 
 
+def _unset_variables(phase: Phase, runs_root: str | None) -> dict[str, list[str]]:
+    """Environment variables that the phase's paths name but this shell has not set: variable -> fields."""
+    fields = {"--runs-root": runs_root, "runs_root": phase.runs_root, "data.manifest": phase.data.manifest,
+              "data.cache_dir": phase.data.cache_dir, "cluster.runs_root": phase.cluster.runs_root,
+              "cluster.logs_dir": phase.cluster.logs_dir}  # fmt: skip
+    unset: dict[str, list[str]] = {}
+    for field, value in fields.items():
+        for var in re.findall(r"\$\{?(\w+)", value or ""):
+            if var not in os.environ:
+                unset.setdefault(var, []).append(field)
+    return unset
+
+
+def _check_phase(phase: Phase, params_file: Path, runs: list[dict]) -> list[RunConfig]:
+    """Each run's config under these params (a RunConfig per index entry). A run folder that holds a run of another
+    config is refused, field by field, before anything is written: adding seeds or experiments, raising epochs,
+    editing notes, comments, decision rules or cluster settings pass; a loss or architecture change does not."""
+    configs, refused = [], []
+    for r in runs:
+        cfg = run_config(phase, params_file, r["experiment"], r["seed"], str(Path(r["run_dir"]).parents[2]))
+        try:
+            rf.check_same_run(rf.RunFolder(r["run_dir"]), cfg.model_dump())
+        except InputError as e:
+            refused.append(str(e))
+        configs.append(cfg)
+    if refused:
+        more = f" (and {plural(len(refused) - 1, 'more run')} like it)" if len(refused) > 1 else ""
+        raise InputError(refused[0] + more)
+    return configs
+
+
+def _runs_root(phase: Phase, params_file: Path, backend: str, runs_root: str | None, dry_run: bool) -> Path:
+    base = params_file.resolve().parent
+    if runs_root:
+        return _expand(runs_root, Path.cwd(), "--runs-root", dry_run)
+    if backend != "local" and phase.cluster.runs_root:
+        return _expand(phase.cluster.runs_root, base, f"{params_file}: cluster.runs_root", dry_run)
+    return Path(phase.runs_root)
+
+
+def _report(phase_dir: Path, params_file: Path) -> bool:
+    """Build the phase's report after local runs; False if it failed (the runs stay)."""
+    try:
+        from .report import build_report
+
+        dest = build_report(phase_dir, params_file=str(params_file.resolve()))
+    except Exception as e:  # the runs stay; the report can be rebuilt with `imginav report`
+        print(f"imginav: report failed: {type(e).__name__}: {e} (runs kept; retry: imginav report {phase_dir})", file=sys.stderr)
+        return False
+    print(f"report: {dest.report}")
+    print(f"published: {dest.report_copy}" if dest.report_copy else dest.note)
+    return True
+
+
 def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1, only: list[str] | None = None,
-              dry_run: bool = False, runs_root: str | None = None, force: bool = False) -> int:  # fmt: skip
-    """Validate, prepare the data once, write the index, then run (local) or submit (lsf, slurm). Returns the exit code.
+              dry_run: bool = False, runs_root: str | None = None, force: bool = False, report: bool = True) -> int:  # fmt: skip
+    """Validate, prepare the data once, write the index, then run (local) or submit (lsf, slurm) the runs that are
+    not finished, then build the report (unless `report` is false). Returns the exit code.
 
     Refused while any selected run is queued or running, unless `force` (a second writer of a run folder then
     exits at once on its lock)."""
     params_file = Path(params_file)
     # A dry run may show a cluster's params on a laptop that lacks the data: do not require the manifest.
     phase = load_phase(params_file, check_files=not dry_run)
-    base = params_file.resolve().parent
     backend = backend or phase.cluster.backend
     if backend not in BACKENDS:
         raise InputError(f"--backend: invalid backend {backend!r} ({', '.join(BACKENDS[:-1])} or {BACKENDS[-1]})")
@@ -293,30 +363,32 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     unknown = [n for n in (only or []) if n not in phase.experiments]
     if unknown:
         raise InputError(f"--only: no experiment {unknown[0]!r} in {params_file} (have: {', '.join(phase.experiments)})")
-    if runs_root:
-        root = _expand(runs_root, Path.cwd(), "--runs-root", dry_run)
-    elif backend != "local" and phase.cluster.runs_root:
-        root = _expand(phase.cluster.runs_root, base, f"{params_file}: cluster.runs_root", dry_run)
-    else:
-        root = Path(phase.runs_root)
+    if dry_run:
+        for var, fields in _unset_variables(phase, runs_root).items():
+            print(f"imginav: warning: environment variable {var} is not set ({', '.join(fields)}): the paths below "
+                  f"show ${{{var}}} as written; set it before running for real", file=sys.stderr)  # fmt: skip
+    root = _runs_root(phase, params_file, backend, runs_root, dry_run)
     phase_dir = root / phase.phase
+    base = params_file.resolve().parent
     logs = _expand(phase.cluster.logs_dir, base, f"{params_file}: cluster.logs_dir", dry_run) if phase.cluster.logs_dir else phase_dir / rf.LOGS
     runs = runs_of(phase, str(root))
-    entries = [i for i, r in enumerate(runs, 1) if only is None or r["experiment"] in only]
+    configs = _check_phase(phase, params_file, runs)
+    selected = [i for i, r in enumerate(runs, 1) if only is None or r["experiment"] in only]
+    # A finished run is skipped (a run whose planned epochs were raised is not finished: it resumes).
+    finished = [i for i in selected if rf.RunFolder(runs[i - 1]["run_dir"]).finished(configs[i - 1].training.epochs)]
+    entries = [i for i in selected if i not in finished]
+    if finished:
+        print(f"skipping {plural(len(finished), 'finished run')}: entries {ranges(finished)}")
     # Before anything is read there or the cache is built. A dry run may show cluster paths that do not exist
     # here: only a file where a folder must go is an error then.
     where = "--runs-root" if runs_root else f"{params_file}: {'cluster.' if root != Path(phase.runs_root) else ''}runs_root"
     check_output_dir(phase_dir, where, writable=not dry_run)
     check_output_dir(logs, f"{params_file}: cluster.logs_dir" if phase.cluster.logs_dir else "logs folder", writable=not dry_run)
-    if backend == "local" and not dry_run:  # the report is written into the working directory once every run has ended
-        check_output_file(Path("reports") / f"{phase.phase}.html", "report")
-    old = rf.read_json(phase_dir / rf.INDEX)
-    if old and old.get("params_hash") != params_hash(params_file) and rf.holds_runs(phase_dir):
-        raise InputError(f"{phase_dir} holds runs of another version of {params_file} (params hash "
-                         f"{old.get('params_hash')}): pass another --runs-root or move those runs away")  # fmt: skip
+    if backend == "local" and not dry_run and report:  # the report is written into the phase folder once every run has ended
+        check_output_file(phase_dir / "report.html", "report")
     busy = [] if force else busy_runs(phase_dir, runs, entries)
     if busy:
-        raise InputError(f"{phase_dir}: {len(busy)} run(s) already queued or running ({'; '.join(busy[:2])}"
+        raise InputError(f"{phase_dir}: {plural(len(busy), 'run')} already queued or running ({'; '.join(busy[:2])}"
                          f"{'; ...' if len(busy) > 2 else ''}): see imginav status {phase_dir}, or pass --force")  # fmt: skip
     if not dry_run:
         train_notebook()  # the jobs run the repository's notebook: fail here, not in every job
@@ -328,7 +400,7 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     if backend == "local":
         if dry_run:
             index = phase_dir / rf.INDEX
-            print(f"dry run: would write {index} and run, {jobs} at a time:")
+            print(f"dry run: would write {index} and run {plural(len(entries), 'run')}, {jobs} at a time:")
             for i in entries:
                 print(f"  imginav run-one {shlex.quote(str(index))} {i}   # {runs[i - 1]['experiment']} seed {runs[i - 1]['seed']}")
             return 0
@@ -337,32 +409,23 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
         rf.record_submission(phase_dir, {"backend": "local", "submitted": rf.now(), "entries": entries, "jobs": [], "logs": str(logs)})
         # Held while this pool has runs queued: a second `imginav run` of the phase sees them (busy_runs).
         with contextlib.nullcontext() if force else FolderLock(phase_dir, "imginav run --backend local", rf.PHASE_LOCK):
-            results = _run_local(index, runs, entries, jobs, logs)
-        print("\n" + _summary(runs, entries, results))
+            results = _run_local(index, runs, entries, jobs, logs) if entries else {}
+        print("\n" + _summary(runs, entries, results) if entries else "nothing to run: every selected run is finished")
         ok = all(rc == 0 for rc, _ in results.values())
-        try:
-            from .report import build_report
+        if not report:
+            print(f"report skipped (--no-report); build it with: imginav report {phase_dir}")
+            return 0 if ok else 1
+        return 0 if _report(phase_dir, params_file) and ok else 1
 
-            print(f"report: {build_report(phase_dir, params_file=str(params_file.resolve()))}")
-        except Exception as e:  # the runs stay; the report can be rebuilt with `imginav report`
-            print(f"imginav: report failed: {type(e).__name__}: {e} (runs kept; retry: imginav report {phase_dir})", file=sys.stderr)
-            return 1
-        return 0 if ok else 1
-
-    # A finished run would only occupy a GPU slot to say "already done": submit the others (e.g. after a failure).
-    done = [i for i in entries if rf.RunFolder(runs[i - 1]["run_dir"]).status() == rf.RunStatus.DONE]
-    if done:
-        print(f"skipping {len(done)} run(s) already done: entries {ranges(done)}")
-        entries = [i for i in entries if i not in done]
     if not entries:
-        print(f"nothing to submit: every selected run is done (report: imginav report {phase_dir})")
+        print(f"nothing to submit: every selected run is finished (report: imginav report {phase_dir})")
         return 0
     # The decode is a job of its own (cluster.prepare) unless the cache is there: the login node only validates
     # and writes the index. A dry run without the data shows the job.
     cache = None if dry_run and not Path(phase.data.manifest).is_file() else cached_phase_data(phase)
     if cache is not None:
         print(f"cache: {cache} (exists: no prepare job)")
-    plan = plan_jobs(phase, params_file.resolve(), backend, runs, entries, phase_dir, logs, prepare=cache is None)
+    plan = plan_jobs(phase, params_file.resolve(), backend, runs, entries, phase_dir, logs, prepare=cache is None, report=report)
     if not dry_run:
         write_index(phase, params_file, root)
     return submit_jobs(plan, phase, dry_run)

@@ -350,8 +350,9 @@ def _check_image_size(phase: Phase, archs: dict[str, Architecture], path: Path) 
                              f"({source}.downsampling_steps of {name}): the decoder could not give back that size")  # fmt: skip
 
 
-def load_phase(path: str | Path, check_files: bool = True) -> Phase:
-    """Read and validate a phase params file; paths in it become absolute. Raises InputError.
+def load_phase(path: str | Path, check_files: bool = True, base: str | Path | None = None) -> Phase:
+    """Read and validate a phase params file; paths in it become absolute, relative to `base` (default: the
+    file's folder; a copy in a phase folder passes the original's). Raises InputError.
 
     check_files: the manifest must exist and the cache and runs folders must be folders (or creatable).
     """
@@ -359,7 +360,7 @@ def load_phase(path: str | Path, check_files: bool = True) -> Phase:
     if not path.is_file():
         raise InputError(f"params file not found: {path}")
     raw = read_yaml(path)
-    base = path.parent.resolve()
+    base = Path(base or path.parent).resolve()
 
     def absolute(p: str, field: str) -> str:
         # ${VAR} lets a cluster user keep paths out of the file (IMGINAV_DATA, SCRATCH, ...). Without
@@ -424,7 +425,11 @@ def run_dir(runs_root: str | Path, phase: str, experiment: str, seed: int) -> Pa
 
 def resolve_run(params_file: str | Path, experiment: str, seed: int, runs_root: str | None = None) -> RunConfig:
     """The resolved config of one experiment x seed (shared defaults + the experiment's overrides)."""
-    phase = load_phase(params_file)
+    return run_config(load_phase(params_file), params_file, experiment, seed, runs_root)
+
+
+def run_config(phase: Phase, params_file: str | Path, experiment: str, seed: int, runs_root: str | None = None) -> RunConfig:
+    """resolve_run for a loaded phase (`params_file`: the file it was loaded from)."""
     if experiment not in phase.experiments:
         raise InputError(f"{params_file}: no experiment {experiment!r} (have: {', '.join(phase.experiments)})")
     over = phase.experiments[experiment]

@@ -18,6 +18,7 @@ from . import heads as H
 from . import runfolder as rf
 from .errors import InputError
 from .palette import CLASS_NAMES
+from .publish import home_params
 from .params import Decision, Phase, _deep_merge, load_phase, params_hash
 from .stats import count_spikes, epochs_to_within, late_wobble
 
@@ -54,15 +55,14 @@ class PhaseRuns:
         return self.runs[self.runs["state"] == "done"]
 
 
-def _resolve_params_file(runs_dir: Path, index: dict, params_file) -> Path | None:
+def _resolve_params_file(runs_dir: Path, params_file) -> Path | None:
+    """`params_file` when given, else the copy `imginav run` keeps in the phase folder (the params the runs used)."""
     if params_file is not None:
         if not Path(params_file).is_file():
             raise InputError(f"params file not found: {params_file}")
         return Path(params_file).resolve()
-    for cand in (index.get("params_file"), runs_dir / rf.PARAMS_COPY):
-        if cand and Path(cand).is_file():
-            return Path(cand).resolve()
-    return None
+    copy = runs_dir / rf.PARAMS_COPY
+    return copy if copy.is_file() else None
 
 
 def _discover_index(runs_dir: Path) -> dict:
@@ -92,13 +92,15 @@ def _read_index(runs_dir: Path, warnings: list[str]) -> dict:
     return index
 
 
-def _read_params(runs_dir: Path, index: dict, params_file, warnings: list[str]) -> tuple[Path | None, Phase | None]:
+def _read_params(runs_dir: Path, params_file, warnings: list[str]) -> tuple[Path | None, Phase | None]:
     """The params file and its contents; a given file must load, one found by itself may fail (defaults apply)."""
-    pfile = _resolve_params_file(runs_dir, index, params_file)
+    pfile = _resolve_params_file(runs_dir, params_file)
     params = None
     if pfile is not None:
+        # The copy's relative paths (architecture_from) are those of the params file it came from, if it is here.
+        home = home_params(runs_dir) if params_file is None else None
         try:
-            params = load_phase(pfile, check_files=False)
+            params = load_phase(pfile, check_files=False, base=home.parent if home else None)
         except InputError as e:
             if params_file is not None:
                 raise
@@ -226,7 +228,7 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
         raise InputError(f"runs folder not found: {runs_dir}")
     warnings = []
     index = _read_index(runs_dir, warnings)
-    pfile, params = _read_params(runs_dir, index, params_file, warnings)
+    pfile, params = _read_params(runs_dir, params_file, warnings)
     decision = params.decision if params else Decision()
 
     rows, found = [], {"metrics": [], "steps": [], "evals": {}, "configs": {}, "samples": []}

@@ -22,6 +22,7 @@ from . import runfolder as rf
 from .errors import InputError, ReportError
 from .files import UMASK, atomic_write_text, check_output_dir, check_output_file
 from .phase import load_phase_runs, resolved_section
+from .publish import Destinations, destinations, publish_report
 from .stats import STABILITY
 
 if TYPE_CHECKING:
@@ -272,7 +273,9 @@ def definitions_html() -> str:
             "compared with the true classes (comparable across all experiments).</li></ul>")
 
 
-def handoff_html(paths: dict) -> str:
+def handoff_html(paths: dict, written: bool = True) -> str:
+    if not written:
+        return "<p>No hand-off written in this session (<code>write_handoff</code> is off; <code>imginav report</code> writes it).</p>"
     if not paths:
         return "<p>No hand-off written: no winner.</p>"
     rows = [[e(k), e(str(v))] for k, v in paths.items()]
@@ -313,9 +316,11 @@ def export_html(nb_path: Path, title: str) -> str:
     return body
 
 
-def build_report(runs_dir, params_file=None, out=None) -> Path:
+def build_report(runs_dir, params_file=None, out=None) -> Destinations:
     """Execute the analysis notebook into <runs_dir>/analysis.ipynb (it writes winner.yaml and the next-phase
-    params) and render it, code hidden, to `out` (default reports/<phase>.html under the working directory)."""
+    params into the phase folder) and render it, code hidden, to `out` (default <runs_dir>/report.html). When
+    the phase folder is its params file's own, the report and the next-phase params are also published beside
+    that file (publish.py). Returns where everything went."""
     import papermill as pm
 
     from .kernel import IPCKernelManager
@@ -324,14 +329,14 @@ def build_report(runs_dir, params_file=None, out=None) -> Path:
     # What the notebook reads first, read here: a folder that is not a phase folder, a bad --params or an
     # unwritable --out is one line at once, before a kernel starts or anything is written.
     phase = load_phase_runs(runs_dir, params_file).phase
-    what = "--out" if out else "report"
-    out = Path(out) if out else Path("reports") / f"{phase}.html"
-    check_output_file(out, what)
+    dest = destinations(runs_dir, phase, params_file, out)
+    check_output_file(dest.report, "--out" if out else "report")
     check_output_dir(runs_dir, "report: phase folder")  # analysis.ipynb and winner.yaml go there
     nb_path = runs_dir / "analysis.ipynb"
     fd, tmp = tempfile.mkstemp(dir=runs_dir, prefix=".analysis.", suffix=".ipynb")
     os.close(fd)
-    params = {"runs_dir": str(runs_dir), "params_file": str(Path(params_file).resolve()) if params_file else None}
+    params = {"runs_dir": str(runs_dir), "params_file": str(Path(params_file).resolve()) if params_file else None,
+              "write_handoff": True, "handoff_copy_dir": str(dest.handoff_copy_dir) if dest.handoff_copy_dir else None}  # fmt: skip
     try:
         pm.execute_notebook(str(NOTEBOOK), tmp, parameters=params, kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOK.parent),
                             kernel_manager_class=IPCKernelManager)
@@ -343,5 +348,6 @@ def build_report(runs_dir, params_file=None, out=None) -> Path:
         raise
     os.chmod(tmp, 0o666 & ~UMASK)
     os.replace(tmp, nb_path)
-    atomic_write_text(out, export_html(nb_path, f"{phase}: phase report"))
-    return out
+    atomic_write_text(dest.report, export_html(nb_path, f"{phase}: phase report"))
+    publish_report(dest)
+    return dest

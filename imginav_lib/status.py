@@ -14,6 +14,11 @@ from .runlock import holder
 from .schedulers import SCHEDULERS
 
 
+def plural(n: int, word: str) -> str:
+    """"1 run", "2 runs"."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def fmt_duration(s: float | None) -> str:
     if s is None:
         return "-"

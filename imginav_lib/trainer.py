@@ -354,9 +354,11 @@ def _fit(cfg: RunConfig, data: RunData | None, progress: bool) -> RunResult:
     folder.remove_temp_files()  # of an attempt killed mid-write; ours alone to delete: we hold the lock
     check_same_run(folder, cfg.model_dump())
     info = folder.read_info()
-    if info.get("status") == RunStatus.DONE:
+    if folder.finished(cfg.training.epochs):
         print(f"{folder.path}: already done (status done); nothing to do")
         return _result(build_model(cfg.architecture), load_checkpoint(folder.best)["model"], folder)
+    # A done run whose planned epochs were raised continues from latest.pt (the last epoch's weights, optimizer
+    # and early-stopping state) exactly as if it had been planned that long; best.pt stays the best so far.
 
     folder.write_config(cfg.model_dump())
     device, dtype = setup_device(cfg.training)

@@ -172,7 +172,7 @@ DEMO_NOISE = {"seed_sd": 0.094, "run_sd": 0.022}
 def test_handoff_writes_winner_and_valid_next_params(tmp_path, monkeypatch):
     runs = synthetic(tmp_path, seeds=(1, 2, 3), noise=0.01, effects={F[1]: {"mse": 0.9}})
     (runs / "data").mkdir()
-    (runs / "data" / "manifest.csv").write_text("layout_path,type,is_empty\n")  # `validate` checks the file exists
+    (runs / "data" / "manifest.csv").write_text("layout_path,type,is_empty\nx.png,,false\n")  # `validate` reads the manifest
     a = analyse(runs)
     paths = write_handoff(a.runs, a.verdict, a.summary)
     w = yaml.safe_load(paths["winner"].read_text())

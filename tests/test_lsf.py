@@ -292,7 +292,7 @@ def test_resubmitting_skips_runs_that_are_done_and_a_cache_that_exists(tmp_path,
     path.write_text(yaml.safe_dump(params))
     done = tmp_path / "runs" / "t" / "F1" / "seed1"
     done.mkdir(parents=True)
-    (done / "run.json").write_text(json.dumps({"status": "done"}))
+    (done / "run.json").write_text(json.dumps({"status": "done", "epoch": 10, "epochs": 10}))  # the default 10 epochs
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "bsub").write_text(FAKE_BSUB.replace("python3", sys.executable, 1))
     (tmp_path / "bin" / "bsub").chmod(0o755)
@@ -303,9 +303,9 @@ def test_resubmitting_skips_runs_that_are_done_and_a_cache_that_exists(tmp_path,
     calls = [json.loads(line) for line in (tmp_path / "bsub.jsonl").read_text().splitlines()]
     assert '#BSUB -J "t-default[2]"' in calls[0]["stdin"] and len(calls) == 2 and calls[0]["argv"] == []
     assert calls[1]["argv"] == ["-w", "ended(101)"]
-    assert "skipping 1 run(s) already done" in capsys.readouterr().out
+    assert "skipping 1 finished run: entries 1" in capsys.readouterr().out
     (done.parent / "seed2").mkdir()
-    (done.parent / "seed2" / "run.json").write_text(json.dumps({"status": "done"}))
+    (done.parent / "seed2" / "run.json").write_text(json.dumps({"status": "done", "epoch": 10, "epochs": 10}))
     assert run_phase(path, backend="lsf") == 0
     assert "nothing to submit" in capsys.readouterr().out
     assert len((tmp_path / "bsub.jsonl").read_text().splitlines()) == 2  # no new bsub

@@ -79,7 +79,7 @@ def test_validate_cli_exit_2_one_line_and_creates_nothing(tmp_path, tiny):
 
 def test_validate_cli_ok(tiny):
     r = _cli("validate", str(tiny), cwd=tiny.parent)
-    assert r.returncode == 0 and "2 experiments x 1 seeds = 2 runs" in r.stdout
+    assert r.returncode == 0 and "2 experiments x 1 seed = 2 runs" in r.stdout
 
 
 def test_architecture_from_a_winner_file(tmp_path, tiny):

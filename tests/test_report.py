@@ -174,7 +174,7 @@ def test_scale_30_experiments_3_seeds_50_epochs(tmp_path):
     runs = write_synthetic_phase(tmp_path / "runs", phase="scale", experiments=exps, seeds=(1, 2, 3), epochs=50,
                                    sample_interval=5, steps_per_epoch=10)
     written = time.time() - t
-    out = build_report(runs, out=tmp_path / "scale.html")
+    out = build_report(runs, out=tmp_path / "scale.html").report
     seconds = time.time() - t - written
     size = out.stat().st_size / 1e6
     print(f"\nscale 30x3x50: wrote runs in {written:.1f} s; report {seconds:.1f} s, {size:.1f} MB")
