@@ -303,7 +303,20 @@ def prepare_cache(
     final = root / key
     if is_complete(final):
         return final
+    made = [d for d in (root, *root.parents) if not d.exists()]  # removed again if the input is bad
     root.mkdir(parents=True, exist_ok=True)
+    try:
+        return _prepare_locked(manifest, image_size, tolerance, workers, on_bad_image, progress, root, key, final)
+    except InputError:
+        # Bad input leaves nothing behind: a waiting prepare of the same layouts fails the same way.
+        (root / f".{key}.lock").unlink(missing_ok=True)
+        for d in made:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _prepare_locked(manifest, image_size, tolerance, workers, on_bad_image, progress, root, key, final) -> Path:
     with _locked(root / f".{key}.lock", final) as lock_fd:
         if is_complete(final):  # another prepare built it while we waited
             return final
