@@ -345,6 +345,17 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
         return _fit(cfg, data, progress)
 
 
+def _epoch_row(epoch: int, train_m: dict, model, optimizer, cfg: RunConfig, data: RunData, device, dtype) -> dict:
+    """Validate after an epoch's training; its metrics.csv row. Raises Diverged on a non-finite loss."""
+    t_eval = time.perf_counter()
+    val_m = evaluate(model, cfg, data, device, dtype).compute()
+    eval_s = time.perf_counter() - t_eval
+    if not math.isfinite(train_m["train_loss"]) or not math.isfinite(val_m["val_loss"]):
+        raise Diverged(f"non-finite loss at epoch {epoch} (train {train_m['train_loss']}, val {val_m['val_loss']})")
+    return {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+            "epoch_time_s": train_m.pop("train_time_s") + eval_s, **train_m, **val_m}  # fmt: skip
+
+
 def _fit(cfg: RunConfig, data: RunData | None, progress: bool) -> RunResult:
     from tqdm import tqdm
 
@@ -406,13 +417,7 @@ def _fit(cfg: RunConfig, data: RunData | None, progress: bool) -> RunResult:
                 checkpoint(folder.latest)
                 heartbeat(status=RunStatus.PREEMPTED, error=f"preempted at epoch {epoch} step {state.step}; resumes from checkpoints/latest.pt")
                 raise
-            t_eval = time.perf_counter()
-            val_m = evaluate(model, cfg, data, device, dtype).compute()
-            eval_s = time.perf_counter() - t_eval
-            if not math.isfinite(train_m["train_loss"]) or not math.isfinite(val_m["val_loss"]):
-                raise Diverged(f"non-finite loss at epoch {epoch} (train {train_m['train_loss']}, val {val_m['val_loss']})")
-            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                   "epoch_time_s": train_m.pop("train_time_s") + eval_s, **train_m, **val_m}  # fmt: skip
+            row = _epoch_row(epoch, train_m, model, optimizer, cfg, data, device, dtype)
             rows.append(row)
             improved, stop_early = _update_best(state, row, es)
             if epoch % t.sample_interval == 0 or epoch == t.epochs or stop_early:
