@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEMO_DATA ?= data/demo_layouts
 
-.PHONY: demo test venv browser clean bench
+.PHONY: demo test venv browser clean bench mutate soak
 
 $(BIN)/imginav: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,21 @@ test: $(BIN)/imginav browser
 bench: $(BIN)/imginav
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/report_bench.py
+	$(BIN)/python bench/prepare_bench.py
+
+# Mutation testing (not in CI; about 25 min on 2 cores): the modules and the tests it runs are [tool.mutmut] in
+# pyproject.toml. MUTANTS narrows it to functions (mutmut's names, globs allowed); empty = every function there.
+MUTANTS ?= imginav_lib.losses.* imginav_lib.metrics.* imginav_lib.files.* imginav_lib.palette.* \
+	imginav_lib.stats.* imginav_lib.decision.* imginav_lib.data.x_rgb_to_classes_torch*
+mutate: $(BIN)/imginav
+	rm -rf mutants
+	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTANTS),'$(m)')
+	@echo "survivors (mutmut show NAME for the diff):"
+	@$(BIN)/mutmut results | grep -v "not checked" || true
+
+# kill -9 a training process 20 times over a run, resuming each time; the result must equal an uninterrupted run
+soak: $(BIN)/imginav
+	$(BIN)/python bench/crash_soak.py --kills 20
 
 clean:
 	rm -rf runs .cache data reports/*.html

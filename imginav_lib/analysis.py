@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from .decision import Verdict, decide
+from .evidence import with_evidence
 from .phase import PhaseRuns, load_phase_runs, resolved_section, run_table
 from .stats import summarize
 from .steps import classification_sentence, compare_steps, step_pairs, what_is_added
@@ -28,13 +29,14 @@ class Analysis:
 
 
 def analyse(runs_dir: str | Path, params_file: str | Path | None = None) -> Analysis:
+    """The analysis API (docs/analysis.md): any folder that follows docs/run-folder.md, in any state."""
     pr = load_phase_runs(runs_dir, params_file)
     table = run_table(pr)
     level = 1 - pr.decision.alpha
     summary = summarize(table, pr.experiments, level)
     configs = {x: {s: resolved_section(pr, x, s) for s in ("loss", "architecture")} for x in pr.experiments}
     changes = {x: what_is_added(configs[pr.baseline], configs[x]) for x in pr.experiments}
-    verdict = decide(table, pr.experiments, pr.baseline, pr.heads, pr.decision, changes)
+    verdict = with_evidence(decide(table, pr.experiments, pr.baseline, pr.heads, pr.decision, changes), pr, table)
     steps = compare_steps(table, step_pairs(pr.decision, pr.experiments, pr.baseline), configs, pr.decision, level)
     sentence = classification_sentence(steps, pr.decision, level)
     if sentence:  # the question the researchers ask of the classification loss, answered in the verdict

@@ -19,19 +19,23 @@ def _make_layouts(a):
 
 
 def _validate(a):
+    from .data import manifest_summary
     from .params import load_phase, runs_of
+    from .status import plural
 
     phase = load_phase(a.params, overrides=a.set)
     runs = runs_of(phase)
-    with_sets = f" (with {len(a.set)} --set override(s))" if a.set else ""
-    print(f"{a.params}: ok{with_sets}: phase {phase.phase}, {len(phase.experiments)} experiments x {len(phase.seeds)} seeds = {len(runs)} runs")
+    with_sets = f" (with {plural(len(a.set), '--set override')})" if a.set else ""
+    print(f"{a.params}: ok{with_sets}: phase {phase.phase}, {plural(len(phase.experiments), 'experiment')} x "
+          f"{plural(len(phase.seeds), 'seed')} = {plural(len(runs), 'run')}")  # fmt: skip
+    print(manifest_summary(phase.data))
 
 
 def _prepare(a):
     from .launch import prepare_phase_data
     from .params import load_phase
 
-    cache = prepare_phase_data(load_phase(a.params))
+    cache = prepare_phase_data(load_phase(a.params), workers=a.workers)
     print(f"cache: {cache}")
 
 
@@ -39,10 +43,14 @@ def _run(a):
     from .launch import run_phase
 
     return run_phase(a.params, backend=a.backend, jobs=a.jobs, only=a.only, dry_run=a.dry_run, runs_root=a.runs_root,
+                     force=a.force, report=not a.no_report,
                      overrides=a.set)  # fmt: skip
 
 
 def _run_one(a):
+    from .stopping import block_stop_signals
+
+    block_stop_signals()  # before the slow imports: a scheduler's signal now waits for run-one (stopping.py)
     from .launch import run_one
 
     return run_one(a.index, a.i)
@@ -51,8 +59,9 @@ def _run_one(a):
 def _report(a):
     from .report import build_report
 
-    path = build_report(a.runs_dir, params_file=a.params, out=a.out)
-    print(f"report: {path}")
+    dest = build_report(a.runs_dir, params_file=a.params, out=a.out)
+    print(f"report: {dest.report}")
+    print(f"published: {dest.report_copy}" if dest.report_copy else dest.note)
 
 
 def _status(a):
@@ -67,15 +76,22 @@ def _add_set(s: argparse.ArgumentParser) -> None:
                         "--set training.epochs=2 --set experiments.X.loss.seg=0.1")  # fmt: skip
 
 
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="imginav", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("make-layouts", help="write procedurally generated layouts and a manifest")
-    s.add_argument("out")
-    s.add_argument("--n", type=int, default=300)
-    s.add_argument("--size", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("make-layouts", help="write procedurally generated layouts and a manifest",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("out", help="folder for the PNGs and manifest.csv")
+    s.add_argument("--n", type=int, default=300, help="number of layouts")
+    s.add_argument("--size", type=int, default=64, help="image side in pixels")
+    s.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same layouts)")
     s.set_defaults(fn=_make_layouts)
 
     s = sub.add_parser("validate", help="validate a phase params file; runs nothing")
@@ -83,18 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(s)
     s.set_defaults(fn=_validate)
 
-    s = sub.add_parser("prepare", help="decode the phase's images into the cache")
+    s = sub.add_parser("prepare", help="decode the phase's images into the cache (a step of its own: a CPU job)")
     s.add_argument("params")
+    s.add_argument("--workers", type=_at_least_one, default=None,
+                   help="decoding processes (default: data.workers, else LSB_DJOB_NUMPROC, SLURM_CPUS_PER_TASK or the CPUs)")
     s.set_defaults(fn=_prepare)
 
     s = sub.add_parser("run", help="run every experiment x seed of a phase, then the report")
     s.add_argument("params")
     s.add_argument("--backend", choices=BACKENDS, default=None, help="default: cluster.backend")
     s.add_argument("--jobs", type=int, default=1, help="local runs at a time")
-    s.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these experiments")
+    s.add_argument("--only", action="append", default=None, metavar="NAME", help="only this experiment (repeat for more)")
     s.add_argument("--dry-run", action="store_true", help="print job scripts and commands, submit nothing")
     s.add_argument("--runs-root", default=None, help="override runs_root (e.g. cluster scratch)")
     _add_set(s)
+    s.add_argument("--force", action="store_true", help="submit even while runs of the phase are queued or running")
+    s.add_argument("--no-report", action="store_true", help="skip the report (local: after the runs; cluster: the report job)")
     s.set_defaults(fn=_run)
 
     s = sub.add_parser("run-one", help="execute one entry of a phase index through papermill (job arrays)")
@@ -105,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="build the phase's HTML report, winner.yaml and next-phase params")
     s.add_argument("runs_dir", help="<runs root>/<phase>")
     s.add_argument("--params", default=None, help="default: the params.yaml copied into the phase folder")
-    s.add_argument("--out", default=None, help="default: reports/<phase>.html")
+    s.add_argument("--out", default=None, help="default: <runs_dir>/report.html (also copied to reports/<phase>.html "
+                   "beside the params file when runs_dir is in its runs_root)")
     s.set_defaults(fn=_report)
 
     s = sub.add_parser("status", help="one row per experiment x seed of a phase folder")
@@ -120,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.fn(args)
     except InputError as e:
-        print(f"imginav: error: {e}", file=sys.stderr)
+        # One line, whatever a library put in the message (pandas and PyYAML errors can span several).
+        print("imginav: error: " + " ".join(line.strip() for line in str(e).strip().splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("imginav: interrupted", file=sys.stderr)

@@ -1,16 +1,13 @@
-"""Layouts: the researchers' manifest and the decoded cache (the palette and masks live in palette.py).
+"""Layouts: the researchers' manifest and the decoded cache as tensors (palette and masks: palette.py).
 
-Every PNG is decoded once by `prepare_cache` into uint8 arrays (images N x 3 x H x W, masks N x H x W,
+Every PNG is decoded once by `prepare_cache` (cache.py) into uint8 arrays (images N x 3 x H x W, masks N x H x W,
 labels N) that every experiment of a phase and every later run reuse. Training steps only index tensors
-(`load_run_data` gives a run its cache and split, `get_batch` one batch).
+(`load_run_data` gives a run its cache and split, `iter_batches` its batches).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
-import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,15 +15,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
+from .cache import decode_count, open_cache, prepare_cache  # noqa: F401  (the cache's API, re-exported)
 from .errors import InputError
-from .palette import MASK_TOLERANCE, PALETTE, SCENE_TYPES, UNKNOWN_LABEL, rgb_to_mask
+from .palette import PALETTE, SCENE_TYPES, UNKNOWN_LABEL
 
 if TYPE_CHECKING:
     from .params import RunConfig
-
-CACHE_VERSION = 1
 
 
 def rgb_to_classes_torch(rgb: torch.Tensor) -> torch.Tensor:
@@ -59,7 +54,10 @@ def read_manifest(path: str | Path, filters: dict[str, list] | None = None) -> p
     if missing:
         raise InputError(f"manifest {path}: missing column(s) {', '.join(missing)}")
     out = pd.DataFrame({"row": np.arange(2, len(df) + 2)})
-    out["path"] = [str(p if os.path.isabs(p) else (path.parent / p)) for p in df["layout_path"].str.strip()]
+    layout = df["layout_path"].str.strip()
+    if (layout == "").any():
+        raise InputError(f"manifest {path}: row {int(out['row'][(layout == '').to_numpy()].iloc[0])}: empty layout_path")
+    out["path"] = [str(p if os.path.isabs(p) else (path.parent / p)) for p in layout]
     out["type"] = df["type"].str.strip().str.lower()
     bad_type = out.loc[~out["type"].isin(["", *SCENE_TYPES]), ["row", "type"]]
     if len(bad_type):
@@ -78,7 +76,9 @@ def read_manifest(path: str | Path, filters: dict[str, list] | None = None) -> p
         out = out[out[column].isin(allowed)]
     if len(out) == 0:
         raise InputError(f"manifest {path}: no rows left after filters {filters}")
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    out.attrs["manifest"] = str(path)  # so that errors about its images can name it
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def read_manifest(path: str | Path, filters: dict[str, list] | None = None) -> p
 class LayoutData:
     """The decoded layouts of one manifest (after filters), ready to index."""
 
-    images: torch.Tensor  # (N, 3, H, W) uint8
+    images: torch.Tensor  # (N, 3, H, W) uint8, memory-mapped
     masks: torch.Tensor  # (N, H, W) uint8, IGNORE_INDEX where no palette colour is near
     labels: torch.Tensor  # (N,) int64, UNKNOWN_LABEL where `type` is empty
     paths: list[str]
@@ -100,116 +100,16 @@ class LayoutData:
         return self.images.shape[0]
 
 
-def cache_key(manifest: pd.DataFrame, image_size: int, tolerance: float) -> str:
-    """Content key: the manifest rows, each file's size and mtime, the image size, palette and tolerance."""
-    h = hashlib.sha256()
-    h.update(f"v{CACHE_VERSION}|{image_size}|{tolerance}|".encode())
-    h.update(PALETTE.tobytes())
-    for p, t, e in zip(manifest["path"], manifest["type"], manifest["is_empty"]):
-        try:
-            st = os.stat(p)
-            stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            stamp = "missing"
-        h.update(f"{p}|{t}|{e}|{stamp}\n".encode())
-    return h.hexdigest()[:20]
-
-
-def _decode(path: str, size: int) -> np.ndarray:
-    """PNG -> (size, size, 3) uint8; raises ValueError saying what is wrong with the file."""
-    with Image.open(path) as im:
-        if im.mode not in ("RGB", "RGBA", "P"):
-            raise ValueError(f"mode {im.mode} is not RGB")
-        im = im.convert("RGB")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.NEAREST)  # nearest keeps palette colours exact
-        return np.asarray(im, dtype=np.uint8)
-
-
-def decode_count() -> int:
-    """How many PNGs this process has decoded (tests use it to prove the cache is reused)."""
-    return _DECODED[0]
-
-
-_DECODED = [0]
-
-
-def prepare_cache(
-    manifest: pd.DataFrame,
-    image_size: int,
-    cache_root: str | Path,
-    on_bad_image: str = "error",
-    tolerance: float = MASK_TOLERANCE,
-    progress: bool = True,
-) -> Path:
-    """Decode every listed image once into `<cache_root>/<key>/`; return that folder (reused if it exists)."""
-    if on_bad_image not in ("error", "skip"):
-        raise ValueError(f"invalid on_bad_image: {on_bad_image!r}")
-    key = cache_key(manifest, image_size, tolerance)
-    final = Path(cache_root) / key
-    if (final / "meta.json").is_file():
-        return final
-    from tqdm.auto import tqdm
-
-    n = len(manifest)
-    images = np.empty((n, 3, image_size, image_size), dtype=np.uint8)
-    masks = np.empty((n, image_size, image_size), dtype=np.uint8)
-    keep, bad = [], []
-    rows = zip(manifest["row"], manifest["path"])
-    for i, (row, path) in enumerate(tqdm(rows, total=n, desc="decode layouts", disable=not progress)):
-        try:
-            rgb = _decode(path, image_size)
-        except FileNotFoundError:
-            bad.append(f"row {row}: {path}: missing")
-            continue
-        except Exception as e:  # PIL raises many types for a corrupt file
-            bad.append(f"row {row}: {path}: {str(e) or type(e).__name__}")
-            continue
-        _DECODED[0] += 1
-        images[i] = rgb.transpose(2, 0, 1)
-        masks[i] = rgb_to_mask(rgb, tolerance)
-        keep.append(i)
-    if bad and on_bad_image == "error":
-        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
-        raise InputError(f"{len(bad)} unreadable image(s): " + "; ".join(bad[:3]) + more)
-    if not keep:
-        raise InputError("no readable images in the manifest")
-    keep_idx = np.array(keep)
-    Path(cache_root).mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=f".{key}."))
-    try:
-        np.save(tmp / "images.npy", images[keep_idx])
-        np.save(tmp / "masks.npy", masks[keep_idx])
-        np.save(tmp / "labels.npy", manifest["label"].to_numpy(np.int64)[keep_idx])
-        meta = {
-            "version": CACHE_VERSION,
-            "image_size": image_size,
-            "tolerance": tolerance,
-            "paths": [manifest["path"].iloc[i] for i in keep],
-            "skipped": bad,
-        }
-        (tmp / "meta.json").write_text(json.dumps(meta))
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished the same cache first: use theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
 def load_cache(cache_dir: str | Path) -> LayoutData:
-    """Memory-map a cache folder written by `prepare_cache`."""
-    cache_dir = Path(cache_dir)
-    meta = json.loads((cache_dir / "meta.json").read_text())
+    """Memory-map a cache folder written by `prepare_cache` (cache.py)."""
+    images, masks, labels, meta = open_cache(cache_dir)
     return LayoutData(
-        images=torch.from_numpy(np.load(cache_dir / "images.npy", mmap_mode="c")),
-        masks=torch.from_numpy(np.load(cache_dir / "masks.npy", mmap_mode="c")),
-        labels=torch.from_numpy(np.load(cache_dir / "labels.npy")),
+        images=torch.from_numpy(images),
+        masks=torch.from_numpy(masks),
+        labels=torch.from_numpy(labels),
         paths=meta["paths"],
         skipped=meta["skipped"],
-        cache_dir=cache_dir,
+        cache_dir=Path(cache_dir),
     )
 
 
@@ -218,6 +118,37 @@ def train_val_split(n: int, val_fraction: float, split_seed: int) -> tuple[torch
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     n_val = max(1, round(n * val_fraction)) if n > 1 else 0
     return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def _fetch(layouts: LayoutData, idx: torch.Tensor, pin: bool):
+    """Index one batch out of the memory-mapped cache; into page-locked memory when it goes to a GPU."""
+    out = []
+    for src in (layouts.images, layouts.masks, layouts.labels):
+        buf = torch.empty((len(idx), *src.shape[1:]), dtype=src.dtype, pin_memory=pin)
+        out.append(torch.index_select(src, 0, idx, out=buf))
+    return out
+
+
+def iter_batches(layouts: LayoutData, batches, device: torch.device):
+    """Yield (images (B, 3, H, W) float in [-1, 1], masks (B, H, W) long, labels (B,) long) on `device`, one per
+    index tensor of `batches`.
+
+    The next batch is read from the cache in a background thread while the current one trains (at 512 px a
+    batch of 16 is 16 MiB of page faults and copies); on CUDA it lands in pinned memory, so the copy to the GPU
+    is asynchronous (non_blocking) and the uint8 -> float conversion runs on the GPU.
+    """
+    pin = device.type == "cuda"
+    batches = list(batches)
+    if not batches:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="imginav-batches") as pool:
+        ahead = pool.submit(_fetch, layouts, batches[0], pin)
+        for k in range(len(batches)):
+            images, masks, labels = ahead.result()
+            if k + 1 < len(batches):
+                ahead = pool.submit(_fetch, layouts, batches[k + 1], pin)
+            images, masks, labels = (t.to(device, non_blocking=pin) for t in (images, masks, labels))
+            yield to_model_input(images), masks.long(), labels.long()
 
 
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
@@ -241,17 +172,30 @@ def load_run_data(cfg: RunConfig, progress: bool = True) -> RunData:
     """The phase's cache (decoded once, reused) and this run's split."""
     d = cfg.data
     manifest = read_manifest(d.manifest, d.filters)
-    cache = prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance, progress=progress)
+    cache = prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance, progress, d.workers)
     layouts = load_cache(cache)
-    train_idx, val_idx = train_val_split(len(layouts), d.val_fraction, d.split_seed)
+    split_seed = d.split_seed + cfg.seed if d.split == "per_seed" else d.split_seed
+    train_idx, val_idx = train_val_split(len(layouts), d.val_fraction, split_seed)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(f"data: {len(layouts)} image(s) are too few for a train/val split")
     return RunData(layouts, train_idx, val_idx, val_idx[: d.num_samples])
 
 
-def get_batch(data: LayoutData, idx: torch.Tensor, device: torch.device):
-    """Index the uint8 cache (no decoding) -> float images in [-1, 1], long masks, long labels."""
-    images = data.images[idx].to(device, non_blocking=True)
-    masks = data.masks[idx].to(device, non_blocking=True)
-    labels = data.labels[idx].to(device, non_blocking=True)
-    return to_model_input(images), masks.long(), labels.long()
+def manifest_summary(d) -> str:
+    """What `imginav validate` says about the data (`d`: params.Data): images listed, kept by the filters, and
+    the size of the first one against data.image_size (e.g. 64 px images upscaled to 512)."""
+    from PIL import Image
+
+    listed, kept = read_manifest(d.manifest), read_manifest(d.manifest, d.filters)
+    filtered = f", {len(kept)} after data.filters {d.filters}" if len(kept) != len(listed) else ""
+    try:
+        with Image.open(kept["path"].iloc[0]) as im:
+            w, h = im.size
+    except OSError as e:
+        return f"manifest: {len(listed)} images{filtered}; first image unreadable ({e})"
+    n = d.image_size
+    if (w, h) == (n, n):
+        how = f"already {n}x{n}: used as they are"
+    else:
+        how = f"{'upscaled' if max(w, h) < n else 'downscaled' if min(w, h) > n else 'resized'} to {n}x{n} (nearest-neighbour) once, into the cache"
+    return f"manifest: {len(listed)} images{filtered}; the first is {w}x{h} px: images are {how}"

@@ -115,6 +115,7 @@ def fig_final_metrics(a: Analysis) -> go.Figure:
 
 def fig_relative(a: Analysis) -> go.Figure:
     c = a.verdict.comparisons
+    c = c[c["versus"] == a.runs.baseline]  # the head-to-head rows are in the stats table
     tol = a.runs.decision.similar_tolerance
     level = f"{a.verdict.level:.0%}" if a.verdict.level == 1 - a.runs.decision.alpha else f"{a.verdict.level:.2%} (Bonferroni)"
     fig = go.Figure()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -12,13 +13,15 @@ import yaml
 from . import heads as H
 from .decision import Verdict
 from .errors import InputError, ReportError
-from .files import atomic_path, atomic_write_text
-from .params import Training, _deep_merge, apply_sets, load_phase
+from .files import atomic_write_text
+from .overrides import apply_sets
+from .params import Training, _deep_merge, load_phase
 from .phase import PhaseRuns, resolved_section, run_table
 from .runfolder import RunFolder
 
-def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame) -> dict[str, Path]:
-    """Write <runs>/<phase>/winner.yaml and the next phase's params next to the params file; return the paths."""
+def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame, copy_to: str | Path | None = None) -> dict[str, Path]:
+    """Write winner.yaml and the next phase's params (`<next phase>.yaml`) into the phase folder, and copy the
+    latter into `copy_to` (the params file's folder, when the phase folder is its own: publish.py); return the paths."""
     if verdict.winner is None:
         return {}
     w = verdict.winner
@@ -34,7 +37,9 @@ def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame) -> dic
     paths = {"winner": pr.runs_dir / "winner.yaml"}
     nxt = pr.decision.handoff
     if pr.params_file is not None and nxt is not None:
-        paths["next_params"] = pr.params_file.parent / f"{nxt.phase}.yaml"
+        paths["next_params"] = pr.runs_dir / f"{nxt.phase}.yaml"
+        if copy_to is not None:
+            paths["next_params_copy"] = Path(copy_to) / f"{nxt.phase}.yaml"
     # The latent scale of the winner's best checkpoint (diffusers scaling_factor): the diffusion stage's input scale.
     scale = ((pr.evals.get((w, int(best.seed))) or {}).get("latent") or {}).get("scaling_factor") if best is not None else None
     winner = {
@@ -53,16 +58,21 @@ def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame) -> dic
         "params_hash": pr.params_hash,
         "git_commit": commit if isinstance(commit, str) else None,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "next_params": str(paths.get("next_params")) if "next_params" in paths else None,
+        "next_params": str(paths.get("next_params_copy", paths.get("next_params"))) if "next_params" in paths else None,
     }
     atomic_write_text(paths["winner"], yaml.safe_dump(winner, sort_keys=False, allow_unicode=True, width=120))
     if "next_params" in paths:
-        _write_next_params(pr, paths["next_params"], w, architecture, loss, verdict, paths["winner"], winner["latent_scale"])
+        text = _next_params_text(pr, w, architecture, loss, verdict, paths["winner"], Path(copy_to or pr.runs_dir),
+                                 winner["latent_scale"])
+        for dest in (paths["next_params"], paths.get("next_params_copy")):
+            if dest is not None:
+                atomic_write_text(dest, text)
     return paths
 
 
-def _write_next_params(pr: PhaseRuns, dest: Path, w: str, architecture: dict, loss: dict, verdict: Verdict, winner_file: Path,
-                       latent_scale: float | None):  # fmt: skip
+def _next_params_text(pr: PhaseRuns, w: str, architecture: dict, loss: dict, verdict: Verdict, winner_file: Path,
+                      home: Path, latent_scale: float | None) -> str:  # fmt: skip
+    """The next phase's params, valid where the params file is (`home`): its data paths are copied as written."""
     nxt = pr.decision.handoff
     raw = apply_sets(yaml.safe_load(pr.params_file.read_text()) or {}, pr.overrides)  # as the runs saw it
     training = Training.model_validate(_deep_merge(resolved_section(pr, w, "training"), nxt.training)).model_dump(mode="json")
@@ -85,11 +95,14 @@ def _write_next_params(pr: PhaseRuns, dest: Path, w: str, architecture: dict, lo
     header = (f"# {nxt.phase}: written by `imginav report` from {pr.phase} on "
               f"{dt.date.today().isoformat()}; do not edit by hand, edit {pr.params_file.name}'s decision.handoff.\n"
               f"# Winner: {w} ({verdict.status}). To follow a later winner file instead, use\n"
-              f"# architecture_from: {os.path.relpath(winner_file, dest.parent)}\n")
+              f"# architecture_from: {os.path.relpath(winner_file, home)}\n"
+              f"# Relative paths are those of {pr.params_file.name}: this file belongs beside it.\n")
     text = header + yaml.safe_dump(params, sort_keys=False, allow_unicode=True, width=120)
-    try:
-        with atomic_path(dest) as tmp:
-            Path(tmp).write_text(text)
-            load_phase(tmp, check_files=False)  # what `imginav validate` checks, before it replaces anything
-    except InputError as e:
-        raise ReportError(f"the next-phase params would not validate: {e}") from None
+    with tempfile.TemporaryDirectory() as d:  # what `imginav validate` checks, before anything is written
+        check = Path(d) / f"{nxt.phase}.yaml"
+        check.write_text(text)
+        try:
+            load_phase(check, check_files=False)
+        except InputError as e:
+            raise ReportError(f"the next-phase params would not validate: {e}") from None
+    return text

@@ -24,6 +24,9 @@ class Head:
     gate_label: str = ""  # that column in the criteria ("seg mIoU")
     min_field: str | None = None  # the params.Decision field holding the minimum
     prose: str = ""  # what the head does, for the verdict: "segments at mIoU {:.2f}" (the gate's mean)
+    # run.json counts (train, val) of the images that have this head's target; None: every image has one
+    scored_on: tuple[str, str] | None = None
+    target: str = ""  # what such an image has, in words ("a room/scene label")
 
     @property
     def auxiliary(self) -> bool:
@@ -43,7 +46,8 @@ HEADS: tuple[Head, ...] = (
          gate="val_seg_miou", gate_label="seg mIoU", min_field="min_seg_miou", prose="segments at mIoU {:.2f}"),
     Head("cls", "classification", "cls", "cls_ce", "cls CE", metrics=(("val_cls_acc", "cls head: accuracy"),),
          train_metrics=("train_cls_acc",),
-         gate="val_cls_acc", gate_label="cls accuracy", min_field="min_cls_accuracy", prose="classifies at accuracy {:.2f}"),
+         gate="val_cls_acc", gate_label="cls accuracy", min_field="min_cls_accuracy", prose="classifies at accuracy {:.2f}",
+         scored_on=("n_train_labelled", "n_val_labelled"), target="a room/scene label"),
 )
 # Semantic fidelity: the reconstruction snapped to the nearest palette colour against the true classes. It
 # belongs to the rgb head but is logged after the auxiliary heads' columns (metrics.csv keeps its order).
@@ -99,6 +103,11 @@ def class_iou_prefixes() -> tuple[str, ...]:
 def trained(loss: dict) -> tuple[str, ...]:
     """The auxiliary heads a loss-weights dict (params.Loss as a dict) trains: those with a non-zero weight."""
     return tuple(h.name for h in auxiliary() if loss.get(h.loss_weight, 0) > 0)
+
+
+def image_counts() -> tuple[str, ...]:
+    """run.json's image counts per split: all images, then those with each head's target (the runs table)."""
+    return ("n_train", "n_val", *dict.fromkeys(c for h in HEADS if h.scored_on for c in h.scored_on))
 
 
 def words(heads: tuple[str, ...]) -> str:

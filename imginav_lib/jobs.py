@@ -1,6 +1,9 @@
 """Cluster submission: the runs grouped by resources into job arrays, their scripts from the templates in `hpc/`,
 the submission through a scheduler (schedulers.py) and its record in `submission.json`.
 
+When the cache does not exist yet, a prepare job (`imginav prepare`, cluster.prepare resources) decodes the images
+first and the arrays wait for it to succeed; the report job waits for it and for every array to end.
+
 Array index i is entry i of the phase index, so a cluster runs exactly the experiments a local run does.
 """
 from __future__ import annotations
@@ -17,6 +20,7 @@ from . import runfolder as rf
 from .files import atomic_write_text
 from .params import ClusterResources, Phase
 from .schedulers import SCHEDULERS
+from .status import plural
 
 HPC = Path(__file__).resolve().parents[1] / "hpc"  # the package is installed editable from the repository
 
@@ -86,12 +90,16 @@ class JobPlan:
     backend: str
     phase_dir: Path
     logs: Path
+    prepare: tuple[Path, str] | None  # the decode job (script, text); None when the cache exists
     arrays: list[tuple[Group, Path, str]]  # group, script path, script text
-    report: tuple[Path, str]
+    report: tuple[Path, str] | None  # None: no report job (--no-report)
+
+    def scripts(self) -> list[tuple[Path, str]]:
+        return ([self.prepare] if self.prepare else []) + [(s, t) for _, s, t in self.arrays] + ([self.report] if self.report else [])
 
 
 def plan_jobs(phase: Phase, params_file: Path, backend: str, runs: list[dict], entries: list[int],
-              phase_dir: Path, logs: Path) -> JobPlan:  # fmt: skip
+              phase_dir: Path, logs: Path, prepare: bool, report: bool = True) -> JobPlan:  # fmt: skip
     c = phase.cluster
     sched = SCHEDULERS[backend]
     q = shlex.quote
@@ -99,61 +107,87 @@ def plan_jobs(phase: Phase, params_file: Path, backend: str, runs: list[dict], e
     jobs_dir = phase_dir / rf.JOBS
     setup = "\n".join(c.setup) if c.setup else "# (no cluster.setup lines)"
     common = dict(phase=phase.phase, params_file=q(str(params_file)), index=q(str(index)), setup=setup,
-                  warning_minutes=c.warning_minutes, requeue_exit_code=c.requeue_exit_code)  # fmt: skip
+                  warning_minutes=c.warning_minutes, requeue_exit_code=c.requeue_exit_code, logs=q(str(logs)))  # fmt: skip
     slots = f"%{c.max_parallel}" if c.max_parallel else ""
     arrays = []
     for g in job_groups(phase, runs, entries):
         script = jobs_dir / f"{g.name}.{backend}.sh"
         directives = sched.array_directives(g.name, f"[{ranges(g.entries)}]{slots}", g.resources, logs, c)
-        text = render(f"{backend}_array.sh.tmpl", directives="\n".join(directives), script=q(str(script)), **common)
+        text = render(f"{backend}_array.sh.tmpl", directives="\n".join(directives), script=q(str(script)), name=g.name,
+                      n_runs=len(runs), **common)  # fmt: skip
         arrays.append((g, script, text))
-    name = f"{phase.phase}-report"
-    script = jobs_dir / f"report.{backend}.sh"
-    directives = sched.report_directives(name, c.report, logs)
-    text = render(f"{backend}_report.sh.tmpl", directives="\n".join(directives), phase_dir=q(str(phase_dir)), **common)
-    return JobPlan(backend, phase_dir, logs, arrays, (script, text))
+    jobs = {}
+    for job, res in (("prepare", c.prepare), ("report", c.report)):
+        if (job == "prepare" and not prepare) or (job == "report" and not report):
+            continue
+        name, script = f"{phase.phase}-{job}", jobs_dir / f"{job}.{backend}.sh"
+        directives = sched.job_directives(name, res, logs, c)
+        jobs[job] = (script, render(f"{backend}_{job}.sh.tmpl", directives="\n".join(directives), script=q(str(script)),
+                                    name=name, phase_dir=q(str(phase_dir)), **common))  # fmt: skip
+    return JobPlan(backend, phase_dir, logs, jobs.get("prepare"), arrays, jobs.get("report"))
 
 
 def _print_dry_run(plan: JobPlan) -> None:
     sched = SCHEDULERS[plan.backend]
+    if plan.prepare:
+        print(f"# ---- {plan.prepare[0]} (decode into the cache: the arrays wait for it)\n{plan.prepare[1]}")
     for g, script, text in plan.arrays:
-        print(f"# ---- {script} ({len(g.entries)} runs: {ranges(g.entries)})\n{text}")
-    print(f"# ---- {plan.report[0]}\n{plan.report[1]}")
+        print(f"# ---- {script} ({plural(len(g.entries), 'run')}: {ranges(g.entries)})\n{text}")
+    if plan.report:
+        print(f"# ---- {plan.report[0]}\n{plan.report[1]}")
     print("# ---- commands (dry run: nothing written, nothing submitted)")
+    prep = ["<JOBID_prepare>"] if plan.prepare else []
+    if plan.prepare:
+        print(sched.show(sched.submit_command(plan.prepare[0]), plan.prepare[0]) + "   # -> <JOBID_prepare>")
     ids = [f"<JOBID_{g.name}>" for g, _, _ in plan.arrays]
     for (g, script, _), j in zip(plan.arrays, ids):
-        print(sched.show(sched.submit_command(script), script) + f"   # -> {j}")
-    print(sched.show(sched.submit_command(plan.report[0], after=ids), plan.report[0]))
+        print(sched.show(sched.submit_command(script, done=prep), script) + f"   # -> {j}")
+    if plan.report:
+        print(sched.show(sched.submit_command(plan.report[0], done=prep, ended=ids), plan.report[0]))
 
 
-def submit_jobs(plan: JobPlan, dry_run: bool) -> int:
-    """Write the scripts, submit the arrays and then the report job that waits for them; record what was submitted."""
+def submit_jobs(plan: JobPlan, phase: Phase, dry_run: bool) -> int:
+    """Write the scripts; submit the prepare job (if any), the arrays that wait for it, then the report job that
+    waits for all; record what was submitted."""
     if dry_run:
         _print_dry_run(plan)
         return 0
     sched = SCHEDULERS[plan.backend]
     plan.logs.mkdir(parents=True, exist_ok=True)  # neither scheduler creates the log folder
-    for _, script, text in plan.arrays:
+    for script, text in plan.scripts():
         atomic_write_text(script, text, executable=True)
-    atomic_write_text(plan.report[0], plan.report[1], executable=True)
-    record = {"backend": plan.backend, "submitted": rf.now(), "cwd": os.getcwd(), "jobs": [], "report": None,
+    record = {"backend": plan.backend, "submitted": rf.now(), "cwd": os.getcwd(), "logs": str(plan.logs),
+              "warning_minutes": phase.cluster.warning_minutes, "prepare": None, "jobs": [], "report": None,
               "entries": [i for g, _, _ in plan.arrays for i in g.entries]}  # fmt: skip
     try:
-        for g, script, _ in plan.arrays:
+        prep = []
+        if plan.prepare:
+            script = plan.prepare[0]
             cmd = sched.submit_command(script)
+            job_id = sched.submit(cmd, script)
+            record["prepare"] = {"job_id": job_id, "name": f"{phase.phase}-prepare", "script": str(script),
+                                 "command": sched.show(cmd, script)}  # fmt: skip
+            print(f"submitted the decode into the cache: job {job_id}   {sched.show(cmd, script)}")
+            prep = [job_id]
+        for g, script, _ in plan.arrays:
+            cmd = sched.submit_command(script, done=prep)
             job_id = sched.submit(cmd, script)
             record["jobs"].append({"name": g.name, "job_id": job_id, "entries": g.entries, "queue": g.resources.queue,
                                    "script": str(script), "command": sched.show(cmd, script)})  # fmt: skip
-            print(f"submitted {g.name}: job {job_id}, {len(g.entries)} runs ({ranges(g.entries)})   {sched.show(cmd, script)}")
-        cmd = sched.submit_command(plan.report[0], after=[j["job_id"] for j in record["jobs"]])
-        job_id = sched.submit(cmd, plan.report[0])
-        record["report"] = {"job_id": job_id, "script": str(plan.report[0]), "command": sched.show(cmd, plan.report[0])}
-        print(f"submitted report: job {job_id}   {sched.show(cmd, plan.report[0])}")
+            print(f"submitted {g.name}: job {job_id}, {plural(len(g.entries), 'run')} ({ranges(g.entries)})   {sched.show(cmd, script)}")
+        if plan.report is not None:
+            cmd = sched.submit_command(plan.report[0], done=prep, ended=[j["job_id"] for j in record["jobs"]])
+            job_id = sched.submit(cmd, plan.report[0])
+            record["report"] = {"job_id": job_id, "script": str(plan.report[0]), "command": sched.show(cmd, plan.report[0])}
+            print(f"submitted report: job {job_id}   {sched.show(cmd, plan.report[0])}")
+        else:
+            print(f"no report job (--no-report); build it later with: imginav report {plan.phase_dir}")
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
         rf.record_submission(plan.phase_dir, {**record, "error": str(e)})  # what did get submitted is on record
         print(f"imginav: error: {e}", file=sys.stderr)
-        if record["jobs"]:
-            print(f"imginav: already submitted: {', '.join(j['job_id'] for j in record['jobs'])} (see {rf.SUBMISSION})", file=sys.stderr)
+        done = ([record["prepare"]["job_id"]] if record["prepare"] else []) + [j["job_id"] for j in record["jobs"]]
+        if done:
+            print(f"imginav: already submitted: {', '.join(done)} (see {rf.SUBMISSION})", file=sys.stderr)
         return 1
     rf.record_submission(plan.phase_dir, record)
     print(f"recorded in {plan.phase_dir / rf.SUBMISSION}; logs in {plan.logs}; watch: imginav status {plan.phase_dir}")

@@ -1,10 +1,11 @@
 """Launching a phase: the index every backend executes, one run through papermill, the local pool.
 
-`imginav run PARAMS` (`run_phase`) validates the params, decodes the phase's images once (`prepare_phase_data`),
-writes `<runs root>/<phase>/index.json` (`write_index`) and then either runs the entries here, N at a time
-(`--backend local`), or hands them to a cluster scheduler (`--backend lsf|slurm`: jobs.py writes one job-array
-script per group of runs with the same resources and a report job that waits for all of them; schedulers.py
-knows each scheduler). Array index i is entry i of the index, so every backend runs exactly the same experiments.
+`imginav run PARAMS` (`run_phase`) validates the params and writes `<runs root>/<phase>/index.json`
+(`write_index`), then either decodes the phase's images once (`prepare_phase_data`) and runs the entries here,
+N at a time (`--backend local`), or hands them to a cluster scheduler (`--backend lsf|slurm`: jobs.py writes a
+prepare job that decodes the images when the cache does not exist yet, one job-array script per group of runs with
+the same resources that waits for it, and a report job that waits for all of them; schedulers.py knows each
+scheduler). Array index i is entry i of the index, so every backend runs exactly the same experiments.
 
 `imginav run-one INDEX i` (`run_one`) is what every backend executes for one entry: papermill runs
 `notebooks/train.ipynb` into the run folder; a run that was asked to stop (signal or STOP file) exits with
@@ -18,7 +19,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,11 +26,15 @@ from pathlib import Path
 
 from . import runfolder as rf
 from .errors import InputError
+from .files import check_output_dir, check_output_file
 from .jobs import plan_jobs, ranges, submit_jobs
-from .params import Phase, load_phase, params_hash, runs_of
+from .params import Phase, RunConfig, load_phase, params_hash, run_config, runs_of
+from .publish import record_path, recorded_path
 from .runfolder import read_index
+from .runlock import FolderLock
 from .schedulers import BACKENDS, SCHEDULERS
-from .status import fmt_duration, text_table
+from .status import busy_runs, fmt_duration, plural, text_table
+from .stopping import StopFileWriter, block_stop_signals, restore_stop_signals
 
 REPO = Path(__file__).resolve().parents[1]  # the package is installed editable from the repository
 NOTEBOOK_ENV = "IMGINAV_TRAIN_NOTEBOOK"  # override of the training notebook (tests, a researcher's variant)
@@ -66,13 +70,24 @@ def _expand(value: str, base: Path, what: str, dry_run: bool = False) -> Path:
 # Data and index
 
 
-def prepare_phase_data(phase: Phase) -> Path:
-    """Decode the phase's images once, before any run starts; every run then only memory-maps the cache."""
+def prepare_phase_data(phase: Phase, workers: int | None = None) -> Path:
+    """Decode the phase's images once, before any run starts; every run then only memory-maps the cache.
+
+    `workers` decoding processes: the argument, else `data.workers`, else the job's cores."""
     from .data import prepare_cache, read_manifest
 
     d = phase.data
     manifest = read_manifest(d.manifest, d.filters)
-    return prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance)
+    return prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance, workers=workers or d.workers)
+
+
+def cached_phase_data(phase: Phase) -> Path | None:
+    """The phase's finished cache, or None: reads the manifest and stats its files, decodes nothing."""
+    from .cache import finished_cache
+    from .data import read_manifest
+
+    d = phase.data
+    return finished_cache(read_manifest(d.manifest, d.filters), d.image_size, d.cache_dir, d.mask_tolerance)
 
 
 def write_index(phase: Phase, params_file: str | Path, runs_root: str | Path, overrides: list[str] | tuple = ()) -> Path:
@@ -81,7 +96,7 @@ def write_index(phase: Phase, params_file: str | Path, runs_root: str | Path, ov
     params_file = Path(params_file).resolve()
     index = {
         "phase": phase.phase,
-        "params_file": str(params_file),
+        "params_file": record_path(params_file),  # relative to the checkout when inside it (publish.py)
         "params_hash": params_hash(params_file, overrides),
         "overrides": list(overrides),
         "runs": runs_of(phase, str(Path(runs_root).resolve())),
@@ -102,51 +117,77 @@ def _mark_failed(run_dir: Path, entry: dict, phase: str, error: str) -> None:
     folder.write_info(info)
 
 
+def _check_submitted(index_file: Path, params_file: Path, cfg: RunConfig) -> None:
+    """A queued job runs what was submitted: the params file may have been edited since index.json was written
+    (a comment, more seeds, more epochs), but not in a way that changes this run (the same field-level rule)."""
+    copy = index_file.parent / rf.PARAMS_COPY
+    if not copy.is_file():
+        raise InputError(f"{params_file} changed since {index_file} was written: run `imginav run` again")
+    then = run_config(load_phase(copy, check_files=False, base=params_file.parent, overrides=cfg.overrides), copy,
+                      cfg.experiment, cfg.seed, str(Path(cfg.run_dir).parents[2]), cfg.overrides).model_dump()  # fmt: skip
+    changes = rf.config_changes(then, cfg.model_dump())
+    if changes:
+        raise InputError(f"{params_file} changed since {index_file} was written: experiment {cfg.experiment} seed "
+                         f"{cfg.seed}: {', '.join(changes)} would mix two runs: run `imginav run` again")  # fmt: skip
+
+
 def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) -> int:
     """Execute entry i (1-based) of a phase index through papermill; return the process exit code.
 
     0: the run is done; `cluster.requeue_exit_code`: it checkpointed on a stop request and should be requeued;
-    1: it failed or diverged (run.json says why; the report lists it); 2 (InputError): bad index or params.
+    1: it failed or diverged (run.json says why; the report lists it); 2 (InputError): bad index or params, or
+    the run folder is in use by another process (RunLocked: nothing touched).
+    SIGUSR2/SIGTERM are stop requests from the start (stopping.py), for this process and the kernel it starts.
     """
-    index_file = Path(index_file).resolve()
+    saved = block_stop_signals()
+    try:
+        return _run_one(Path(index_file).resolve(), i, notebook)
+    finally:
+        restore_stop_signals(saved)
+
+
+def _run_one(index_file: Path, i: int, notebook: str | Path | None) -> int:
     index = read_index(index_file)
     runs = index["runs"]
     if not 1 <= i <= len(runs):
         raise InputError(f"{index_file}: entry {i} out of range 1..{len(runs)}")
     entry = runs[i - 1]
-    params_file = Path(index["params_file"])
+    params_file = recorded_path(index["params_file"])  # in this checkout when recorded relative to it
     if not params_file.is_file():
         raise InputError(f"{index_file}: params file not found: {params_file}")
     overrides = index.get("overrides") or []
-    if params_hash(params_file, overrides) != index["params_hash"]:
-        # A queued job must run what was submitted; an edited file would silently change (or break) the config.
-        raise InputError(f"{params_file} changed since {index_file} was written: run `imginav run` again")
     phase = load_phase(params_file, overrides=overrides)
     run_dir = Path(entry["run_dir"])
+    cfg = run_config(phase, params_file, entry["experiment"], entry["seed"], str(run_dir.parents[2]), overrides)
+    if params_hash(params_file, overrides) != index["params_hash"]:
+        _check_submitted(index_file, params_file, cfg)
     folder = rf.RunFolder(run_dir)
+    rf.check_same_run(folder, cfg.model_dump())
     name = f"{entry['experiment']} seed {entry['seed']}"
-    if folder.status() == rf.RunStatus.DONE:
+    if folder.finished(cfg.training.epochs):
         # Skip papermill too: re-executing would overwrite train.ipynb, the record of the finished run.
         print(f"imginav: {name}: already done ({run_dir})", flush=True)
         return 0
     nb = train_notebook(notebook)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Held until the end of the attempt is recorded; papermill's kernel trains under it (its token in the environment).
+    with FolderLock(run_dir, f"run-one {index_file} {i}") as lock, lock.shared_with_children():
+        if folder.finished(cfg.training.epochs):  # finished since the check above
+            print(f"imginav: {name}: already done ({run_dir})", flush=True)
+            return 0
+        return _execute(nb, folder, entry, params_file, phase, index["phase"], name, overrides)
+
+
+def _execute(nb: Path, folder: rf.RunFolder, entry: dict, params_file: Path, phase: Phase, phase_name: str, name: str,
+             overrides: list[str]) -> int:  # fmt: skip
+    """run_one under the run folder's lock: papermill, then the exit code from the status the run recorded."""
+    run_dir = folder.path
     stop_file = folder.stop_file
     stop_file.unlink(missing_ok=True)  # a STOP of the previous attempt was served by its checkpoint
-
-    def request_stop(signum, frame):
-        # Scheduler warning (USR2) or termination (TERM): ask the trainer, which polls this file every step,
-        # to checkpoint and stop. The kernel may not get the signal itself (its own process group).
-        stop_file.touch()
-        # os.write, not print: the handler may interrupt a print of the notebook's output (reentrant buffer).
-        msg = f"imginav: {signal.Signals(signum).name}: asked {name} to checkpoint and stop\n"
-        with contextlib.suppress(OSError, ValueError, AttributeError):  # stdout without a descriptor
-            os.write(sys.stdout.fileno(), msg.encode())
-
-    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGUSR2, signal.SIGTERM)}
     import papermill  # slow import: only here
 
-    # --log-output equivalent: the notebook's output goes to this process's stdout, i.e. the scheduler's .out file.
+    from .kernel import IPCKernelManager
+
+    # --log-output equivalent: the notebook's output goes to this process's stdout, i.e. the job's log.
     log = logging.getLogger("papermill")
     if not log.handlers:
         handler = logging.StreamHandler(sys.stdout)
@@ -155,32 +196,34 @@ def run_one(index_file: str | Path, i: int, notebook: str | Path | None = None) 
         log.setLevel(logging.INFO)
     print(f"imginav: {name}: {nb} -> {folder.notebook}", flush=True)
     error = None
-    try:
-        papermill.execute_notebook(
-            str(nb),
-            str(folder.notebook),
-            parameters={"params_file": str(params_file), "experiment": entry["experiment"], "seed": entry["seed"],
-                        "runs_root": str(run_dir.parents[2]), "overrides": overrides},  # fmt: skip
-            kernel_name="python3",
-            log_output=True,
-            progress_bar=False,
-            cwd=str(nb.parent),
-        )
-    except Exception as e:  # PapermillExecutionError (a cell raised) or a dead/unstartable kernel
-        error = f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else f"{type(e).__name__}: {str(e).strip()[:500]}"
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    with StopFileWriter(stop_file, name):
+        try:
+            papermill.execute_notebook(
+                str(nb),
+                str(folder.notebook),
+                parameters={"params_file": str(params_file), "experiment": entry["experiment"], "seed": entry["seed"],
+                            "runs_root": str(run_dir.parents[2]), "overrides": overrides},  # fmt: skip
+                kernel_name="python3",
+                log_output=True,
+                progress_bar=False,
+                cwd=str(nb.parent),
+                kernel_manager_class=IPCKernelManager,  # no "running over TCP without encryption" warning
+            )
+        except Exception as e:  # PapermillExecutionError (a cell raised) or a dead/unstartable kernel
+            error = f"{e.ename}: {e.evalue}" if hasattr(e, "ename") else f"{type(e).__name__}: {str(e).strip()[:500]}"
     status = folder.status()
     if status == rf.RunStatus.PREEMPTED:
         print(f"imginav: {name}: checkpointed and stopped; exit {phase.cluster.requeue_exit_code} (requeue)", flush=True)
         return phase.cluster.requeue_exit_code
-    if status == rf.RunStatus.DONE and error is None:
-        print(f"imginav: {name}: done", flush=True)
+    if status == rf.RunStatus.DONE:
+        # The result is recorded; a stop request or a failed cell after that (the executed notebook shows it)
+        # does not make the run any less done.
+        stop_file.unlink(missing_ok=True)
+        print(f"imginav: {name}: done" + (f" (a later cell failed: {error})" if error else ""), flush=True)
         return 0
     if status in (None, rf.RunStatus.RUNNING):
         why = error or "the notebook ended without recording the end of the run"
-        _mark_failed(run_dir, entry, index["phase"], f"papermill: {why}")
+        _mark_failed(run_dir, entry, phase_name, f"papermill: {why}")
         status = rf.RunStatus.FAILED
     print(f"imginav: {name}: {status}: {error or ''}", file=sys.stderr, flush=True)
     return 1
@@ -200,7 +243,7 @@ def _run_local(index_file: Path, runs: list[dict], entries: list[int], jobs: int
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     logs.mkdir(parents=True, exist_ok=True)
     todo, running, results = list(entries), {}, {}
-    print(f"running {len(entries)} runs, {jobs} at a time, {threads} CPU thread(s) each; logs in {logs}")
+    print(f"running {plural(len(entries), 'run')}, {jobs} at a time, {plural(threads, 'CPU thread')} each; logs in {logs}")
     try:
         while todo or running:
             while todo and len(running) < jobs:
@@ -252,14 +295,72 @@ def _summary(runs: list[dict], entries: list[int], results: dict[int, tuple[int,
 # imginav run
 
 
+def _unset_variables(phase: Phase, runs_root: str | None) -> dict[str, list[str]]:
+    """Environment variables that the phase's paths name but this shell has not set: variable -> fields."""
+    fields = {"--runs-root": runs_root, "runs_root": phase.runs_root, "data.manifest": phase.data.manifest,
+              "data.cache_dir": phase.data.cache_dir, "cluster.runs_root": phase.cluster.runs_root,
+              "cluster.logs_dir": phase.cluster.logs_dir}  # fmt: skip
+    unset: dict[str, list[str]] = {}
+    for field, value in fields.items():
+        for var in re.findall(r"\$\{?(\w+)", value or ""):
+            if var not in os.environ:
+                unset.setdefault(var, []).append(field)
+    return unset
+
+
+def _check_phase(phase: Phase, params_file: Path, runs: list[dict], overrides: list[str]) -> list[RunConfig]:
+    """Each run's config under these params (a RunConfig per index entry). A run folder that holds a run of another
+    config is refused, field by field, before anything is written: adding seeds or experiments, raising epochs,
+    editing notes, comments, decision rules or cluster settings pass; a loss or architecture change does not."""
+    configs, refused = [], []
+    for r in runs:
+        cfg = run_config(phase, params_file, r["experiment"], r["seed"], str(Path(r["run_dir"]).parents[2]), overrides)
+        try:
+            rf.check_same_run(rf.RunFolder(r["run_dir"]), cfg.model_dump())
+        except InputError as e:
+            refused.append(str(e))
+        configs.append(cfg)
+    if refused:
+        more = f" (and {plural(len(refused) - 1, 'more run')} like it)" if len(refused) > 1 else ""
+        raise InputError(refused[0] + more)
+    return configs
+
+
+def _runs_root(phase: Phase, params_file: Path, backend: str, runs_root: str | None, dry_run: bool) -> Path:
+    base = params_file.resolve().parent
+    if runs_root:
+        return _expand(runs_root, Path.cwd(), "--runs-root", dry_run)
+    if backend != "local" and phase.cluster.runs_root:
+        return _expand(phase.cluster.runs_root, base, f"{params_file}: cluster.runs_root", dry_run)
+    return Path(phase.runs_root)
+
+
+def _report(phase_dir: Path, params_file: Path) -> bool:
+    """Build the phase's report after local runs; False if it failed (the runs stay)."""
+    try:
+        from .report import build_report
+
+        dest = build_report(phase_dir, params_file=str(params_file.resolve()))
+    except Exception as e:  # the runs stay; the report can be rebuilt with `imginav report`
+        print(f"imginav: report failed: {type(e).__name__}: {e} (runs kept; retry: imginav report {phase_dir})", file=sys.stderr)
+        return False
+    print(f"report: {dest.report}")
+    print(f"published: {dest.report_copy}" if dest.report_copy else dest.note)
+    return True
+
+
 def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1, only: list[str] | None = None,
-              dry_run: bool = False, runs_root: str | None = None, overrides: list[str] | tuple = ()) -> int:  # fmt: skip
-    """Validate, prepare the data once, write the index, then run (local) or submit (lsf, slurm). Returns the exit code."""
+              dry_run: bool = False, runs_root: str | None = None, force: bool = False, report: bool = True,
+              overrides: list[str] | tuple = ()) -> int:  # fmt: skip
+    """Validate, prepare the data once, write the index, then run (local) or submit (lsf, slurm) the runs that are
+    not finished, then build the report (unless `report` is false). Returns the exit code.
+
+    Refused while any selected run is queued or running, unless `force` (a second writer of a run folder then
+    exits at once on its lock)."""
     params_file = Path(params_file)
     # A dry run may show a cluster's params on a laptop that lacks the data: do not require the manifest.
     overrides = list(overrides)
     phase = load_phase(params_file, check_files=not dry_run, overrides=overrides)
-    base = params_file.resolve().parent
     backend = backend or phase.cluster.backend
     if backend not in BACKENDS:
         raise InputError(f"--backend: invalid backend {backend!r} ({', '.join(BACKENDS[:-1])} or {BACKENDS[-1]})")
@@ -268,22 +369,33 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     unknown = [n for n in (only or []) if n not in phase.experiments]
     if unknown:
         raise InputError(f"--only: no experiment {unknown[0]!r} in {params_file} (have: {', '.join(phase.experiments)})")
-    if runs_root:
-        root = _expand(runs_root, Path.cwd(), "--runs-root", dry_run)
-    elif backend != "local" and phase.cluster.runs_root:
-        root = _expand(phase.cluster.runs_root, base, f"{params_file}: cluster.runs_root", dry_run)
-    else:
-        root = Path(phase.runs_root)
+    if dry_run:
+        for var, fields in _unset_variables(phase, runs_root).items():
+            print(f"imginav: warning: environment variable {var} is not set ({', '.join(fields)}): the paths below "
+                  f"show ${{{var}}} as written; set it before running for real", file=sys.stderr)  # fmt: skip
+    root = _runs_root(phase, params_file, backend, runs_root, dry_run)
     phase_dir = root / phase.phase
+    base = params_file.resolve().parent
     logs = _expand(phase.cluster.logs_dir, base, f"{params_file}: cluster.logs_dir", dry_run) if phase.cluster.logs_dir else phase_dir / rf.LOGS
     runs = runs_of(phase, str(root))
-    entries = [i for i, r in enumerate(runs, 1) if only is None or r["experiment"] in only]
-    old = rf.read_json(phase_dir / rf.INDEX)
-    if old and old.get("params_hash") != params_hash(params_file, overrides) and rf.holds_runs(phase_dir):
-        what = f"other --set overrides ({' '.join(old.get('overrides') or []) or 'none'})" \
-            if params_hash(params_file, old.get("overrides") or []) == old.get("params_hash") else f"another version of {params_file}"
-        raise InputError(f"{phase_dir} holds runs of {what} (params hash {old.get('params_hash')}): "
-                         "pass another --runs-root or move those runs away")  # fmt: skip
+    configs = _check_phase(phase, params_file, runs, overrides)
+    selected = [i for i, r in enumerate(runs, 1) if only is None or r["experiment"] in only]
+    # A finished run is skipped (a run whose planned epochs were raised is not finished: it resumes).
+    finished = [i for i in selected if rf.RunFolder(runs[i - 1]["run_dir"]).finished(configs[i - 1].training.epochs)]
+    entries = [i for i in selected if i not in finished]
+    if finished:
+        print(f"skipping {plural(len(finished), 'finished run')}: entries {ranges(finished)}")
+    # Before anything is read there or the cache is built. A dry run may show cluster paths that do not exist
+    # here: only a file where a folder must go is an error then.
+    where = "--runs-root" if runs_root else f"{params_file}: {'cluster.' if root != Path(phase.runs_root) else ''}runs_root"
+    check_output_dir(phase_dir, where, writable=not dry_run)
+    check_output_dir(logs, f"{params_file}: cluster.logs_dir" if phase.cluster.logs_dir else "logs folder", writable=not dry_run)
+    if backend == "local" and not dry_run and report:  # the report is written into the phase folder once every run has ended
+        check_output_file(phase_dir / "report.html", "report")
+    busy = [] if force else busy_runs(phase_dir, runs, entries)
+    if busy:
+        raise InputError(f"{phase_dir}: {plural(len(busy), 'run')} already queued or running ({'; '.join(busy[:2])}"
+                         f"{'; ...' if len(busy) > 2 else ''}): see imginav status {phase_dir}, or pass --force")  # fmt: skip
     if not dry_run:
         train_notebook()  # the jobs run the repository's notebook: fail here, not in every job
         if backend != "local":
@@ -294,35 +406,32 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     if backend == "local":
         if dry_run:
             index = phase_dir / rf.INDEX
-            print(f"dry run: would write {index} and run, {jobs} at a time:")
+            print(f"dry run: would write {index} and run {plural(len(entries), 'run')}, {jobs} at a time:")
             for i in entries:
                 print(f"  imginav run-one {shlex.quote(str(index))} {i}   # {runs[i - 1]['experiment']} seed {runs[i - 1]['seed']}")
             return 0
         print(f"cache: {prepare_phase_data(phase)}")
         index = write_index(phase, params_file, root, overrides)
-        rf.record_submission(phase_dir, {"backend": "local", "submitted": rf.now(), "entries": entries, "jobs": []})
-        results = _run_local(index, runs, entries, jobs, logs)
-        print("\n" + _summary(runs, entries, results))
+        rf.record_submission(phase_dir, {"backend": "local", "submitted": rf.now(), "entries": entries, "jobs": [], "logs": str(logs)})
+        # Held while this pool has runs queued: a second `imginav run` of the phase sees them (busy_runs).
+        with contextlib.nullcontext() if force else FolderLock(phase_dir, "imginav run --backend local", rf.PHASE_LOCK):
+            results = _run_local(index, runs, entries, jobs, logs) if entries else {}
+        print("\n" + _summary(runs, entries, results) if entries else "nothing to run: every selected run is finished")
         ok = all(rc == 0 for rc, _ in results.values())
-        try:
-            from .report import build_report
+        if not report:
+            print(f"report skipped (--no-report); build it with: imginav report {phase_dir}")
+            return 0 if ok else 1
+        return 0 if _report(phase_dir, params_file) and ok else 1
 
-            print(f"report: {build_report(phase_dir, params_file=str(params_file.resolve()))}")
-        except Exception as e:  # the runs stay; the report can be rebuilt with `imginav report`
-            print(f"imginav: report failed: {type(e).__name__}: {e} (runs kept; retry: imginav report {phase_dir})", file=sys.stderr)
-            return 1
-        return 0 if ok else 1
-
-    # A finished run would only occupy a GPU slot to say "already done": submit the others (e.g. after a failure).
-    done = [i for i in entries if rf.RunFolder(runs[i - 1]["run_dir"]).status() == rf.RunStatus.DONE]
-    if done:
-        print(f"skipping {len(done)} run(s) already done: entries {ranges(done)}")
-        entries = [i for i in entries if i not in done]
     if not entries:
-        print(f"nothing to submit: every selected run is done (report: imginav report {phase_dir})")
+        print(f"nothing to submit: every selected run is finished (report: imginav report {phase_dir})")
         return 0
-    plan = plan_jobs(phase, params_file.resolve(), backend, runs, entries, phase_dir, logs)
+    # The decode is a job of its own (cluster.prepare) unless the cache is there: the login node only validates
+    # and writes the index. A dry run without the data shows the job.
+    cache = None if dry_run and not Path(phase.data.manifest).is_file() else cached_phase_data(phase)
+    if cache is not None:
+        print(f"cache: {cache} (exists: no prepare job)")
+    plan = plan_jobs(phase, params_file.resolve(), backend, runs, entries, phase_dir, logs, prepare=cache is None, report=report)
     if not dry_run:
-        print(f"cache: {prepare_phase_data(phase)}")
         write_index(phase, params_file, root, overrides)
-    return submit_jobs(plan, dry_run)
+    return submit_jobs(plan, phase, dry_run)

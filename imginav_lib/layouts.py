@@ -15,7 +15,7 @@ from PIL import Image
 
 from .palette import PALETTE
 from .errors import InputError
-from .files import atomic_path
+from .files import atomic_path, atomic_write, check_output_dir
 from .furniture import BACKGROUND, WALL, Rect, Canvas, furnish
 
 P_SCENE = 0.55  # share of multi-room scenes; the rest are single rooms
@@ -170,6 +170,7 @@ def make_layouts(out_dir: str | Path, n: int, size: int, seed: int) -> Path:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"make-layouts: seed must be an integer >= 0, got {seed!r}")
     out = Path(out_dir)
+    check_output_dir(out / "images", "make-layouts")
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(1, n + 1):
@@ -177,7 +178,8 @@ def make_layouts(out_dir: str | Path, n: int, size: int, seed: int) -> Path:
         rng = np.random.default_rng([int(seed), i])
         ids, kind, empty = draw_layout(rng, int(size))
         rel = f"images/layout_{i:05d}.png"
-        Image.fromarray(PALETTE[ids]).save(out / rel, compress_level=6)
+        img = Image.fromarray(PALETTE[ids])
+        atomic_write(out / rel, lambda f: img.save(f, format="PNG", compress_level=6))
         rows.append((rel, kind, "true" if empty else "false"))
     with atomic_path(out / "manifest.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")

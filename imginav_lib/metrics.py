@@ -6,7 +6,6 @@ keys are metrics.csv columns. Metrics of heads that were not trained are NaN (em
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
@@ -94,28 +93,28 @@ class ValMetrics:
         self.device = device
         self.sem_bf = self.seg_bf = None  # boundary F: the tolerance depends on the image size (first batch)
 
-    @torch.no_grad()
     def update(self, out: dict, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, parts: dict, total):
-        b = images.shape[0]
-        self.n += b
-        for k, v in {"loss": total, **parts}.items():
-            self.loss_sums[k] = self.loss_sums.get(k, 0.0) + v.detach().float() * b
-        rgb = out["rgb"].float()
-        self.psnr.update(rgb, images)
-        self.ssim.update(rgb, images)
-        sem = rgb_to_classes_torch(rgb)
-        self.sem_cm.update(sem, masks)  # semantic fidelity of the reconstruction
-        if self.sem_bf is None:
-            tol = tolerance_px(*masks.shape[-2:])
-            self.sem_bf, self.seg_bf = (BoundaryFScore(tol).to(self.device) for _ in range(2))
-        self.sem_bf.update(sem, masks)
-        if "seg" in self.heads:
-            seg = out["seg"].argmax(1)
-            self.seg_cm.update(seg, masks)
-            self.seg_bf.update(seg, masks)
-        if "cls" in self.heads:
-            self.cls_acc.update(out["cls"].argmax(1), labels)
-            self.has_cls_labels = self.has_cls_labels or bool((labels != UNKNOWN_LABEL).any())
+        with torch.no_grad():  # a context, not a decorator: mutmut mutates undecorated functions only
+            b = images.shape[0]
+            self.n += b
+            for k, v in {"loss": total, **parts}.items():
+                self.loss_sums[k] = self.loss_sums.get(k, 0.0) + v.detach().float() * b
+            rgb = out["rgb"].float()
+            self.psnr.update(rgb, images)
+            self.ssim.update(rgb, images)
+            sem = rgb_to_classes_torch(rgb)
+            self.sem_cm.update(sem, masks)  # semantic fidelity of the reconstruction
+            if self.sem_bf is None:
+                tol = tolerance_px(*masks.shape[-2:])
+                self.sem_bf, self.seg_bf = (BoundaryFScore(tol).to(self.device) for _ in range(2))
+            self.sem_bf.update(sem, masks)
+            if "seg" in self.heads:
+                seg = out["seg"].argmax(1)
+                self.seg_cm.update(seg, masks)
+                self.seg_bf.update(seg, masks)
+            if "cls" in self.heads:
+                self.cls_acc.update(out["cls"].argmax(1), labels)
+                self.has_cls_labels = self.has_cls_labels or bool((labels != UNKNOWN_LABEL).any())
 
     def compute(self) -> dict[str, float]:
         m = {f"val_{k}": (v / self.n).item() for k, v in self.loss_sums.items() if not k.startswith("w_")}
@@ -151,6 +150,3 @@ class ValMetrics:
         return {"tolerance_px": self.sem_bf.tolerance, "sem": self.sem_bf.compute()[0].tolist(),
                 "seg": self.seg_bf.compute()[0].tolist() if "seg" in self.heads else None}
 
-
-def is_finite(x: float) -> bool:
-    return math.isfinite(x)

@@ -2,7 +2,10 @@
 
 A phase YAML holds shared defaults (data, architecture, training, loss), the experiments with only their
 overrides, the seeds, the decision rules and the cluster settings. Unknown keys are errors; every error is
-reported on one line naming the field (`InputError`), before anything runs.
+reported on one line naming the file and the field (`InputError`), before anything runs. The classes of bad
+input are each handled in one place: `read_yaml` reads every YAML file a user gives (bytes, syntax, top-level
+type, repeated keys), `Strict` makes every float finite, `Name` checks every name that becomes a folder, `Seeds`
+keeps every run folder a function of (phase, experiment, seed), and `check_output_dir` checks output folders.
 """
 from __future__ import annotations
 
@@ -11,18 +14,50 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import InputError
+from .files import check_output_dir
 from .heads import HEADS
 from .schedulers import BACKENDS
+from .overrides import apply_sets
+from .yaml_file import read_yaml
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: `lr: .inf` or `seg: .nan` is an error in every float field, present and future.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def check_name(name: str) -> str:
+    """The rules for a name that becomes a folder (phase, experiment): the one place they are checked.
+
+    Not empty, at most 100 characters, no `/` or `\\`, no control character, not starting with `.` (`..`, hidden
+    folders) or `-` (read as an option by `--only` and shell tools).
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{name!r} is not a usable folder name: empty")
+    why = ("longer than 100 characters" if len(name) > 100
+           else "contains / or \\" if "/" in name or "\\" in name
+           else "contains a control character" if any(ord(c) < 32 or ord(c) == 127 for c in name)
+           else "starts with . or -" if name[0] in ".-" else None)  # fmt: skip
+    if why:
+        raise ValueError(f"{name!r} is not a usable folder name: {why}")
+    return name
+
+
+def _unique_seeds(seeds: list[int]) -> list[int]:
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise ValueError(f"seed {twice[0]} is listed twice: two runs would share the folder seed{twice[0]}")
+    return seeds
+
+
+Name = Annotated[str, AfterValidator(check_name)]
+PHASE_RE = r"^[A-Za-z0-9_.-]+$"  # phase names also name job arrays and reports/<phase>.html: no spaces or quotes
+Seeds = Annotated[list[int], AfterValidator(_unique_seeds)]
 
 
 class Data(Strict):
@@ -31,9 +66,14 @@ class Data(Strict):
     filters: dict[str, list] = {"is_empty": [False]}  # manifest column -> allowed values
     val_fraction: float = Field(0.2, gt=0, lt=1)
     split_seed: int = 42
+    # fixed: every run uses the split of split_seed, so the intervals across seeds cover initialisation and data
+    # order only; per_seed: seed s uses the split of split_seed + s (the same for every experiment of that seed,
+    # so runs stay paired), and the intervals include the split's variance too.
+    split: Literal["fixed", "per_seed"] = "fixed"
     on_bad_image: Literal["error", "skip"] = "error"
     cache_dir: str = ".cache/imginav"  # decoded arrays; relative to the params file
     mask_tolerance: float = Field(30.0, gt=0)  # RGB distance beyond which a pixel is ignored in seg targets
+    workers: int | None = Field(None, ge=1)  # decoding processes of prepare; None: the job's cores (cache.default_workers)
     num_samples: int = Field(8, ge=1)  # fixed validation images shown in samples/
 
 
@@ -92,7 +132,7 @@ class Loss(Strict):
 class Handoff(Strict):
     """The next phase that the winner is handed to (`params/<phase>.yaml`, written by `imginav report`)."""
 
-    phase: str = Field("phase1_5", pattern=r"^[A-Za-z0-9_.-]+$")
+    phase: Name = Field("phase1_5", pattern=PHASE_RE)
     # Overrides of the winner's training settings; validated against Training, so a typo is an error.
     training: dict = {
         "epochs": 50,
@@ -102,7 +142,7 @@ class Handoff(Strict):
         "weight_decay": 0.01,
         "early_stopping": {"patience": 5, "min_delta": 1e-4, "restore_best": True},
     }
-    seeds: list[int] | None = None  # default: the first seed of this phase
+    seeds: Seeds | None = None  # default: the first seed of this phase
 
     @model_validator(mode="after")
     def _training_valid(self):
@@ -124,6 +164,9 @@ class Decision(Strict):
 
     primary_metric: Literal["val_mse"] = "val_mse"  # compared at each run's best epoch (best val MSE)
     baseline: str | None = None  # experiment the others are compared to; default: the first one
+    # Order of preference between winner candidates that cannot be told apart (head to head, paired by seed);
+    # default: fewest auxiliary losses first ("if F1 wins clearly, simplify"), then the order of `experiments`.
+    preference: list[str] | None = None
     similar_tolerance: float = Field(0.02, ge=0)  # |relative change of val MSE vs baseline| within this is "similar"
     alpha: float = Field(0.05, gt=0, lt=1)  # significance level; intervals are (1 - alpha) confidence intervals
     # bonferroni: each of the m comparisons with the baseline uses alpha / m, so that with many experiments the
@@ -166,9 +209,16 @@ class ClusterResources(Strict):
 class Cluster(Strict):
     backend: Literal[BACKENDS] = "local"  # type: ignore[valid-type] (schedulers.BACKENDS)
     defaults: ClusterResources = ClusterResources(cores=8, mem_per_core_gb=8, gpus=1, walltime="6:00")
-    experiments: dict[str, ClusterResources] = {}  # per-experiment overrides, e.g. another queue
+    experiments: dict[Name, ClusterResources] = {}  # per-experiment overrides, e.g. another queue
     # The report job after all runs: a CPU job; queue None means the scheduler's default queue.
     report: ClusterResources = ClusterResources(cores=1, mem_per_core_gb=8, gpus=0, walltime="1:00")
+    # The decode of the images into the cache (`imginav prepare`) when the cache does not exist yet: a CPU job.
+    prepare: ClusterResources = ClusterResources(cores=8, mem_per_core_gb=1, gpus=0, walltime="2:00")
+    # LSF -gpu mode: exclusive_process keeps other jobs off our GPU (LSF's default is shared). SLURM: unused.
+    gpu_mode: Literal["exclusive_process", "shared"] = "exclusive_process"
+    # LSF memory: per_slot writes rusage[mem=XGB], per slot only where the site reserves per task (DTU); per_task
+    # writes rusage[mem=XGB/task] (LSF >= 10.1.0.9), per slot anywhere. SLURM's --mem-per-cpu is per core always.
+    mem_reserve: Literal["per_slot", "per_task"] = "per_slot"
     setup: list[str] = []  # shell lines before the run: module loads, conda activation
     # runs_root and logs_dir may use environment variables ($SCRATCH, $USER), expanded when the jobs are written.
     runs_root: str | None = None  # scratch space on the cluster; default: the phase's runs_root
@@ -195,7 +245,7 @@ class ExperimentOverrides(Strict):
 
 
 class Phase(Strict):
-    phase: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    phase: Name = Field(pattern=PHASE_RE)
     description: str = ""
     runs_root: str = "runs"  # relative to the params file's folder, or absolute
     architecture_from: str | None = None  # a previous phase's winner.yaml; its architecture replaces ours
@@ -206,25 +256,48 @@ class Phase(Strict):
     architecture: Architecture = Architecture()
     training: Training = Training()
     loss: Loss = Loss()
-    seeds: list[int] = Field([42], min_length=1)
-    experiments: dict[str, ExperimentOverrides] = Field(min_length=1)
+    seeds: Seeds = Field([42], min_length=1)
+    experiments: dict[Name, ExperimentOverrides] = Field(min_length=1)
     decision: Decision = Decision()
     cluster: Cluster = Cluster()
 
     @field_validator("experiments")
     @classmethod
-    def _names(cls, v):
+    def _distinct_folders(cls, v):
+        # F1 and f1 are one folder on macOS and Windows file systems.
+        seen: dict[str, str] = {}
         for name in v:
-            if not name or "/" in name or name.startswith("."):
-                raise ValueError(f"invalid experiment name {name!r}")
+            if name.lower() in seen:
+                raise ValueError(f"{seen[name.lower()]!r} and {name!r} differ only in case: they would share a folder")
+            seen[name.lower()] = name
         return v
+
+
+class WinnerFile(Strict):
+    """A previous phase's winner.yaml (written by `imginav report`), as `architecture_from:` reads it."""
+
+    architecture: Architecture  # the one section used; the others are the record of the decision
+    phase: str | None = None
+    winner: str | None = None
+    status: str | None = None
+    verdict: str | None = None
+    how_sure: str | None = None
+    loss: dict = {}
+    metrics: dict = {}
+    best_seed: int | None = None
+    best_checkpoint: str | None = None
+    params_file: str | None = None
+    params_hash: str | None = None
+    git_commit: str | None = None
+    date: Any = None
+    next_params: str | None = None
 
 
 class RunConfig(Strict):
     """Everything one run needs: saved as config.yaml in the run folder and inside every checkpoint."""
 
-    phase: str
-    experiment: str
+    phase: Name
+    experiment: Name
     seed: int
     run_dir: str
     params_file: str
@@ -242,7 +315,10 @@ class RunConfig(Strict):
 def _one_line(e: ValidationError, source: str) -> str:
     parts = []
     for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"])
+        path = list(err["loc"])
+        if path[-1:] == ["[key]"]:  # a bad dict key (an experiment name): the message quotes it
+            path = path[:-2]
+        loc = ".".join(str(x) for x in path)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -263,44 +339,6 @@ def params_hash(path: str | Path, overrides: list[str] | tuple = ()) -> str:
     if overrides:  # without overrides the hash stays what it was before --set existed
         h.update(b"\0" + "\n".join(overrides).encode())
     return h.hexdigest()[:12]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# --set key.path=value overrides
-
-
-def parse_set(item: str) -> tuple[list[str], object]:
-    """`training.epochs=2` -> (["training", "epochs"], 2): the value is read as YAML (2, 0.1, true, [42, 43], text);
-    its type is then checked by the same schema as the file's."""
-    key, sep, text = item.partition("=")
-    path = key.strip().split(".")
-    if not sep or not all(p.strip() for p in path):
-        raise InputError(f"--set {item}: expected key.path=value, e.g. training.epochs=2")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as e:
-        raise InputError(f"--set {item}: invalid value: {str(e).splitlines()[0]}") from None
-    return [p.strip() for p in path], value
-
-
-def apply_sets(raw: dict, overrides: list[str] | tuple) -> dict:
-    """A copy of the raw params mapping with each `key.path=value` set. An experiment must exist in the file (a
-    --set cannot add one); every other key is checked by the schema afterwards (unknown keys are errors there)."""
-    raw = copy.deepcopy(raw)
-    for item in overrides:
-        path, value = parse_set(item)
-        if path[0] == "experiments" and len(path) > 1 and path[1] not in (raw.get("experiments") or {}):
-            have = ", ".join(raw.get("experiments") or {}) or "none"
-            raise InputError(f"--set {item}: no experiment {path[1]!r} (have: {have})")
-        node = raw
-        for i, k in enumerate(path[:-1]):
-            if node.get(k) is None:
-                node[k] = {}
-            elif not isinstance(node[k], dict):
-                raise InputError(f"--set {item}: {'.'.join(path[: i + 1])} is a value, not a section")
-            node = node[k]
-        node[path[-1]] = value
-    return raw
 
 
 def _validate(raw: dict, source: str) -> Phase:
@@ -333,18 +371,43 @@ def _validate_with_sets(raw: dict, overrides: list[str] | tuple, source: str) ->
     raise AssertionError("unreachable: every prefix of the overrides validated")
 
 
-def load_phase(path: str | Path, check_files: bool = True, overrides: list[str] | tuple = ()) -> Phase:
-    """Read and validate a phase params file with its --set overrides; paths in it become absolute. Raises InputError."""
+def _winner_architecture(path: Path, field: str) -> dict:
+    """The architecture section of a winner file, validated and named after that file when it is bad."""
+    if not path.is_file():
+        raise InputError(f"{field}: file not found: {path}")
+    try:
+        raw = read_yaml(path)
+    except InputError as e:
+        raise InputError(f"{field}: {e}") from None
+    try:
+        return WinnerFile.model_validate(raw).architecture.model_dump()
+    except ValidationError as e:
+        raise InputError(f"{field}: " + _one_line(e, str(path))) from None
+
+
+def _check_image_size(phase: Phase, archs: dict[str, Architecture], path: Path) -> None:
+    """The decoder doubles the size `downsampling_steps` times: the image size must divide by 2**steps."""
+    for name, arch in archs.items():
+        factor = 2**arch.downsampling_steps
+        if phase.data.image_size % factor:
+            own = "downsampling_steps" in phase.experiments[name].architecture
+            source = f"experiments.{name}.architecture" if own else "architecture"
+            raise InputError(f"{path}: data.image_size: {phase.data.image_size} px is not divisible by 2**{arch.downsampling_steps} = {factor} "
+                             f"({source}.downsampling_steps of {name}): the decoder could not give back that size")  # fmt: skip
+
+
+def load_phase(path: str | Path, check_files: bool = True, base: str | Path | None = None,
+               overrides: list[str] | tuple = ()) -> Phase:  # fmt: skip
+    """Read and validate a phase params file with its --set overrides; paths in it become absolute, relative to
+    `base` (default: the file's folder; a copy in a phase folder passes the original's). Raises InputError.
+
+    check_files: the manifest must exist and the cache and runs folders must be folders (or creatable).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"params file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{path}: expected a mapping at the top level")
-    base = path.parent.resolve()
+    raw = read_yaml(path)
+    base = Path(base or path.parent).resolve()
 
     def absolute(p: str, field: str) -> str:
         # ${VAR} lets a cluster user keep paths out of the file (IMGINAV_DATA, SCRATCH, ...). Without
@@ -358,18 +421,18 @@ def load_phase(path: str | Path, check_files: bool = True, overrides: list[str] 
         return str(Path(p) if Path(p).is_absolute() else (base / p).resolve())
 
     overrides = list(overrides)
-    winner_from = apply_sets(raw, overrides).get("architecture_from")
-    if winner_from:
+    winner_from = apply_sets(raw, overrides).get("architecture_from")  # --set first: it may name the winner file
+    if winner_from is not None:
+        if not isinstance(winner_from, str) or not winner_from:
+            raise InputError(f"{path}: architecture_from: expected the path of a winner.yaml, got {winner_from!r}")
         # The winner's architecture replaces the file's (the file's is what runs until a winner exists);
         # --set architecture.* overrides still apply on top of it.
-        winner = Path(absolute(str(winner_from), "architecture_from"))
-        if not winner.is_file():
-            raise InputError(f"{path}: architecture_from: file not found: {winner}")
-        arch = (yaml.safe_load(winner.read_text()) or {}).get("architecture")
-        if not isinstance(arch, dict):
-            raise InputError(f"{path}: architecture_from: {winner} has no architecture mapping")
-        raw = {**raw, "architecture": arch}
+        winner = Path(absolute(winner_from, "architecture_from"))
+        raw = {**raw, "architecture": _winner_architecture(winner, f"{path}: architecture_from")}
     phase = _validate_with_sets(raw, overrides, str(path))
+    archs = {name: Architecture.model_validate(_deep_merge(phase.architecture.model_dump(), over.architecture))
+             for name, over in phase.experiments.items()}  # validated above
+    _check_image_size(phase, archs, path)
     phase.data.manifest = absolute(phase.data.manifest, "data.manifest")
     phase.data.cache_dir = absolute(phase.data.cache_dir, "data.cache_dir")
     phase.runs_root = absolute(phase.runs_root, "runs_root")
@@ -383,22 +446,36 @@ def load_phase(path: str | Path, check_files: bool = True, overrides: list[str] 
                 raise InputError(f"{path}: decision.steps: {name!r} is not an experiment")
         if pair[0] == pair[1]:
             raise InputError(f"{path}: decision.steps: [{pair[0]}, {pair[1]}] compares an experiment with itself")
+    for name in phase.decision.preference or []:
+        if name not in phase.experiments:
+            raise InputError(f"{path}: decision.preference: {name!r} is not an experiment")
     unknown = set(phase.cluster.experiments) - set(phase.experiments)
     if unknown:
         raise InputError(f"{path}: cluster.experiments: {sorted(unknown)[0]!r} is not an experiment")
-    if check_files and not Path(phase.data.manifest).is_file():
-        raise InputError(f"{path}: data.manifest: file not found: {phase.data.manifest}")
+    if check_files:
+        if not Path(phase.data.manifest).is_file():
+            raise InputError(f"{path}: data.manifest: file not found: {phase.data.manifest}")
+        # Whether they are writable is checked where they are written (a finished cache may be read-only).
+        check_output_dir(phase.data.cache_dir, f"{path}: data.cache_dir", writable=False)
+        check_output_dir(phase.runs_root, f"{path}: runs_root", writable=False)
     return phase
 
 
 def run_dir(runs_root: str | Path, phase: str, experiment: str, seed: int) -> Path:
-    return Path(runs_root) / phase / experiment / f"seed{seed}"
+    """The one mapping of (phase, experiment, seed) to a folder; the names are checked again here."""
+    return Path(runs_root) / check_name(phase) / check_name(experiment) / f"seed{int(seed)}"
 
 
 def resolve_run(params_file: str | Path, experiment: str, seed: int, runs_root: str | None = None,
                 overrides: list[str] | tuple = ()) -> RunConfig:  # fmt: skip
     """The resolved config of one experiment x seed (shared defaults, --set overrides, the experiment's overrides)."""
-    phase = load_phase(params_file, overrides=overrides)
+    return run_config(load_phase(params_file, overrides=overrides), params_file, experiment, seed, runs_root, overrides)
+
+
+def run_config(phase: Phase, params_file: str | Path, experiment: str, seed: int, runs_root: str | None = None,
+               overrides: list[str] | tuple = ()) -> RunConfig:  # fmt: skip
+    """resolve_run for a loaded phase (`params_file`: the file it was loaded from, `overrides`: the --set items it
+    was loaded with; they are part of the run's config, so a resume with other overrides is refused)."""
     if experiment not in phase.experiments:
         raise InputError(f"{params_file}: no experiment {experiment!r} (have: {', '.join(phase.experiments)})")
     over = phase.experiments[experiment]

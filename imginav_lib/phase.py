@@ -18,10 +18,14 @@ from . import heads as H
 from . import runfolder as rf
 from .errors import InputError
 from .palette import CLASS_NAMES
+from .publish import home_params
 from .params import Decision, Phase, _deep_merge, load_phase, params_hash
 from .stats import count_spikes, epochs_to_within, late_wobble
 
 STATES = ("done", "running", "preempted", "failed", "diverged", "missing", "unreadable")
+# The columns each CSV must have (the first one numbers its rows), and the arrays every samples/*.npz holds.
+REQUIRED = {rf.METRICS: ("epoch", "val_mse"), rf.STEPS: ("global_step", "loss")}
+SAMPLE_ARRAYS = {"index", "input", "recon", "mask", "recon_classes", "error"}
 
 
 @dataclass
@@ -52,15 +56,14 @@ class PhaseRuns:
         return self.runs[self.runs["state"] == "done"]
 
 
-def _resolve_params_file(runs_dir: Path, index: dict, params_file) -> Path | None:
+def _resolve_params_file(runs_dir: Path, params_file) -> Path | None:
+    """`params_file` when given, else the copy `imginav run` keeps in the phase folder (the params the runs used)."""
     if params_file is not None:
         if not Path(params_file).is_file():
             raise InputError(f"params file not found: {params_file}")
         return Path(params_file).resolve()
-    for cand in (index.get("params_file"), runs_dir / rf.PARAMS_COPY):
-        if cand and Path(cand).is_file():
-            return Path(cand).resolve()
-    return None
+    copy = runs_dir / rf.PARAMS_COPY
+    return copy if copy.is_file() else None
 
 
 def _discover_index(runs_dir: Path) -> dict:
@@ -82,18 +85,24 @@ def _read_index(runs_dir: Path, warnings: list[str]) -> dict:
     else:
         index = _discover_index(runs_dir)
         warnings.append(f"no index.json in {runs_dir}: runs were found by folder name")
-    if not index.get("runs"):
-        raise InputError(f"{runs_dir}: no runs listed in index.json and no <experiment>/seed<k>/ folders")
+    entries = index.get("runs") if isinstance(index, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(r, dict) and isinstance(r.get("experiment"), str) and isinstance(r.get("seed"), int) for r in entries):
+        raise InputError(f"{index_path}: not a phase index (expected runs: a list of {{experiment, seed, run_dir}})")
+    if not entries:
+        raise InputError(f"{runs_dir}: not a phase folder: no runs listed in index.json and no <experiment>/seed<k>/ folders")
     return index
 
 
-def _read_params(runs_dir: Path, index: dict, params_file, warnings: list[str]) -> tuple[Path | None, Phase | None]:
+def _read_params(runs_dir: Path, params_file, overrides: list[str], warnings: list[str]) -> tuple[Path | None, Phase | None]:
     """The params file and its contents; a given file must load, one found by itself may fail (defaults apply)."""
-    pfile = _resolve_params_file(runs_dir, index, params_file)
+    pfile = _resolve_params_file(runs_dir, params_file)
     params = None
     if pfile is not None:
+        # The copy's relative paths (architecture_from) are those of the params file it came from, if it is here.
+        home = home_params(runs_dir) if params_file is None else None
         try:
-            params = load_phase(pfile, check_files=False, overrides=index.get("overrides") or [])
+            params = load_phase(pfile, check_files=False, base=home.parent if home else None,
+                                 overrides=overrides)
         except InputError as e:
             if params_file is not None:
                 raise
@@ -101,6 +110,56 @@ def _read_params(runs_dir: Path, index: dict, params_file, warnings: list[str]) 
     else:
         warnings.append("no params file found: decision defaults apply")
     return pfile, params
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _read_numbers(p: Path) -> pd.DataFrame:
+    """metrics.csv or steps.csv as numbers; ValueError says, on one line, what makes it unusable."""
+    df = pd.read_csv(p)
+    required = REQUIRED[p.name]
+    missing = [c for c in required if c not in df]
+    if missing:
+        raise ValueError(f"no {missing[0]} column")
+    for c in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[c]):
+            num = pd.to_numeric(df[c], errors="coerce")
+            bad = (df[c].notna() & num.isna()).to_numpy()
+            if bad.any():
+                i = int(bad.argmax())
+                raise ValueError(f"{c} on line {i + 2} is {str(df[c].iloc[i])[:20]!r}, not a number")
+            df[c] = num
+    key = df[required[0]]
+    if key.isna().any() or (key % 1 != 0).any():
+        raise ValueError(f"{required[0]} on line {int((key.isna() | (key % 1 != 0)).to_numpy().argmax()) + 2} is not a whole number")
+    if key.duplicated().any():  # the trainer writes one row per epoch (per logged step)
+        raise ValueError(f"{required[0]} {int(key[key.duplicated()].iloc[0])} appears twice")
+    return df
+
+
+def _samples(folder: rf.RunFolder, exp: str, seed: int, warnings: list[str]) -> list[dict]:
+    """The samples/epoch_XXX.npz that open and hold every array; a truncated one (a killed job) is a warning."""
+    out = []
+    for npz in folder.sample_arrays():
+        if not npz.stem[6:].isdigit():
+            continue
+        try:
+            with np.load(npz) as z:
+                missing = SAMPLE_ARRAYS - set(z.files)
+        except Exception as e:  # zipfile and numpy raise several types for a truncated file
+            missing = {_one_line(e)}
+        if missing:
+            warnings.append(f"{exp}/seed{seed}/samples/{npz.name}: unreadable, left out ({sorted(missing)[0]})")
+            continue
+        out.append({"experiment": exp, "seed": seed, "epoch": int(npz.stem[6:]), "npz": str(npz)})
+    return out
+
+
+def _numbers_only(val) -> bool:
+    """eval.json's `val`: metric name -> number (or null)."""
+    return isinstance(val, dict) and all(v is None or isinstance(v, (int, float)) and not isinstance(v, bool) for v in val.values())
 
 
 def _load_yaml(p: Path):
@@ -119,23 +178,33 @@ def _read_run(d: Path, exp: str, seed: int, found: dict, warnings: list[str]) ->
     else:
         try:
             info = rf.load_json(info_path)
-            row.update({k: v for k, v in info.items() if k not in ("experiment", "seed", "phase")})
+            if not isinstance(info, dict):
+                raise ValueError(f"not a mapping but a {type(info).__name__}")
+            # Plain values only: a list or mapping where a number belongs (a hand-edited file) is dropped, not shown.
+            row.update({k: v for k, v in info.items() if k not in ("experiment", "seed", "phase", "state", "error")
+                        and (v is None or isinstance(v, (str, int, float, bool)))})  # fmt: skip
             row["state"] = info.get("status") if info.get("status") in STATES else "unreadable"
-            if row["state"] == "unreadable":
-                row["error"] = f"unknown status {info.get('status')!r}"
+            error = info.get("error") if row["state"] != "unreadable" else f"unknown status {info.get('status')!r}"
+            row["error"] = None if error is None else str(error)
         except (OSError, ValueError) as e:
-            row.update(state="unreadable", error=f"run.json: {e}")
+            row.update(state="unreadable", error=f"run.json: {_one_line(e)}")
     has_metrics = False
     for p, sink in ((folder.metrics, found["metrics"]), (folder.steps, found["steps"])):
         name = p.name
         if p.is_file() and p.stat().st_size:
             try:
-                df = pd.read_csv(p)
+                df = _read_numbers(p)
             except Exception as e:  # pandas raises several types for a malformed CSV
-                row.update(state="unreadable", error=f"{name}: {e}")
+                # A finished run with a damaged record is unreadable; any other run keeps the state run.json gives.
+                problem = f"{name}: {_one_line(e)}"
+                warnings.append(f"{exp}/seed{seed}/{problem}")
+                if row["state"] == "done":
+                    row.update(state="unreadable", error=problem)
+                else:
+                    row["error"] = row["error"] or problem
                 continue
             sink.append(df.assign(experiment=exp, seed=seed))
-            has_metrics |= name == rf.METRICS and "val_mse" in df and bool(np.isfinite(df["val_mse"]).any())
+            has_metrics |= name == rf.METRICS and bool(np.isfinite(df["val_mse"]).any())
     if row["state"] == "done" and not has_metrics:
         row.update(state="unreadable", error="status done but metrics.csv has no finite val_mse")
     for p, sink, load in ((folder.eval, found["evals"], rf.load_json), (folder.config, found["configs"], _load_yaml)):
@@ -144,11 +213,13 @@ def _read_run(d: Path, exp: str, seed: int, found: dict, warnings: list[str]) ->
             continue  # one per experiment is enough (heads, architecture, loss), and YAML is slow to parse
         if p.is_file():
             try:
-                sink[(exp, seed)] = load(p)
+                value = load(p)
+                if not isinstance(value, dict) or name == rf.EVAL and not _numbers_only(value.get("val")):
+                    raise ValueError("not the mapping the run writes")
+                sink[(exp, seed)] = value
             except Exception as e:  # a truncated file from a killed job: list it, don't stop
-                warnings.append(f"{exp}/seed{seed}/{name}: unreadable ({e})")
-    for npz in folder.sample_arrays():
-        found["samples"].append({"experiment": exp, "seed": seed, "epoch": int(npz.stem[6:]), "npz": str(npz)})
+                warnings.append(f"{exp}/seed{seed}/{name}: unreadable ({_one_line(e)})")
+    found["samples"] += _samples(folder, exp, seed, warnings)
     return row
 
 
@@ -159,7 +230,7 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
         raise InputError(f"runs folder not found: {runs_dir}")
     warnings = []
     index = _read_index(runs_dir, warnings)
-    pfile, params = _read_params(runs_dir, index, params_file, warnings)
+    pfile, params = _read_params(runs_dir, params_file, index.get("overrides") or [], warnings)
     decision = params.decision if params else Decision()
 
     rows, found = [], {"metrics": [], "steps": [], "evals": {}, "configs": {}, "samples": []}
@@ -249,6 +320,9 @@ def run_table(pr: PhaseRuns) -> pd.DataFrame:
         out["epochs_to_10pct"] = epochs_to_within(m["epoch"].to_numpy(), m["val_mse"].to_numpy())
         out["epoch_time_s"] = float(m["epoch_time_s"].mean()) if "epoch_time_s" in m else math.nan
         out["train_time_s"] = float(m["epoch_time_s"].sum()) if "epoch_time_s" in m else math.nan
+        for col in H.image_counts():  # from run.json; NaN for runs written before they were counted
+            v = getattr(r, col, None)
+            out[col] = float(v) if isinstance(v, (int, float)) else math.nan
         rows.append(out)
     cols = ["experiment", "seed", "epochs_run", "best_epoch", *H.run_metrics(), "spikes", "late_wobble", "epochs_to_10pct"]
     return pd.DataFrame(rows, columns=list(dict.fromkeys(cols + (list(rows[0]) if rows else []))))

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from . import heads as H
-from . import runfolder as rf
-from .errors import InputError, ReportError
-from .files import UMASK, atomic_write_text
-from .phase import resolved_section
+from .errors import ReportError
+from .files import UMASK, atomic_write_text, check_output_dir, check_output_file
+from .phase import load_phase_runs, resolved_section
+from .publish import Destinations, destinations, publish_report
 from .stats import STABILITY
 
 if TYPE_CHECKING:
@@ -159,7 +159,8 @@ def verdict_html(a: Analysis) -> str:
     v = a.verdict
     cls = {"decided": "", "provisional": " provisional"}.get(v.status, " none")
     winner = e(v.winner) if v.winner else "none"
-    more = f"<p><b>Needs more seeds (≈{v.seeds_needed} per experiment).</b></p>" if v.seeds_needed and v.seeds_needed <= 200 else ""
+    more = f"<p><b>Needs more seeds (≈{v.seeds_needed} per experiment).</b> {e(v.more_seeds)}</p>" \
+        if v.status == "provisional" and v.seeds_needed and v.seeds_needed <= 200 else ""
     return (f'<div class="verdict{cls}"><div class="winner">Winner: {winner} <span class="muted">({e(v.status)})</span></div>'
             f"<p>{e(v.paragraph)}</p><p><b>How sure we are:</b> {e(v.sureness)}</p>{more}</div>")
 
@@ -174,18 +175,52 @@ def criteria_html(a: Analysis) -> str:
     return _table(["experiment", "criterion", "value", "threshold", "result"], rows, classes) + f"<p>Calls:</p><ul>{calls}</ul>"
 
 
+def _whole(v) -> str:
+    """3.0 -> "3" (a column turns float when one run lacks it); a missing value -> "?"."""
+    if v is None or isinstance(v, float) and math.isnan(v):
+        return "?"
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _count(x) -> str:
+    return f"{x:.0f}" if isinstance(x, (int, float)) and math.isfinite(x) else "n/a"
+
+
 def runs_html(a: Analysis) -> str:
+    """Every run of the index: state, epochs, images per split (and with each head's target), error, folder."""
     r = a.runs.runs
-    bad = r[r["state"] != "done"]
     head = f"<p>{int((r['state'] == 'done').sum())} of {len(r)} runs finished and are used in the statistics.</p>"
-    if not len(bad):
-        return head + "<p>Every run listed in index.json finished.</p>"
+    scored = [h for h in H.auxiliary() if h.scored_on]
     rows = []
-    for x in bad.itertuples():
-        epoch = f"{getattr(x, 'epoch', '')}/{getattr(x, 'epochs', '')}" if "epoch" in r and pd.notna(getattr(x, "epoch", None)) else ""
-        err = getattr(x, "error", None)
-        rows.append([e(str(x.experiment)), e(str(x.seed)), e(x.state), e(epoch), e(str(err) if isinstance(err, str) else ""), e(str(x.run_dir))])
-    return head + "<p>Left out of the statistics:</p>" + _table(["experiment", "seed", "state", "epoch", "error", "folder"], rows)
+    for x in r.to_dict("records"):
+        epoch = f"{_whole(x.get('epoch'))}/{_whole(x.get('epochs'))}" if pd.notna(x.get("epoch")) else ""
+        counts = [f"{_count(x.get(tr))} / {_count(x.get(va))}" for tr, va in [("n_train", "n_val"), *(h.scored_on for h in scored)]]
+        err = x.get("error")
+        rows.append([e(str(x["experiment"])), e(str(x["seed"])), e(x["state"]), e(epoch), *map(e, counts),
+                     e(err if isinstance(err, str) else ""), e(str(x["run_dir"])) if x["state"] != "done" else ""])
+    labelled = [f"{'labelled' if h.name == 'cls' else h.label} train / val" for h in scored]
+    out = head + _table(["experiment", "seed", "state", "epoch", "images train / val", *labelled, "error", "folder (if not done)"], rows)
+    return out + _few_targets_note(a, scored)
+
+
+def _few_targets_note(a: Analysis, scored: list) -> str:
+    """A caveat when a head's metric rests on no or few validation images with its target."""
+    from .decision import FEW_SCORED
+
+    notes = []
+    for h in scored:
+        users = [x for x in a.runs.experiments if h.name in a.runs.heads.get(x, ())]
+        t = a.table[a.table["experiment"].isin(users)] if len(a.table) else a.table
+        n = t[h.scored_on[1]].dropna() if h.scored_on[1] in t else pd.Series(dtype=float)
+        if not users or not len(n):
+            continue
+        if n.max() == 0:
+            notes.append(f"No validation image has {h.target}: the {h.gate_label} of {', '.join(users)} cannot be scored (n/a), "
+                         f"and {'their' if len(users) > 1 else 'its'} {h.label} loss had nothing to learn from.")
+        elif n.min() < FEW_SCORED:
+            notes.append(f"The {h.gate_label} rests on {n.min():.0f} validation images with {h.target}: a rough figure "
+                         f"(its standard error near 0.8 is about {math.sqrt(0.16 / n.min()):.2f}).")
+    return "".join(f"<p>{e(x)}</p>" for x in notes)
 
 
 def stats_html(a: Analysis) -> str:
@@ -213,15 +248,28 @@ def stats_html(a: Analysis) -> str:
     c = a.verdict.comparisons
     if a.verdict.level != 1 - a.runs.decision.alpha:
         level = f"{a.verdict.level:.2%} (Bonferroni)"
-    if len(c):
-        crow = [[e(r.experiment), e(f"{r.n} vs {r.n_baseline} ({r.n_pairs} paired)"), e(f"{r.rel_change:+.2%}" if math.isfinite(r.rel_change) else "n/a"),
-                 e(f"[{r.ci_low:+.2%}, {r.ci_high:+.2%}]" if math.isfinite(r.ci_low) else "n/a"),
-                 e(f"{r.p_value:.3g}" if math.isfinite(r.p_value) else "n/a"), e(f"{r.effect_size:.2f}" if math.isfinite(r.effect_size) else "n/a"),
-                 e(r.test), e(r.change)] for r in c.itertuples()]
+    vs_base, h2h = c[c["versus"] == a.runs.baseline], c[c["versus"] != a.runs.baseline]
+    if len(vs_base):
         out += (f"<p>Best val MSE relative to the baseline {e(a.runs.baseline)}: per seed x/baseline − 1 (paired by seed), its mean, "
-                f"{level} CI, the t-test p-value and the effect size (Cohen's d<sub>z</sub> paired; Hedges' g unpaired).</p>")
-        out += _table(["experiment", "seeds", "change", f"{level} CI", "p", "effect size", "test", "call"], crow)
+                f"{level} CI, the t-test p-value, the effect size (Cohen's d<sub>z</sub> paired; Hedges' g unpaired) and the "
+                "probability of improvement P(x &lt; baseline): the share of seeds in which x beats the baseline's run of the "
+                "same seed (rliable; Bouthillier et al. 2021).</p>")
+        out += _table(["experiment", "seeds", "change", f"{level} CI", "p", "effect size", "P(improvement)", "test", "call"],
+                      [_comparison_row(r, r.experiment) for r in vs_base.itertuples()])
+    if len(h2h):
+        out += ("<p>The winner candidates head to head (paired by seed, the same statistics): the one with the lower mean "
+                "against each other. Significantly better wins; otherwise the preference order picks.</p>")
+        out += _table(["experiment vs other", "seeds", "change", f"{level} CI", "p", "effect size", "P(improvement)", "test", "result"],
+                      [_comparison_row(r, f"{r.experiment} vs {r.versus}") for r in h2h.itertuples()])
     return out
+
+
+def _comparison_row(r, name: str) -> list[str]:
+    num = lambda x, f: format(x, f) if isinstance(x, (int, float)) and math.isfinite(x) else "n/a"  # noqa: E731
+    ci = f"[{r.ci_low:+.2%}, {r.ci_high:+.2%}]" if math.isfinite(r.ci_low) else "n/a"
+    return [e(name), e(f"{r.n} vs {r.n_baseline} ({r.n_pairs} paired)"), e(num(r.rel_change, "+.2%")), e(ci), e(num(r.p_value, ".3g")),
+            e(num(r.effect_size, ".2f")), e(f"{num(r.p_improve, '.2f')} ({r.wins} of {r.n_pairs} seeds)" if r.n_pairs else num(r.p_improve, ".2f")),
+            e(r.test), e(r.change)]
 
 
 # One sentence each for the measures the issue's questions added (semantic boundaries, the latent).
@@ -275,7 +323,9 @@ def steps_html(a: Analysis) -> str:
             + f"<ul>{sentences}</ul>")
 
 
-def handoff_html(paths: dict) -> str:
+def handoff_html(paths: dict, written: bool = True) -> str:
+    if not written:
+        return "<p>No hand-off written in this session (<code>write_handoff</code> is off; <code>imginav report</code> writes it).</p>"
     if not paths:
         return "<p>No hand-off written: no winner.</p>"
     rows = [[e(k), e(str(v))] for k, v in paths.items()]
@@ -316,27 +366,30 @@ def export_html(nb_path: Path, title: str) -> str:
     return body
 
 
-def build_report(runs_dir, params_file=None, out=None) -> Path:
+def build_report(runs_dir, params_file=None, out=None) -> Destinations:
     """Execute the analysis notebook into <runs_dir>/analysis.ipynb (it writes winner.yaml and the next-phase
-    params) and render it, code hidden, to `out` (default reports/<phase>.html under the working directory)."""
+    params into the phase folder) and render it, code hidden, to `out` (default <runs_dir>/report.html). When
+    the phase folder is its params file's own, the report and the next-phase params are also published beside
+    that file (publish.py). Returns where everything went."""
     import papermill as pm
 
+    from .kernel import IPCKernelManager
+
     runs_dir = Path(runs_dir).resolve()
-    if not runs_dir.is_dir():
-        raise InputError(f"runs folder not found: {runs_dir}")
-    if params_file is not None and not Path(params_file).is_file():
-        raise InputError(f"params file not found: {params_file}")
-    try:
-        phase = rf.load_json(runs_dir / rf.INDEX).get("phase") or runs_dir.name
-    except (OSError, ValueError):
-        phase = runs_dir.name
-    out = Path(out) if out else Path("reports") / f"{phase}.html"
+    # What the notebook reads first, read here: a folder that is not a phase folder, a bad --params or an
+    # unwritable --out is one line at once, before a kernel starts or anything is written.
+    phase = load_phase_runs(runs_dir, params_file).phase
+    dest = destinations(runs_dir, phase, params_file, out)
+    check_output_file(dest.report, "--out" if out else "report")
+    check_output_dir(runs_dir, "report: phase folder")  # analysis.ipynb and winner.yaml go there
     nb_path = runs_dir / "analysis.ipynb"
     fd, tmp = tempfile.mkstemp(dir=runs_dir, prefix=".analysis.", suffix=".ipynb")
     os.close(fd)
-    params = {"runs_dir": str(runs_dir), "params_file": str(Path(params_file).resolve()) if params_file else None}
+    params = {"runs_dir": str(runs_dir), "params_file": str(Path(params_file).resolve()) if params_file else None,
+              "write_handoff": True, "handoff_copy_dir": str(dest.handoff_copy_dir) if dest.handoff_copy_dir else None}  # fmt: skip
     try:
-        pm.execute_notebook(str(NOTEBOOK), tmp, parameters=params, kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOK.parent))
+        pm.execute_notebook(str(NOTEBOOK), tmp, parameters=params, kernel_name="python3", progress_bar=False, cwd=str(NOTEBOOK.parent),
+                            kernel_manager_class=IPCKernelManager)
     except pm.PapermillExecutionError as err:
         os.replace(tmp, nb_path)
         raise ReportError(f"analysis notebook failed: {err.ename}: {err.evalue} (executed notebook: {nb_path})") from None
@@ -345,5 +398,6 @@ def build_report(runs_dir, params_file=None, out=None) -> Path:
         raise
     os.chmod(tmp, 0o666 & ~UMASK)
     os.replace(tmp, nb_path)
-    atomic_write_text(out, export_html(nb_path, f"{phase}: phase report"))
-    return out
+    atomic_write_text(dest.report, export_html(nb_path, f"{phase}: phase report"))
+    publish_report(dest)
+    return dest

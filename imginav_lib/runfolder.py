@@ -2,9 +2,9 @@
 checkpoints, and the phase folder's `index.json` and `submission.json`.
 
 This module is the one reader and writer of those files: the trainer, `imginav run`, `imginav status` and the
-analysis go through it instead of spelling out names. Every write is atomic (files.py) except the append to
-`steps.csv`, a log that a resumed run first truncates to its checkpoint. Torch and pandas are imported only by
-the functions that need them, so `imginav status` stays quick.
+analysis go through it instead of spelling out names. Every write is atomic (files.py), the step log included
+(rewritten whole at each epoch end). Torch and pandas are imported only by the functions that need them, so
+`imginav status` stays quick.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from .errors import InputError
-from .files import atomic_write, atomic_write_text
+from .files import TEMP_GLOB, atomic_write, atomic_write_text
 
 # A run folder: <runs root>/<phase>/<experiment>/seed<k>/
 RUN_JSON = "run.json"
@@ -32,13 +32,16 @@ CHECKPOINTS = "checkpoints"
 SAMPLES = "samples"
 STOP = "STOP"  # a stop request: the trainer polls it every step
 NOTEBOOK = "train.ipynb"  # the executed training notebook, papermill's record of the run
+LOCK = "run.lock"  # held by the one process that writes the run folder (runlock.py)
 
 # The phase folder: <runs root>/<phase>/
 INDEX = "index.json"
 SUBMISSION = "submission.json"
 PARAMS_COPY = "params.yaml"
+PARAMS_VERSIONS = "params_versions"  # <hash>.yaml: every version of the params the phase ran under
 JOBS = "jobs"
 LOGS = "logs"
+PHASE_LOCK = "phase.lock"  # held by a local `imginav run` while it has runs of the phase to do
 
 
 class RunStatus(str, Enum):
@@ -94,16 +97,6 @@ def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     atomic_write(path, w)
 
 
-def append_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    """Append rows, with a header if the file is new (a log: truncated to the checkpoint's step on resume)."""
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-        if new:
-            writer.writeheader()
-        writer.writerows(rows)
-
-
 def read_rows(path: Path) -> list[dict]:
     """The rows of a CSV, or [] when it is missing, empty or torn."""
     import pandas as pd
@@ -141,6 +134,14 @@ class RunFolder:
     stop_file = property(lambda self: self.path / STOP)
     notebook = property(lambda self: self.path / NOTEBOOK)
 
+    def remove_temp_files(self) -> list[Path]:
+        """Delete the temp files of writers killed mid-write (atomic_path's). Only the holder of the run folder's
+        lock may: another writer's temp file would be in use."""
+        found = [p for d in (self.path, self.checkpoints, self.samples) for p in d.glob(TEMP_GLOB) if p.is_file()]
+        for p in found:
+            p.unlink()
+        return found
+
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoints / f"epoch_{epoch:03d}.pt"
 
@@ -161,6 +162,12 @@ class RunFolder:
     def status(self) -> str | None:
         """run.json's status (a RunStatus value), None before the trainer first wrote it."""
         return self.read_info().get("status")
+
+    def finished(self, epochs: int) -> bool:
+        """Done for a plan of `epochs`: a done run whose planned epochs were raised since is not (it resumes from
+        latest.pt), one that stopped early is (its early-stopping rule ended it)."""
+        info = self.read_info()
+        return info.get("status") == RunStatus.DONE and (bool(info.get("stopped_early")) or (info.get("epoch") or 0) >= epochs)
 
     def read_eval(self) -> dict:
         return read_json(self.eval)
@@ -188,33 +195,52 @@ def load_checkpoint(path: Path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=False)  # our own files: optimizer, rng, config
 
 
-# What makes two runs the same computation. Epochs, logging, intervals and paths may change between attempts
-# (e.g. resume with more epochs, or from another checkout); anything else would silently mix two experiments.
+# What makes two runs the same computation. Epochs, logging, intervals, notes, decision rules, cluster settings
+# and paths may change between attempts (resume with more epochs, from another checkout); a change of anything
+# here would silently mix two experiments in one run folder. None: every field of the section.
 SAME_RUN = {
     "seed": None,
     "architecture": None,
     "loss": None,
     "training": ("batch_size", "optimizer", "lr", "weight_decay", "early_stopping"),
-    "data": ("image_size", "filters", "val_fraction", "split_seed", "mask_tolerance"),
+    "data": ("image_size", "filters", "val_fraction", "split_seed", "split", "mask_tolerance"),
 }
+ADDED = {"data": {"split": "fixed"}}  # fields added since runs were first saved: the value those runs used
+
+
+def _leaf_changes(name: str, a, b) -> list[str]:
+    """'name a → b' for every differing leaf of two config values (dicts compared key by key)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [c for k in dict.fromkeys([*a, *b]) for c in _leaf_changes(f"{name}.{k}", a.get(k), b.get(k))]
+    show = lambda v: "unset" if v is None else str(v)  # noqa: E731
+    return [] if a == b else [f"{name} {show(a)} → {show(b)}"]
+
+
+def config_changes(before: dict, now_: dict) -> list[str]:
+    """The fields of SAME_RUN that differ between two RunConfigs (as dicts), e.g. ['loss.seg 0.05 → 0.1']."""
+    changes = []
+    for section, fields in SAME_RUN.items():
+        a, b = before.get(section), now_.get(section)
+        if fields is not None and isinstance(a, dict) and isinstance(b, dict):
+            old = ADDED.get(section, {})
+            a, b = {k: a.get(k, old.get(k)) for k in fields}, {k: b.get(k) for k in fields}
+        changes += _leaf_changes(section, a, b)
+    return changes
 
 
 def check_same_run(folder: RunFolder, config: dict) -> None:
-    """Refuse to resume (or skip as done) a run folder that holds a run of another configuration (a RunConfig
-    as a dict)."""
-    before, now_ = folder.read_config(), config
+    """Refuse to resume, extend or skip as done a run folder that holds a run of another configuration (`config`:
+    a RunConfig as a dict), naming every field; or one that has run more epochs than `config` plans."""
+    before = folder.read_config()
     if before is None:
         return
-    changed = []
-    for section, fields in SAME_RUN.items():
-        a, b = before.get(section), now_.get(section)
-        if fields is not None and isinstance(a, dict):
-            a, b = {k: a.get(k) for k in fields}, {k: b.get(k) for k in fields}
-        if a != b:
-            changed += [section] if not isinstance(a, dict) else [f"{section}.{k}" for k in b if a.get(k) != b.get(k)]
-    if changed:
-        raise InputError(f"{folder.path} holds a run with another {', '.join(changed)}: "
-                         "delete that folder or use another runs_root to start afresh")
+    changes = config_changes(before, config)
+    ran, planned = folder.read_info().get("epoch") or 0, config["training"]["epochs"]
+    if ran > planned:
+        changes.append(f"training.epochs {before['training'].get('epochs')} → {planned} is below the {ran} epochs it has run")
+    if changes:
+        raise InputError(f"experiment {config['experiment']} seed {config['seed']}: {', '.join(changes)} would mix two "
+                         f"runs: use another runs_root (or delete {folder.path})")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -222,10 +248,27 @@ def check_same_run(folder: RunFolder, config: dict) -> None:
 
 
 def write_index(phase_dir: Path, index: dict, params_text: str) -> Path:
-    """index.json (the experiment x seed list every backend executes) and params.yaml, the params file it came from."""
+    """index.json (the experiment x seed list every backend executes) and params.yaml, the params file it came from.
+
+    Every version of the params the phase ran under stays: `params_versions` in index.json (hash, date, the
+    fields that changed) and its text in params_versions/<hash>.yaml."""
+    old = read_json(phase_dir / INDEX)
+    versions = old.get("params_versions") or ([{"params_hash": old["params_hash"]}] if old.get("params_hash") else [])
+    if not versions or versions[-1]["params_hash"] != index["params_hash"]:
+        before = phase_dir / PARAMS_COPY
+        changed = _changed_keys(yaml.safe_load(before.read_text()), yaml.safe_load(params_text)) if before.is_file() else None
+        versions.append({"params_hash": index["params_hash"], "recorded": now(), "changed": changed})
+    atomic_write_text(phase_dir / PARAMS_VERSIONS / f"{index['params_hash']}.yaml", params_text)
     atomic_write_text(phase_dir / PARAMS_COPY, params_text)
-    write_json(phase_dir / INDEX, index)
+    write_json(phase_dir / INDEX, {**index, "params_versions": versions})
     return phase_dir / INDEX
+
+
+def _changed_keys(a, b, name: str = "") -> list[str]:
+    """Dotted keys whose values differ between two parsed params files ([] for a comment-only edit)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [c for k in dict.fromkeys([*a, *b]) for c in _changed_keys(a.get(k), b.get(k), f"{name}.{k}" if name else k)]
+    return [] if a == b else [name]
 
 
 def read_index(index_file: str | Path) -> dict:

@@ -90,7 +90,7 @@ def summarize(table: pd.DataFrame, experiments: list[str], level: float = 0.95) 
 def compare(x: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict:
     """Relative change of x versus baseline b (fractions), paired where both are given per seed.
 
-    x, b: aligned arrays by seed with NaN where a seed is missing. Paired (>= 2 common seeds): the per-seed
+    x, b: aligned arrays by seed with NaN where a seed is missing; lower is better. Paired (>= 2 common seeds): the per-seed
     relative change x_s / b_s - 1, its mean, t-interval, one-sample t-test and Cohen's d_z. Otherwise with
     >= 2 seeds each: Welch's t-test, the interval of the difference of means over the baseline mean, Hedges' g.
     """
@@ -98,10 +98,12 @@ def compare(x: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict:
     both = np.isfinite(x) & np.isfinite(b)
     xs, bs = x[np.isfinite(x)], b[np.isfinite(b)]
     out = {"n": len(xs), "n_baseline": len(bs), "n_pairs": int(both.sum()), "rel_change": math.nan, "ci_low": math.nan,
-           "ci_high": math.nan, "p_value": math.nan, "effect_size": math.nan, "sd_rel": math.nan, "test": "none"}
+           "ci_high": math.nan, "p_value": math.nan, "effect_size": math.nan, "sd_rel": math.nan, "test": "none",
+           "p_improve": math.nan, "wins": 0}
     if len(xs) == 0 or len(bs) == 0:
         out["test"] = "no finished runs"
         return out
+    out["p_improve"], out["wins"] = probability_of_improvement(x, b)
     if out["n_pairs"] >= 2:
         r = x[both] / b[both] - 1
         mean, sd, lo, hi, n = t_interval(r, level)
@@ -128,16 +130,34 @@ def compare(x: np.ndarray, b: np.ndarray, level: float = 0.95) -> dict:
     return out
 
 
-def seeds_needed(rel_change: float, sd_rel: float, tol: float, alpha: float, power: float = 0.8, max_n: int = 200) -> int | None:
+def probability_of_improvement(x: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    """(P, wins): the estimated probability that a run of x beats (is lower than) the run of b with the same seed,
+    and in how many seeds it did; a tie counts one half. Without common seeds, over all pairs of runs (as
+    rliable's P(X > Y); Bouthillier et al. 2021 pair by seed as here)."""
+    x, b = np.asarray(x, float), np.asarray(b, float)
+    both = np.isfinite(x) & np.isfinite(b)
+    if both.any():
+        xs, bs = x[both], b[both]
+        wins = int((xs < bs).sum())
+        return float((wins + 0.5 * (xs == bs).sum()) / both.sum()), wins
+    xs, bs = x[np.isfinite(x)][:, None], b[np.isfinite(b)][None, :]
+    if not (xs.size and bs.size):
+        return math.nan, 0
+    return float(((xs < bs) + 0.5 * (xs == bs)).mean()), 0
+
+
+def seeds_needed(rel_change: float, sd_rel: float, tol: float, alpha: float, power: float = 0.8, max_n: int = 200,
+                 margin: float | None = None) -> int | None:
     """Seeds per experiment for the interval of the relative change to clear a decisive boundary.
 
-    Taking the observed change m as the truth, the nearest decisive call needs a half-width below
-    max(tol - m, m) (similar when m < tol, worse when m is clear of 0); n solves (t_{1-a/2,n-1} + z_power) sd / sqrt(n)
-    <= that margin. None: no spread is known (1 seed). max_n + 1: the change sits on the tolerance.
+    Taking the observed change m as the truth, the nearest decisive call needs a half-width below `margin`;
+    by default max(tol - m, m) (similar when m < tol, worse when m is clear of 0). n solves
+    (t_{1-a/2,n-1} + z_power) sd / sqrt(n) <= margin. None: no spread is known (1 seed). max_n + 1: the change
+    sits on a boundary.
     """
     if not (math.isfinite(rel_change) and math.isfinite(sd_rel)):
         return None
-    margin = max(tol - rel_change, rel_change)
+    margin = max(tol - rel_change, rel_change) if margin is None else margin
     if sd_rel == 0:
         return 2
     z = float(special.ndtri(power))

@@ -14,6 +14,7 @@ import yaml
 
 from . import heads as H
 from .decision import decide
+from .files import atomic_write, atomic_write_text
 from .palette import CLASS_NAMES, mask_to_rgb
 from .params import Decision, load_phase, params_hash
 
@@ -57,7 +58,7 @@ def write_synthetic_phase(
         "experiments": {e: {"note": (notes or {}).get(e, f"synthetic {e}"), **({"loss": w} if w else {})} for e, w in experiments.items()},
     }
     params_path = out / "params.yaml"
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    atomic_write_text(params_path, yaml.safe_dump(params, sort_keys=False))
     phase_cfg = load_phase(params_path, check_files=False)
     index = {"phase": phase, "params_file": str(params_path), "params_hash": params_hash(params_path), "runs": []}
 
@@ -92,14 +93,14 @@ def write_synthetic_phase(
             rows = []
             rows = _metric_rows(val, epochs, heads, weights, miou, acc, s, rng)
             metrics = pd.DataFrame(rows)
-            metrics.to_csv(d / "metrics.csv", index=False)
+            atomic_write_text(d / "metrics.csv", metrics.to_csv(index=False))
             _write_steps(d, val, steps_per_epoch, int(eff.get("spikes", 0)), rng)
             best = int(np.nanargmin(val)) if np.isfinite(val).any() else 0
             cfg = {"phase": phase, "experiment": e, "seed": s, "run_dir": str(d), "params_file": str(params_path),
                    "params_hash": index["params_hash"], "data": phase_cfg.data.model_dump(),
                    "architecture": phase_cfg.architecture.model_dump(), "training": phase_cfg.training.model_dump(),
                    "loss": {**phase_cfg.loss.model_dump(), **weights}}
-            (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+            atomic_write_text(d / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
             info = {"phase": phase, "experiment": e, "seed": s, "status": state, "started": "2026-01-01T10:00:00+00:00",
                     "ended": None if state in ("running", "preempted") else "2026-01-01T10:20:00+00:00",
                     "updated": "2026-01-01T10:20:00+00:00", "git_commit": "synthetic0000", "host": "synthetic-host",
@@ -107,7 +108,7 @@ def write_synthetic_phase(
                     f"non-finite loss at epoch {last}"}.get(state), "epoch": last, "epochs": epochs,
                     "best_val_mse": float(val[best]), "best_epoch": best + 1, "epoch_time_s": 2.0, "stopped_early": False,
                     "job_id": None, "skipped_images": 0, "attempts": 1}
-            (d / "run.json").write_text(json.dumps(info, indent=1))
+            atomic_write_text(d / "run.json", json.dumps(info, indent=1))
             if state == "done":
                 cm = np.diag(np.full(k, 100)) + rng.integers(0, 10, (k, k))
                 bf = lambda x: np.clip(x + extra.normal(0, 0.05, k), 0, 1).tolist()  # noqa: E731
@@ -115,14 +116,14 @@ def write_synthetic_phase(
                 latent = {"channel_mean": extra.normal(0, 0.1, 4).tolist(), "channel_std": [std] * 4, "mean": 0.0, "std": std,
                           "scaling_factor": 1 / std, "shape": [4, image_size // 4, image_size // 4], "seconds": 0.5,
                           "probe": {"miou": eff.get("probe_miou", 0.5 if "seg" in heads else 0.4) + extra.normal(0, 0.02)}}
-                (d / "eval.json").write_text(json.dumps({"epoch": best + 1, "val": metrics.iloc[best].drop("epoch").to_dict(),
+                atomic_write_text(d / "eval.json", json.dumps({"epoch": best + 1, "val": metrics.iloc[best].drop("epoch").to_dict(),
                                                          "seg_confusion": cm.tolist() if "seg" in heads else None,
                                                          "sem_confusion": cm.tolist(), "latent": latent,
                                                          "boundary_f": {"tolerance_px": 1, "sem": bf(0.7),
                                                                         "seg": bf(0.8) if "seg" in heads else None}}))
             (d / "samples").mkdir(exist_ok=True)
             _write_samples(d, val, true_final, sample_interval, inputs, masks, miou, heads, rng)
-    (out / "index.json").write_text(json.dumps(index, indent=1))
+    atomic_write_text(out / "index.json", json.dumps(index, indent=1))
     return out
 
 
@@ -162,9 +163,10 @@ def _write_steps(d: Path, val: np.ndarray, steps_per_epoch: int, n_spikes: int, 
     base = np.repeat(val * 1.2, steps_per_epoch) * np.exp(rng.normal(0, 0.1, n_steps))
     spikes = rng.choice(np.arange(25, n_steps), size=min(n_spikes, max(0, n_steps - 25)), replace=False)
     base[spikes] *= 10
-    pd.DataFrame({"global_step": np.arange(1, n_steps + 1), "epoch": np.repeat(np.arange(1, last + 1), steps_per_epoch),
+    steps = pd.DataFrame({"global_step": np.arange(1, n_steps + 1), "epoch": np.repeat(np.arange(1, last + 1), steps_per_epoch),
                   "step": np.tile(np.arange(steps_per_epoch), last), "loss": base, "mse": base / 1.2,
-                  "seg_ce": math.nan, "cls_ce": math.nan, "kl": math.nan, "lr": 1e-4}).to_csv(d / "steps.csv", index=False)
+                  "seg_ce": math.nan, "cls_ce": math.nan, "kl": math.nan, "lr": 1e-4})
+    atomic_write_text(d / "steps.csv", steps.to_csv(index=False))
 
 
 def _write_samples(d: Path, val: np.ndarray, true_final: float, sample_interval: int, inputs: np.ndarray, masks: np.ndarray,
@@ -183,28 +185,51 @@ def _write_samples(d: Path, val: np.ndarray, true_final: float, sample_interval:
                   "mse": (((recon.astype(float) - inputs) / 127.5) ** 2).mean(axis=(1, 2, 3)).astype(np.float32)}
         if "seg" in heads:
             arrays["seg_pred"] = seg_pred
-        np.savez_compressed(d / "samples" / f"epoch_{epoch:03d}.npz", **arrays)
+        atomic_write(d / "samples" / f"epoch_{epoch:03d}.npz", lambda f: np.savez_compressed(f, **arrays))
         grid = np.concatenate([np.concatenate([inputs[i].transpose(1, 2, 0), recon[i].transpose(1, 2, 0)], 1) for i in range(num_samples)], 0)
-        Image.fromarray(grid).save(d / "samples" / f"epoch_{epoch:03d}.png")
+        atomic_write(d / "samples" / f"epoch_{epoch:03d}.png", lambda f: Image.fromarray(grid).save(f, format="PNG"))
 
 
-def simulate_decisions(effect: float, n_seeds: int = 3, seed_sd: float = 0.03, run_sd: float = 0.015, draws: int = 400,
-                       rules: Decision | None = None, rng_seed: int = 0) -> dict:
-    """How often `decide` gets it right: draw phases of a baseline F1 and F2 whose true val MSE is (1 + effect) x
-    F1's, with seed noise (seed_sd: shared by both experiments of a seed, as the same init and data order;
-    run_sd: per run), equal stability and a good seg head. Returns the share of draws per winner and per F2 call."""
+SIM_HEADS = {"F1": (), "F2": ("seg",), "F3": ("seg", "cls")}  # the Phase 1.4 experiments, good heads
+
+
+def _sim_table(effects: dict[str, float], seed_effect: np.ndarray, run_noise: np.ndarray) -> pd.DataFrame:
+    """Per-run rows of F1 (val MSE 0.004) and the experiments in `effects` (x (1 + effect)), equal stability."""
+    fixed = {"spikes": 0.0, "late_wobble": 0.01, "epochs_to_10pct": 5.0}
+    rows = []
+    for i, (e, f) in enumerate({"F1": 0.0, **effects}.items()):
+        for s in range(len(seed_effect)):
+            rows.append({"experiment": e, "seed": s, "best_val_mse": 0.004 * (1 + f) * math.exp(seed_effect[s] + run_noise[i, s]),
+                         "val_seg_miou": 0.7 if "seg" in SIM_HEADS[e] else math.nan,
+                         "val_cls_acc": 0.9 if "cls" in SIM_HEADS[e] else math.nan, **fixed})
+    return pd.DataFrame(rows)
+
+
+def simulate_decisions(effects: float | dict[str, float], n_seeds: int = 3, seed_sd: float = 0.03, run_sd: float = 0.015,
+                       draws: int = 400, rules: Decision | None = None, rng_seed: int = 0) -> dict:
+    """How often `decide` gets it right: draw phases of a baseline F1 and the experiments in `effects` (name ->
+    true relative change of val MSE against F1; a float is F2's), with seed noise (seed_sd: shared by the
+    experiments of a seed, as the same init and data order; run_sd: per run), equal stability and good heads.
+
+    The true winner is what `decide` picks on the noise-free values. Returns the share of draws per winner
+    ("winner"), per F2 call ("call"), and "rates": the true winner found, a false "hurts" (a hurts call for an
+    experiment that does not truly hurt), a "decided" wrong winner, and decided at all; plus "true_winner".
+    """
+    effects = {"F2": effects} if isinstance(effects, (int, float)) else dict(effects)
     rng = np.random.default_rng(rng_seed)
-    extra = np.random.default_rng(rng_seed + 1)  # boundary F and latent draws: rng's stream (the planted MSEs) stays as it was
     rules = rules or Decision()
-    heads = {"F1": (), "F2": ("seg",)}
-    winners, calls = {}, {}
-    fixed = {"val_cls_acc": math.nan, "spikes": 0.0, "late_wobble": 0.01, "epochs_to_10pct": 5.0}
+    exps = ["F1", *effects]
+    heads = {e: SIM_HEADS[e] for e in exps}
+    truth = decide(_sim_table(effects, np.zeros(2), np.zeros((len(exps), 2))), exps, "F1", heads, rules)
+    winners, calls, rates = {}, {}, {"true winner": 0.0, "false hurts": 0.0, "decided wrong": 0.0, "decided": 0.0}
     for _ in range(draws):
-        shared = rng.normal(0, seed_sd, n_seeds)
-        rows = [{"experiment": e, "seed": s, "best_val_mse": 0.004 * f * math.exp(shared[s] + rng.normal(0, run_sd)),
-                 "val_seg_miou": 0.7 if e == "F2" else math.nan, **fixed}
-                for e, f in (("F1", 1.0), ("F2", 1.0 + effect)) for s in range(n_seeds)]
-        v = decide(pd.DataFrame(rows), ["F1", "F2"], "F1", heads, rules)
+        table = _sim_table(effects, rng.normal(0, seed_sd, n_seeds), rng.normal(0, run_sd, (len(exps), n_seeds)))
+        v = decide(table, exps, "F1", heads, rules)
         winners[v.winner] = winners.get(v.winner, 0) + 1 / draws
-        calls[v.calls["F2"]] = calls.get(v.calls["F2"], 0) + 1 / draws
-    return {"winner": winners, "call": calls}
+        if "F2" in v.calls:
+            calls[v.calls["F2"]] = calls.get(v.calls["F2"], 0) + 1 / draws
+        rates["true winner"] += (v.winner == truth.winner) / draws
+        rates["false hurts"] += any(c == "hurts" and truth.calls[e] != "hurts" for e, c in v.calls.items()) / draws
+        rates["decided wrong"] += (v.status == "decided" and v.winner != truth.winner) / draws
+        rates["decided"] += (v.status == "decided") / draws
+    return {"winner": winners, "call": calls, "rates": rates, "true_winner": truth.winner}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import socket
 import subprocess
 import time
@@ -20,16 +19,18 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .data import RunData, get_batch, load_run_data, rgb_to_classes_torch
+from .data import RunData, iter_batches, load_run_data, rgb_to_classes_torch
 from .files import atomic_write
 from .latent import latent_report
 from .losses import total_loss
 from .metrics import LOSS_PARTS, NAN, TrainMetrics, ValMetrics, metric_columns
 from .model import LayoutAutoencoder, build_model, heads_for
-from .palette import mask_to_rgb
-from .runfolder import (RunFolder, RunStatus, append_csv, check_same_run, load_checkpoint, now, read_rows, save_checkpoint,
+from .palette import UNKNOWN_LABEL, mask_to_rgb
+from .runfolder import (RunFolder, RunStatus, check_same_run, load_checkpoint, now, read_rows, save_checkpoint,
                         write_csv)
+from .runlock import FolderLock
 from .schedulers import job_id_from_env
+from .stopping import StopFlag
 from .params import RunConfig
 
 STEP_COLUMNS = ["global_step", "epoch", "step", "loss", *LOSS_PARTS, "lr"]
@@ -85,32 +86,6 @@ def eval_heads(loss) -> tuple[str, ...]:
     return tuple(dict.fromkeys(("rgb", *heads_for(loss))))
 
 
-class StopFlag:
-    """Set by SIGUSR2/SIGTERM (cluster walltime warning, preemption) or by a STOP file in the run folder."""
-
-    def __init__(self, stop_file: Path):
-        self.stop_file = stop_file
-        self.signalled = False
-        self._previous = {}
-
-    def install(self):
-        for sig in (signal.SIGUSR2, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: only the STOP file works
-                pass
-
-    def uninstall(self):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum, frame):
-        self.signalled = True
-
-    def __bool__(self):
-        return self.signalled or self.stop_file.exists()
-
-
 def train_one_epoch(model, optimizer, scaler, data: RunData, *, cfg: RunConfig, state: TrainState, device, dtype,
                     stop=None, hooks: _Hooks | None = None) -> dict:  # fmt: skip
     """Train epoch `state.epoch + 1` over its permutation, from `state.step` on (non-zero when resuming mid-epoch).
@@ -127,8 +102,9 @@ def train_one_epoch(model, optimizer, scaler, data: RunData, *, cfg: RunConfig, 
     batches = perm.split(t.batch_size)
     metrics = TrainMetrics(state.sums)
     t0 = time.perf_counter()
-    for step in range(state.step, len(batches)):
-        images, masks, labels = get_batch(data.layouts, batches[step], device)
+    start = state.step
+    fetched = iter_batches(data.layouts, batches[start:], device)  # the next batch is read while this one trains
+    for step, (images, masks, labels) in zip(range(start, len(batches)), fetched):
         with precision(device, dtype):
             out = model(images, heads=heads)
         loss, parts = total_loss(
@@ -163,8 +139,7 @@ def evaluate(model, cfg: RunConfig, data: RunData, device, dtype) -> ValMetrics:
     heads = eval_heads(cfg.loss)
     w = cfg.loss
     metrics = ValMetrics(heads, device)
-    for idx in data.val_idx.split(cfg.training.batch_size):
-        images, masks, labels = get_batch(data.layouts, idx, device)
+    for images, masks, labels in iter_batches(data.layouts, data.val_idx.split(cfg.training.batch_size), device):
         with precision(device, dtype):
             out = model(images, heads=heads)
         loss, parts = total_loss(
@@ -180,7 +155,7 @@ def save_samples(model, cfg: RunConfig, data: RunData, device, dtype, epoch: int
     no seg head) and |error| of the fixed validation images: a PNG grid and an npz of the arrays."""
     model.eval()
     heads = eval_heads(cfg.loss)
-    images, masks, _ = get_batch(data.layouts, data.sample_idx, device)
+    [(images, masks, _)] = iter_batches(data.layouts, [data.sample_idx], device)
     with precision(device, dtype):
         out = model(images, heads=heads)
     rgb = out["rgb"].float()
@@ -276,8 +251,8 @@ class _Hooks:
             self.heartbeat()
 
     def flush(self, folder: RunFolder) -> None:
-        """Append the logged step rows to steps.csv and forget them."""
-        append_csv(folder.steps, self.rows, STEP_COLUMNS)
+        """Add the logged step rows to steps.csv, rewritten atomically (a kill never leaves half a row), and forget them."""
+        write_csv(folder.steps, read_rows(folder.steps) + self.rows, STEP_COLUMNS)
         self.rows.clear()
 
 
@@ -309,8 +284,11 @@ def _attempt_info(cfg: RunConfig, info: dict, state: TrainState, data: RunData, 
         started=info.get("started") or now(), updated=now(), git_commit=git_commit(), host=socket.gethostname(),
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         precision=str(dtype).removeprefix("torch."), epochs=cfg.training.epochs, epoch=state.epoch,
-        attempts=info.get("attempts", 0) + 1, skipped_images=len(data.layouts.skipped),
+        attempts=info.get("attempts", 0) + 1, skipped_images=len(data.layouts.skipped), checkpoint_s=None,
         job_id=job_id_from_env(), n_train=len(data.train_idx), n_val=len(data.val_idx), overrides=cfg.overrides,
+        # images with a room/scene label: what the classification head learns from and is scored on
+        n_train_labelled=int((data.layouts.labels[data.train_idx] != UNKNOWN_LABEL).sum()),
+        n_val_labelled=int((data.layouts.labels[data.val_idx] != UNKNOWN_LABEL).sum()),
     )  # fmt: skip
 
 
@@ -339,17 +317,24 @@ def _checkpoint(model, optimizer, scaler, state: TrainState, cfg: RunConfig, dev
             "state": state.to_checkpoint(), "rng": rng, "config": cfg.model_dump()}  # fmt: skip
 
 
-def _final_eval(model, cfg: RunConfig, data: RunData, device, dtype, state: TrainState, folder: RunFolder) -> None:
-    """eval.json: the hand-off uses the best weights, so restore them and evaluate once more."""
+def _final_eval(model, cfg: RunConfig, data: RunData, device, dtype, state: TrainState, folder: RunFolder, stop) -> bool:
+    """eval.json: the hand-off uses the best weights, so restore them and evaluate once more. False, and no
+    eval.json, when a stop request came before or during it: the training is checkpointed, and the requeued
+    attempt does only this evaluation."""
     es = cfg.training.early_stopping
     restore_best = es is None or es.restore_best
+    if stop:
+        return False
     if restore_best:
         model.load_state_dict(load_checkpoint(folder.best, map_location=device)["model"])
     final = evaluate(model, cfg, data, device, dtype)
+    if stop:
+        return False
     latent = latent_report(model, data.layouts.images, data.layouts.masks, data.train_idx, data.val_idx, cfg.seed,
                            cfg.training.batch_size, device)  # fmt: skip
     folder.write_eval({"epoch": state.best_epoch if restore_best else state.epoch, "val": final.compute(), **final.confusions(),
                        "boundary_f": final.boundaries(), "latent": latent})  # fmt: skip
+    return True
 
 
 def _result(model, weights: dict | None, folder: RunFolder) -> RunResult:
@@ -359,17 +344,37 @@ def _result(model, weights: dict | None, folder: RunFolder) -> RunResult:
 
 
 def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> RunResult:
-    """Train one experiment x seed into `cfg.run_dir`; resume if the folder has a checkpoint."""
+    """Train one experiment x seed into `cfg.run_dir`; resume if the folder has a checkpoint. Holds the folder's
+    lock throughout: a second writer gets RunLocked before it touches anything."""
+    with FolderLock(cfg.run_dir, "training"):
+        return _fit(cfg, data, progress)
+
+
+def _epoch_row(epoch: int, train_m: dict, model, optimizer, cfg: RunConfig, data: RunData, device, dtype) -> dict:
+    """Validate after an epoch's training; its metrics.csv row. Raises Diverged on a non-finite loss."""
+    t_eval = time.perf_counter()
+    val_m = evaluate(model, cfg, data, device, dtype).compute()
+    eval_s = time.perf_counter() - t_eval
+    if not math.isfinite(train_m["train_loss"]) or not math.isfinite(val_m["val_loss"]):
+        raise Diverged(f"non-finite loss at epoch {epoch} (train {train_m['train_loss']}, val {val_m['val_loss']})")
+    return {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+            "epoch_time_s": train_m.pop("train_time_s") + eval_s, **train_m, **val_m}  # fmt: skip
+
+
+def _fit(cfg: RunConfig, data: RunData | None, progress: bool) -> RunResult:
     from tqdm import tqdm
 
     folder = RunFolder(cfg.run_dir)
     for d in (folder.checkpoints, folder.samples):
         d.mkdir(parents=True, exist_ok=True)
+    folder.remove_temp_files()  # of an attempt killed mid-write; ours alone to delete: we hold the lock
     check_same_run(folder, cfg.model_dump())
     info = folder.read_info()
-    if info.get("status") == RunStatus.DONE:
+    if folder.finished(cfg.training.epochs):
         print(f"{folder.path}: already done (status done); nothing to do")
         return _result(build_model(cfg.architecture), load_checkpoint(folder.best)["model"], folder)
+    # A done run whose planned epochs were raised continues from latest.pt (the last epoch's weights, optimizer
+    # and early-stopping state) exactly as if it had been planned that long; best.pt stays the best so far.
 
     folder.write_config(cfg.model_dump())
     device, dtype = setup_device(cfg.training)
@@ -394,15 +399,21 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
         folder.write_info(info)
 
     def checkpoint(path: Path):
+        t0 = time.perf_counter()
         save_checkpoint(path, _checkpoint(model, optimizer, scaler, state, cfg, device))
+        # The longest write of this attempt: a stop request needs one before the final kill (`imginav status`).
+        info["checkpoint_s"] = max(info.get("checkpoint_s") or 0.0, round(time.perf_counter() - t0, 3))
 
     heartbeat()
     hooks = _Hooks(cfg, state, optimizer, heartbeat)
     stop.install()
     t, es = cfg.training, cfg.training.early_stopping
+    last = state.epoch if es is not None and state.bad_epochs >= es.patience else t.epochs  # killed after early stop
+    if last < t.epochs:
+        info["stopped_early"] = True
     bar = tqdm(total=t.epochs, initial=state.epoch, desc=f"{cfg.experiment} seed{cfg.seed}", disable=not progress, mininterval=5)
     try:
-        for epoch in range(state.epoch + 1, t.epochs + 1):
+        for epoch in range(state.epoch + 1, last + 1):
             try:
                 train_m = train_one_epoch(model, optimizer, scaler, data, cfg=cfg, state=state, device=device, dtype=dtype,
                                           stop=stop, hooks=hooks)  # fmt: skip
@@ -411,13 +422,7 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
                 checkpoint(folder.latest)
                 heartbeat(status=RunStatus.PREEMPTED, error=f"preempted at epoch {epoch} step {state.step}; resumes from checkpoints/latest.pt")
                 raise
-            t_eval = time.perf_counter()
-            val_m = evaluate(model, cfg, data, device, dtype).compute()
-            eval_s = time.perf_counter() - t_eval
-            if not math.isfinite(train_m["train_loss"]) or not math.isfinite(val_m["val_loss"]):
-                raise Diverged(f"non-finite loss at epoch {epoch} (train {train_m['train_loss']}, val {val_m['val_loss']})")
-            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                   "epoch_time_s": train_m.pop("train_time_s") + eval_s, **train_m, **val_m}  # fmt: skip
+            row = _epoch_row(epoch, train_m, model, optimizer, cfg, data, device, dtype)
             rows.append(row)
             improved, stop_early = _update_best(state, row, es)
             if epoch % t.sample_interval == 0 or epoch == t.epochs or stop_early:
@@ -439,7 +444,9 @@ def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> R
             if stop:  # a stop that arrived during evaluation: the epoch is complete and checkpointed
                 heartbeat(status=RunStatus.PREEMPTED, error=f"preempted after epoch {epoch}; resumes from checkpoints/latest.pt")
                 raise Preempted(f"stop requested after epoch {epoch}")
-        _final_eval(model, cfg, data, device, dtype, state, folder)
+        if not _final_eval(model, cfg, data, device, dtype, state, folder, stop):
+            heartbeat(status=RunStatus.PREEMPTED, error="preempted in the final evaluation; resumes from checkpoints/latest.pt")
+            raise Preempted("stop requested in the final evaluation")
         heartbeat(status=RunStatus.DONE, ended=now())
     except Preempted:
         stop.stop_file.unlink(missing_ok=True)  # served: the checkpoint is written, the next attempt resumes

@@ -53,3 +53,63 @@ def labelled_manifest(tmp_path, real_manifest) -> Path:
 @pytest.fixture
 def tiny(tmp_path, labelled_manifest) -> Path:
     return tiny_params(tmp_path, labelled_manifest)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A stop request at a chosen moment of a run (the cluster tests)
+
+GATE_CELL = '''# test gate (written by tests/conftest.py): holds the run at one moment until the test has sent its signal
+import time as _time
+from pathlib import Path as _Path
+
+import imginav_lib.trainer as _trainer
+
+_gates, _moment = _Path({gates!r}), {moments!r}.get(experiment)
+
+
+def _gate(name):
+    (_gates / f"{{experiment}}.{{name}}.reached").touch()
+    while not (_gates / f"{{experiment}}.{{name}}.go").exists():  # passes at once in a later attempt
+        _time.sleep(0.05)
+
+
+if _moment in ("between_epochs", "final_evaluation"):
+    _evaluate, _calls = _trainer.evaluate, [0]
+
+    def _gated_evaluate(*args, **kwargs):  # call k of an attempt: epoch k's evaluation; {epochs} + 1: the final one
+        _calls[0] += 1
+        if _calls[0] == (2 if _moment == "between_epochs" else {epochs} + 1):
+            _gate(_moment)
+        return _evaluate(*args, **kwargs)
+
+    _trainer.evaluate = _gated_evaluate
+if _moment == "startup":
+    _gate("startup")
+'''
+DONE_GATE_CELL = 'if _moment == "done":\n    _gate("done")\nprint("last cell ran")'
+MOMENTS = ("startup", "between_epochs", "final_evaluation", "done")
+
+
+def gated_notebook(tmp: Path, moments: dict[str, str], epochs: int) -> tuple[Path, Path]:
+    """The training notebook with gates: experiment `e` with moment m waits at m (before the run folder is known
+    and the trainer's handler is in place; in epoch 2's evaluation; in the final evaluation; after `fit` returned
+    `done`) until `<gates>/<e>.<m>.go` exists, after creating `<e>.<m>.reached`. Returns (notebook, gates)."""
+    import nbformat
+
+    nb = nbformat.read(REPO / "notebooks" / "train.ipynb", as_version=4)
+    gates = tmp / "gates"
+    gates.mkdir(parents=True, exist_ok=True)
+    at = next(k for k, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])) + 1
+    nb.cells.insert(at, nbformat.v4.new_code_cell(GATE_CELL.format(gates=str(gates), moments=moments, epochs=epochs)))
+    nb.cells.append(nbformat.v4.new_code_cell(DONE_GATE_CELL))
+    path = tmp / "gated_train.ipynb"
+    nbformat.write(nb, path)
+    return path, gates
+
+
+def open_gate(gates: Path, experiment: str, moment: str) -> None:
+    (gates / f"{experiment}.{moment}.go").touch()
+
+
+def gate_reached(gates: Path, experiment: str, moment: str) -> bool:
+    return (gates / f"{experiment}.{moment}.reached").exists()

@@ -172,7 +172,7 @@ DEMO_NOISE = {"seed_sd": 0.094, "run_sd": 0.022}
 def test_handoff_writes_winner_and_valid_next_params(tmp_path, monkeypatch):
     runs = synthetic(tmp_path, seeds=(1, 2, 3), noise=0.01, effects={F[1]: {"mse": 0.9}})
     (runs / "data").mkdir()
-    (runs / "data" / "manifest.csv").write_text("layout_path,type,is_empty\n")  # `validate` checks the file exists
+    (runs / "data" / "manifest.csv").write_text("layout_path,type,is_empty\nx.png,,false\n")  # `validate` reads the manifest
     a = analyse(runs)
     paths = write_handoff(a.runs, a.verdict, a.summary)
     w = yaml.safe_load(paths["winner"].read_text())
@@ -215,7 +215,8 @@ def test_bonferroni_widens_the_intervals_with_many_experiments(tmp_path):
     a = analyse(runs)
     plain = decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision())
     bonf = decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision(correction="bonferroni"))
-    w = lambda v: (v.comparisons.ci_high - v.comparisons.ci_low).to_numpy()  # noqa: E731
+    vs_base = lambda v: v.comparisons[v.comparisons.versus == "E0"]  # noqa: E731  (head-to-head rows follow)
+    w = lambda v: (vs_base(v).ci_high - vs_base(v).ci_low).to_numpy()  # noqa: E731
     assert (w(bonf) > w(plain)).all() and "Bonferroni" in bonf.sureness
 
 

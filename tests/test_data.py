@@ -23,11 +23,36 @@ def test_blended_pixels_snap_within_tolerance_and_unknown_colours_are_ignored():
     assert mask.tolist() == [[9, IGNORE_INDEX, IGNORE_INDEX]]
 
 
+def test_a_colour_exactly_at_the_tolerance_is_kept_and_masks_are_uint8():
+    bg = PALETTE[9].astype(int)
+    at = np.array([[bg - [0, 0, 30], bg - [0, 0, 31]]], np.uint8)  # distance 30 and 31 from background
+    mask = rgb_to_mask(at, tolerance=30.0)
+    assert mask.dtype == np.uint8 and mask.tolist() == [[9, IGNORE_INDEX]]
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 2, 3), np.float32), np.zeros((2, 2, 4), np.uint8)])
+def test_rgb_to_mask_refuses_other_than_uint8_rgb(bad):
+    with pytest.raises(ValueError, match="uint8"):
+        rgb_to_mask(bad)
+
+
 def test_torch_snapping_agrees_with_numpy_mapping():
     rng = np.random.default_rng(0)
     rgb = PALETTE[rng.integers(0, 10, (2, 8, 8))]  # (2, 8, 8, 3) exact colours
     x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1
     assert (data.rgb_to_classes_torch(x).numpy() == rgb_to_mask(rgb)).all()
+
+
+def test_torch_snapping_of_any_colour_picks_the_nearest_palette_colour():
+    # Reconstructions are blends: every colour, not only palette ones, snaps to its nearest palette colour.
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    d2 = ((rgb[..., None, :].astype(int) - PALETTE.astype(int)) ** 2).sum(-1)  # (1, 64, 64, K) exact integers
+    two = np.sort(d2, axis=-1)[..., :2]
+    clear = two[..., 1] - two[..., 0] >= 2  # leave out near-ties, where float rounding may pick either
+    x = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 127.5 - 1
+    got = data.rgb_to_classes_torch(x).numpy()
+    assert clear.mean() > 0.9 and (got == d2.argmin(-1))[clear].all()
 
 
 def test_manifest_empty_type_is_unknown_label(real_manifest):
@@ -73,7 +98,7 @@ def test_bad_images_listed_or_skipped(tmp_path):
         data.prepare_cache(m, 8, tmp_path / "cache", progress=False)
     msg = str(e.value)
     assert "3 unreadable" in msg and "corrupt.png" in msg and "missing.png" in msg and "\n" not in msg
-    assert not list((tmp_path / "cache").glob("*")) if (tmp_path / "cache").exists() else True  # nothing half-written
+    assert not (tmp_path / "cache").exists()  # nothing half-written, no lock file
     d = data.load_cache(data.prepare_cache(m, 8, tmp_path / "cache", on_bad_image="skip", progress=False))
     assert len(d) == 1 and len(d.skipped) == 3
 
@@ -85,3 +110,13 @@ def test_other_sizes_are_resized_nearest(tmp_path):
     (tmp_path / "m.csv").write_text("layout_path,type,is_empty\na.png,room,false\n")
     d = data.load_cache(data.prepare_cache(read_manifest(tmp_path / "m.csv"), 16, tmp_path / "c", progress=False))
     assert set(np.unique(d.masks.numpy())) == {0, 9}  # no blended colours from resizing
+
+
+def test_prefetched_batches_equal_direct_indexing_in_order(tmp_path, labelled_manifest):
+    d = data.load_cache(data.prepare_cache(read_manifest(labelled_manifest), 32, tmp_path / "cache", progress=False))
+    idx = torch.randperm(len(d), generator=torch.Generator().manual_seed(0)).split(16)  # the last one is partial
+    got = list(data.iter_batches(d, idx, torch.device("cpu")))
+    assert len(got) == len(idx)
+    for (images, masks, labels), i in zip(got, idx):
+        assert torch.equal(images, data.to_model_input(d.images[i])) and images.dtype == torch.float32
+        assert torch.equal(masks, d.masks[i].long()) and torch.equal(labels, d.labels[i].long())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def test_write_index_lists_every_run_and_copies_params(tmp_path, layouts):
     assert [(r["experiment"], r["seed"]) for r in index["runs"]] == [("F1", 1), ("F1", 2), ("F3", 1), ("F3", 2)]
     assert index["runs"][2]["run_dir"] == str(tmp_path / "runs" / "t" / "F3" / "seed1")
     assert (index_file.parent / "params.yaml").read_text() == p.read_text()
-    assert sorted(x.name for x in index_file.parent.iterdir()) == ["index.json", "params.yaml"]  # no temp files
+    assert sorted(x.name for x in index_file.parent.iterdir()) == ["index.json", "params.yaml", "params_versions"]  # no temp files
 
 
 @pytest.mark.parametrize(
@@ -101,11 +102,28 @@ def test_bad_cluster_section_names_the_field(tmp_path, layouts, capsys, cluster,
     assert not (tmp_path / "runs").exists()
 
 
-def test_params_changed_after_submission_is_refused(tmp_path, layouts):
+def test_slurm_dry_run_shows_the_prepare_job_and_the_arrays_waiting_for_it(capsys, monkeypatch):
+    for var in ("IMGINAV_DATA", "IMGINAV_SCRATCH"):
+        monkeypatch.delenv(var, raising=False)
+    repo = Path(__file__).resolve().parents[1]
+    assert main(["run", str(repo / "params" / "phase1_4.yaml"), "--backend", "slurm", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "prepare.slurm.sh (decode into the cache: the arrays wait for it)" in out
+    assert "#SBATCH --job-name=phase1_4-prepare" in out and "imginav prepare " in out
+    commands = out.split("# ---- commands")[1].strip().splitlines()[1:]
+    assert commands[0].startswith("sbatch --parsable ") and commands[0].endswith("prepare.slurm.sh'   # -> <JOBID_prepare>")
+    for line in commands[1:3]:
+        assert line.startswith("sbatch --parsable '--dependency=afterok:<JOBID_prepare>' --kill-on-invalid-dep=yes ")
+    assert commands[3].startswith("sbatch --parsable '--dependency=afterok:<JOBID_prepare>,"
+                                  "afterany:<JOBID_phase1_4-gpuv100>:<JOBID_phase1_4-gpul40s>' --kill-on-invalid-dep=yes ")  # fmt: skip
+    assert "#SBATCH --gres=gpu:1\n" in out and "exclusive_process" not in out  # a SLURM GPU is not shared
+
+
+def test_params_changed_after_submission_are_refused_where_they_change_the_run(tmp_path, layouts):
     p = write_params(tmp_path, layouts)
     index_file = write_index(load_phase(p), p, tmp_path / "runs")
-    p.write_text(p.read_text() + "\n# edited while the jobs were queued\n")
-    with pytest.raises(InputError, match="changed since"):
+    p.write_text(p.read_text().replace("lr: 0.001", "lr: 0.002") + "\n# edited while the jobs were queued\n")
+    with pytest.raises(InputError, match=r"changed since .*: experiment F1 seed 1: training.lr 0.001 → 0.002 would mix two runs"):
         run_one(index_file, 1)
     with pytest.raises(InputError, match="out of range"):
         run_one(index_file, 3)
@@ -115,8 +133,9 @@ def test_params_changed_after_submission_is_refused(tmp_path, layouts):
 # run-one: exit codes, preemption through the STOP file
 
 
-def fake_notebook(tmp: Path, body: str) -> Path:
-    """A stand-in for notebooks/train.ipynb (tests only): the same parameters, `body` instead of training."""
+def fake_notebook(tmp: Path, body: str, first: str | None = None) -> Path:
+    """A stand-in for notebooks/train.ipynb (tests only): the same parameters, `body` instead of training; `first`:
+    a cell before everything."""
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('params_file = ""\nexperiment = ""\nseed = 0\nruns_root = None\nprogress = True')
     params.metadata["tags"] = ["parameters"]
@@ -128,6 +147,8 @@ def fake_notebook(tmp: Path, body: str) -> Path:
         "    (run_dir / 'run.json').write_text(json.dumps({'status': s, 'epoch': 0, 'epochs': 2, **kw}))\n"
     )
     nb.cells = [params, nbformat.v4.new_code_cell(setup), nbformat.v4.new_code_cell(body)]
+    if first:
+        nb.cells.insert(0, nbformat.v4.new_code_cell(first))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp / "fake_train.ipynb"
     nbformat.write(nb, path)
@@ -144,6 +165,7 @@ def one_run(tmp_path, layouts):
     "body, code, status, error",
     [
         ("status('done')", 0, "done", None),
+        ("status('done')\nraise RuntimeError('a plot failed')", 0, "done", None),  # done is done: the notebook says the rest
         ("status('diverged', error='non-finite loss')\nraise RuntimeError('diverged')", 1, "diverged", "non-finite"),
         ("status('preempted')\nraise RuntimeError('stop requested')", 99, "preempted", None),
         ("status('running')\nos._exit(1)", 1, "failed", "papermill: "),  # kernel died mid-run
@@ -163,7 +185,7 @@ def test_run_one_exit_codes(tmp_path, one_run, body, code, status, error):
 def test_run_one_skips_a_done_run_without_touching_its_notebook(tmp_path, one_run):
     index_file, run_dir = one_run
     run_dir.mkdir(parents=True)
-    (run_dir / "run.json").write_text(json.dumps({"status": "done"}))
+    (run_dir / "run.json").write_text(json.dumps({"status": "done", "epoch": 2, "epochs": 2}))  # the 2 planned epochs
     assert run_one(index_file, 1, notebook=tmp_path / "missing.ipynb") == 0
     assert not (run_dir / "train.ipynb").exists()
 
@@ -194,6 +216,36 @@ def test_sigusr2_to_run_one_stops_the_kernel_through_the_stop_file(tmp_path, one
     assert p.returncode == 99, out
     assert json.loads((run_dir / "run.json").read_text())["status"] == "preempted"
     assert "SIGUSR2: asked F1 seed 1 to checkpoint and stop" in out
+    assert "IPKernelApp" not in out  # the kernel runs over IPC: no "running over TCP without encryption" warning
+
+
+def test_a_signal_while_the_kernel_starts_waits_and_becomes_a_stop_request(tmp_path, one_run):
+    """LSF signals every process of a job. run-one starts the kernel with USR2/TERM blocked, so one that arrives
+    before the notebook's first cell (here: a slow start) waits instead of killing the kernel, and
+    stop_on_signals() turns it into the STOP file."""
+    index_file, run_dir = one_run
+    pid_file = tmp_path / "kernel.pid"
+    body = ("from imginav_lib.stopping import stop_on_signals\n"
+            "stop_on_signals(run_dir)\n"
+            "time.sleep(0.5)\n"
+            "status('preempted' if (run_dir / 'STOP').exists() else 'done')\n"
+            "raise RuntimeError('stop requested')\n")  # fmt: skip
+    slow_start = f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(3)"
+    nb = fake_notebook(tmp_path, body, first=slow_start)
+    env = {**os.environ, launch.NOTEBOOK_ENV: str(nb)}
+    p = subprocess.Popen([sys.executable, "-m", "imginav_lib.cli", "run-one", str(index_file), "1"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not pid_file.is_file() or not pid_file.read_text():
+        assert time.monotonic() < deadline and p.poll() is None, p.stdout.read() if p.poll() is not None else "timeout"
+        time.sleep(0.05)
+    kernel = int(pid_file.read_text())
+    os.kill(kernel, signal.SIGUSR2)  # before stop_on_signals(): would kill a kernel that has them unblocked
+    os.kill(kernel, signal.SIGTERM)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 99, out
+    # The kernel lived on to its last cell, which found the STOP file that the waiting signals became.
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "preempted"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -212,7 +264,7 @@ def test_local_backend_runs_every_entry_of_the_index(tmp_path, layouts, capsys, 
         assert len(pd.read_csv(Path(r["run_dir"]) / "metrics.csv")) == 2
         assert (Path(r["run_dir"]) / "train.ipynb").is_file()
     assert "experiment  seed  status  epochs  best val MSE  wall time" in out
-    assert "1 CPU thread(s) each" in out or "CPU thread(s) each" in out
+    assert re.search(r"running 2 runs, 2 at a time, (1 CPU thread|\d+ CPU threads) each", out)
     # The report is another engineer's module; the runs must be complete either way, and rc says if it worked.
     assert rc == (0 if "report: " in out else 1)
     # Re-running resumes nothing and re-executes nothing: done runs are skipped.
@@ -238,8 +290,8 @@ def iso_ago(seconds: float) -> str:
         ({}, True, "slurm", "pending", True, "queued"),
         ({}, True, "lsf", None, False, "queued"),
         ({}, True, "slurm", "running", True, "running"),
-        ({"status": "running", "updated": iso_ago(5)}, True, "slurm", "running", True, "running"),
-        ({"status": "running", "updated": iso_ago(5000)}, True, "local", None, False, "stale"),
+        ({"status": "running", "updated": 5}, True, "slurm", "running", True, "running"),  # seconds ago
+        ({"status": "running", "updated": 5000}, True, "local", None, False, "stale"),
         ({"status": "preempted"}, True, "slurm", "pending", True, "requeued"),
         ({"status": "preempted"}, True, "lsf", None, False, "requeued"),  # no bjobs here: trust the requeue
         ({"status": "preempted"}, True, "slurm", None, True, "preempted"),  # left the queue: not requeued
@@ -250,6 +302,8 @@ def iso_ago(seconds: float) -> str:
     ],
 )
 def test_run_state(info, launched, backend, sched, known, state):
+    if "updated" in info:  # now, not at collection: a long suite would make "5 s ago" stale
+        info = {**info, "updated": iso_ago(info["updated"])}
     assert run_state(info, launched, backend, sched, known, stale_after_s=600) == state
 
 

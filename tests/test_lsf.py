@@ -4,6 +4,7 @@ the variables LSF sets, including a warning signal, the requeue exit code and th
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,11 +18,19 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import gate_reached, gated_notebook, open_gate
 from imginav_lib.cli import main
-from imginav_lib.launch import read_index, run_phase
+from imginav_lib.launch import NOTEBOOK_ENV, read_index, run_phase
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ["epoch_time_s", "train_images_per_s"]  # wall-clock columns: differ between any two runs
+
+
+def eval_without_timing(path) -> dict:
+    """eval.json less its one wall-clock field (what the latent statistics took, seconds)."""
+    ev = json.loads(path.read_text())
+    (ev.get("latent") or {}).pop("seconds", None)
+    return ev
 
 
 def scripts_of(dry_run_output: str) -> dict[str, str]:
@@ -35,28 +44,40 @@ def bsub_lines(script: str) -> list[str]:
 
 
 def test_phase1_4_dry_run_groups_queues_and_chains_the_report(capsys, monkeypatch, tmp_path):
-    """The acceptance command: F1+F2 in one gpuv100 array, F3 in a gpul40s array, the report after both."""
+    """The acceptance command: the decode as a CPU job, F1+F2 in one gpuv100 array and F3 in a gpul40s array that
+    wait for it, the report after both; exclusive GPUs, a log per element, the index guard."""
     for var in ("IMGINAV_DATA", "IMGINAV_SCRATCH"):
         monkeypatch.delenv(var, raising=False)  # a laptop without the cluster's variables
     assert main(["run", str(REPO / "params" / "phase1_4.yaml"), "--backend", "lsf", "--dry-run"]) == 0
     out = capsys.readouterr().out
     scripts = scripts_of(out)
-    assert set(scripts) == {"phase1_4-gpuv100.lsf.sh", "phase1_4-gpul40s.lsf.sh", "report.lsf.sh"}
+    assert set(scripts) == {"prepare.lsf.sh", "phase1_4-gpuv100.lsf.sh", "phase1_4-gpul40s.lsf.sh", "report.lsf.sh"}
     v100, l40s = bsub_lines(scripts["phase1_4-gpuv100.lsf.sh"]), bsub_lines(scripts["phase1_4-gpul40s.lsf.sh"])
-    # Entries 1-6 of the index are F1 and F2 (seeds 42, 43, 44), entries 7-9 are F3: array index = index entry.
-    assert v100[:2] == ['-J "phase1_4-gpuv100[1-6]%4"', "-q gpuv100"]
-    assert l40s[:2] == ['-J "phase1_4-gpul40s[7-9]%4"', "-q gpul40s"]
+    # The index lists F1's seeds, then F2's, then F3's (5 seeds each): array index = index entry.
+    assert v100[:2] == ['-J "phase1_4-gpuv100[1-10]%4"', "-q gpuv100"]
+    assert l40s[:2] == ['-J "phase1_4-gpul40s[11-15]%4"', "-q gpul40s"]
     for lines, name in ((v100, "phase1_4-gpuv100"), (l40s, "phase1_4-gpul40s")):
-        for expected in ["-n 8", '-R "span[hosts=1]"', '-R "rusage[mem=8GB]"', '-gpu "num=1"', "-W 6:00",
-                         "-wa USR2", "-wt 10", '-Q "99"']:  # fmt: skip
+        for expected in ["-n 8", '-R "span[hosts=1]"', '-R "rusage[mem=8GB]"', '-gpu "num=1:mode=exclusive_process"',
+                         "-W 6:00", "-wa USR2", "-wt 10", '-Q "99"']:  # fmt: skip
             assert expected in lines, (expected, lines)
-        assert any(re.fullmatch(rf"-o \S+/logs/{name}_%J_%I\.out", x) for x in lines), lines
-        assert any(re.fullmatch(rf"-e \S+/logs/{name}_%J_%I\.err", x) for x in lines), lines
+        assert any(re.fullmatch(rf'-o "\S+/logs/{name}_%J_%I\.out"', x) for x in lines), lines
+        assert any(re.fullmatch(rf'-e "\S+/logs/{name}_%J_%I\.err"', x) for x in lines), lines
+        body = scripts[f"{name}.lsf.sh"]
+        assert re.search(rf"""^exec >>'\S+/logs'/{name}_"\$\{{LSB_JOBID:-0\}}"_"\$I"\.log 2>&1$""", body, re.M), body
+        assert 'if [ "$I" -lt 1 ] || [ "$I" -gt 15 ]; then' in body  # index 0 (not an array) or beyond the phase
+        assert body.index("trap on_stop USR2 TERM") < body.index("module load cuda/")  # signals from the first line
+    prepare = bsub_lines(scripts["prepare.lsf.sh"])
+    assert prepare[0] == "-J phase1_4-prepare" and "-n 8" in prepare and not any("-gpu" in x for x in prepare)
+    assert "imginav prepare" in scripts["prepare.lsf.sh"]
     report = bsub_lines(scripts["report.lsf.sh"])
-    assert '-gpu "num=1"' not in report and "-n 1" in report
+    assert not any("-gpu" in x for x in report) and "-n 1" in report
     commands = out.split("# ---- commands")[1].strip().splitlines()[1:]
-    assert commands[0].startswith("bsub < ") and commands[0].split("#")[0].strip().endswith("phase1_4-gpuv100.lsf.sh'")
-    assert commands[2].startswith("bsub -w 'ended(<JOBID_phase1_4-gpuv100>) && ended(<JOBID_phase1_4-gpul40s>)' < ")
+    assert commands[0].startswith("bsub < ") and commands[0].split("#")[0].strip().endswith("prepare.lsf.sh'")
+    assert commands[1].startswith("bsub -w 'done(<JOBID_prepare>)' < ")
+    assert commands[1].split("#")[0].strip().endswith("phase1_4-gpuv100.lsf.sh'")
+    assert commands[2].startswith("bsub -w 'done(<JOBID_prepare>)' < ")
+    assert commands[3].startswith("bsub -w 'done(<JOBID_prepare>) && ended(<JOBID_phase1_4-gpuv100>) && "
+                                  "ended(<JOBID_phase1_4-gpul40s>)' < ")  # fmt: skip
     for name, text in scripts.items():
         assert "module load cuda/" in text and "conda activate imginav" in text
         assert "/home/" not in text and "/work3/" not in text  # no user paths
@@ -64,6 +85,23 @@ def test_phase1_4_dry_run_groups_queues_and_chains_the_report(capsys, monkeypatc
         check = subprocess.run(["bash", "-n", str(tmp_path / name)], capture_output=True, text=True)
         assert check.returncode == 0, (name, check.stderr)
     assert not list(tmp_path.glob("**/index.json"))  # a dry run writes nothing
+
+
+@pytest.mark.parametrize(
+    "cluster, expected, absent",
+    [
+        ({"gpu_mode": "shared"}, '-gpu "num=1:mode=shared"', "exclusive_process"),
+        ({"mem_reserve": "per_task"}, '-R "rusage[mem=8GB/task]"', '-R "rusage[mem=8GB]"'),
+    ],
+)
+def test_gpu_mode_and_memory_reservation_options(tmp_path, capsys, cluster, expected, absent):
+    params = yaml.safe_load((REPO / "params" / "phase1_4.yaml").read_text())
+    params["cluster"].update(cluster)
+    path = tmp_path / "phase1_4.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert main(["run", str(path), "--backend", "lsf", "--dry-run"]) == 0
+    v100 = bsub_lines(scripts_of(capsys.readouterr().out)["phase1_4-gpuv100.lsf.sh"])
+    assert expected in v100 and not any(absent in x for x in v100), v100
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -81,32 +119,40 @@ print(f"Job <{101 + n}> is submitted to queue <normal>.")
 """
 
 
+EPOCHS = 3
+# F1 is the uninterrupted run (its warning comes after `done`); S, E and V compute the same as F1 and get the
+# warning at start-up, between epochs and in the final evaluation; F3 runs on another queue.
+MOMENTS = {"F1": "done", "S": "startup", "E": "between_epochs", "V": "final_evaluation"}
+
+
 @pytest.fixture(scope="module")
 def submitted(tmp_path_factory):
-    """A 3-run phase (F1, its identical twin F1b, F3 on another queue) submitted through the recording bsub."""
+    """A 5-run phase submitted through the recording bsub, into a runs folder whose name has a space; the cache
+    does not exist yet, so the decode is a job of its own that the arrays wait for."""
     from imginav_lib.layouts import make_layouts
 
     tmp = tmp_path_factory.mktemp("lsf")
     manifest = make_layouts(tmp / "layouts", n=64, size=32, seed=0)
+    notebook, gates = gated_notebook(tmp, MOMENTS, EPOCHS)
     params = {
         "phase": "t",
-        "runs_root": str(tmp / "runs"),
+        "runs_root": str(tmp / "my runs"),
         "data": {"manifest": str(manifest), "image_size": 32, "cache_dir": str(tmp / "cache"), "num_samples": 2},
         "architecture": {"latent_channels": 4, "base_channels": 8, "downsampling_steps": 2},
-        "training": {"epochs": 6, "batch_size": 4, "log_every": 2, "lr": 1e-3, "heartbeat_s": 1},
+        "training": {"epochs": EPOCHS, "batch_size": 4, "log_every": 2, "lr": 1e-3, "heartbeat_s": 1},
         "seeds": [1],
-        # F1b has no overrides: the same computation as F1, so it is F1's uninterrupted twin in the requeue test.
-        "experiments": {"F1": {}, "F1b": {}, "F3": {"loss": {"seg": 0.05, "cls": 0.01}}},
+        "experiments": {"F1": {}, "S": {}, "E": {}, "V": {}, "F3": {"loss": {"seg": 0.05, "cls": 0.01}}},
         "cluster": {
             "defaults": {"queue": "gpuv100", "cores": 1, "mem_per_core_gb": 0.5, "gpus": 0, "walltime": "0:30"},
             "experiments": {"F3": {"queue": "gpul40s"}},
+            "prepare": {"cores": 1, "mem_per_core_gb": 1, "walltime": "0:20"},
             "setup": [f'export PATH="{Path(sys.executable).parent}:$PATH"'],  # this test's environment
             "warning_minutes": 1,
             "max_parallel": 2,
         },
     }
     path = tmp / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
+    path.write_text(yaml.safe_dump(params, sort_keys=False))  # index order: F1, S, E, V, F3
     bin_dir = tmp / "bin"
     bin_dir.mkdir()
     (bin_dir / "bsub").write_text(FAKE_BSUB.replace("python3", sys.executable, 1))
@@ -121,83 +167,128 @@ def submitted(tmp_path_factory):
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    return rc, tmp, calls
+    return {"rc": rc, "tmp": tmp, "calls": calls, "phase_dir": tmp / "my runs" / "t", "notebook": notebook, "gates": gates}
 
 
 def test_bsub_command_lines_and_submission_record(submitted):
-    rc, tmp, calls = submitted
-    phase_dir = tmp / "runs" / "t"
+    phase_dir, calls = submitted["phase_dir"], submitted["calls"]
     jobs = phase_dir / "jobs"
-    assert rc == 0
-    assert [c["argv"] for c in calls] == [[], [], ["-w", "ended(101) && ended(102)"]]  # bsub < script, x3
-    assert calls[0]["stdin"] == (jobs / "t-gpuv100.lsf.sh").read_text()
-    assert calls[1]["stdin"] == (jobs / "t-gpul40s.lsf.sh").read_text()
-    assert calls[2]["stdin"] == (jobs / "report.lsf.sh").read_text()
-    assert '#BSUB -J "t-gpuv100[1-2]%2"' in calls[0]["stdin"] and '#BSUB -R "rusage[mem=512MB]"' in calls[0]["stdin"]
-    assert '#BSUB -J "t-gpul40s[3]%2"' in calls[1]["stdin"]
+    assert submitted["rc"] == 0
+    assert [c["argv"] for c in calls] == [[], ["-w", "done(101)"], ["-w", "done(101)"],
+                                          ["-w", "done(101) && ended(102) && ended(103)"]]  # fmt: skip
+    for call, name in zip(calls, ["prepare", "t-gpuv100", "t-gpul40s", "report"]):
+        assert call["stdin"] == (jobs / f"{name}.lsf.sh").read_text()  # bsub < script
+    assert '#BSUB -J "t-gpuv100[1-4]%2"' in calls[1]["stdin"] and '#BSUB -R "rusage[mem=512MB]"' in calls[1]["stdin"]
+    assert f'#BSUB -o "{phase_dir / "logs"}/t-gpuv100_%J_%I.out"' in calls[1]["stdin"]  # quoted: "my runs"
+    assert '#BSUB -J "t-gpul40s[5]%2"' in calls[2]["stdin"]
     sub = json.loads((phase_dir / "submission.json").read_text())["submissions"][-1]
-    assert sub["backend"] == "lsf" and [(j["job_id"], j["entries"]) for j in sub["jobs"]] == [("101", [1, 2]), ("102", [3])]
-    assert sub["report"]["job_id"] == "103"
-    assert sub["report"]["command"].startswith("bsub -w 'ended(101) && ended(102)' < ")
+    assert sub["backend"] == "lsf" and sub["prepare"]["job_id"] == "101"
+    assert [(j["job_id"], j["entries"]) for j in sub["jobs"]] == [("102", [1, 2, 3, 4]), ("103", [5])]
+    assert sub["report"]["job_id"] == "104"
+    assert sub["report"]["command"].startswith("bsub -w 'done(101) && ended(102) && ended(103)' < ")
     assert all(os.access(p, os.X_OK) for p in jobs.iterdir())
     assert (phase_dir / "logs").is_dir()  # LSF does not create the -o folder
 
 
-def wait_for_epoch(run_dir: Path, epoch: int, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+def element(submitted, i: int, **env) -> subprocess.Popen:
+    """Array element i as LSF runs it: bash on the script, with the variables LSF sets."""
+    script = submitted["phase_dir"] / "jobs" / ("t-gpul40s.lsf.sh" if i == 5 else "t-gpuv100.lsf.sh")
+    env = {**os.environ, "LSB_JOBID": "103" if i == 5 else "102", "LSB_JOBINDEX": str(i),
+           NOTEBOOK_ENV: str(submitted["notebook"]), **env}  # fmt: skip
+    return subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def job_processes(pid: int) -> list[int]:
+    """pid and all its descendants: LSF signals every process of a job, the kernel in its own session too."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            info = json.loads((run_dir / "run.json").read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            info = {}
-        if info.get("status") == "running" and (info.get("epoch") or 0) >= epoch:
-            return
-        assert proc.poll() is None, f"the job ended before epoch {epoch}: {proc.communicate()[0][-3000:]}"
-        assert time.monotonic() < deadline, f"no epoch {epoch} in {timeout} s"
-        time.sleep(0.1)
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
 
 
-def test_script_bodies_run_each_index_and_a_warning_signal_requeues_and_resumes(submitted):
-    """bash runs each array element with LSB_JOBID/LSB_JOBINDEX; USR2 to element 2 (what -wa sends) makes it exit
-    with the -Q code; running it again (LSF's requeue) resumes and ends with the metrics of its uninterrupted twin."""
-    _, tmp, _ = submitted
-    jobs = tmp / "runs" / "t" / "jobs"
-    index = read_index(tmp / "runs" / "t" / "index.json")
-
-    def element(i: int) -> subprocess.Popen:
-        script = jobs / ("t-gpul40s.lsf.sh" if i == 3 else "t-gpuv100.lsf.sh")
-        env = {**os.environ, "LSB_JOBID": "101" if i < 3 else "102", "LSB_JOBINDEX": str(i)}
-        return subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    twin_dir = Path(index["runs"][1]["run_dir"])
-    p1, p2 = element(1), element(2)
-    wait_for_epoch(twin_dir, 1, p2)
-    p2.send_signal(signal.SIGUSR2)  # to the batch shell only, as SLURM's B: does; LSF also signals the others
-    out2, _ = p2.communicate(timeout=120)
-    assert p2.returncode == 99, out2[-3000:]
-    info = json.loads((twin_dir / "run.json").read_text())
-    assert info["status"] == "preempted" and info["job_id"] == "101[2]"
-    stopped_at = info["epoch"]
-    assert stopped_at < 6, "the run finished before the signal: make the tiny training longer"
-    p3 = element(3)
-    p2 = element(2)  # the requeued element: same job id and index
-    outs = {i: p.communicate(timeout=300)[0] for i, p in ((1, p1), (2, p2), (3, p3))}
-    for i, p in ((1, p1), (2, p2), (3, p3)):
-        assert p.returncode == 0, outs[i][-3000:]
-    for r in index["runs"]:
-        info = json.loads((Path(r["run_dir"]) / "run.json").read_text())
-        assert info["status"] == "done" and info["epoch"] == 6, (r, info)
-    assert "resuming from" in outs[2]
-    twin_info = json.loads((twin_dir / "run.json").read_text())
-    assert twin_info["attempts"] == 2
-    first, twin = (pd.read_csv(Path(r["run_dir"]) / "metrics.csv") for r in index["runs"][:2])
-    assert list(twin["epoch"]) == list(range(1, 7))  # no epoch lost or counted twice
-    pd.testing.assert_frame_equal(first.drop(columns=TIMING), twin.drop(columns=TIMING))
-    steps = pd.read_csv(twin_dir / "steps.csv")
-    assert steps["global_step"].is_unique
+def wait(cond, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s waiting for {what}"
+        time.sleep(0.05)
 
 
-def test_resubmitting_skips_runs_that_are_done(tmp_path, monkeypatch, capsys):
+def test_a_script_refuses_index_0_and_an_index_beyond_the_phase(submitted):
+    for i in (0, 6):  # 0: `bsub -J name < script` (not an array element); 6: the phase has 5 entries
+        p = element(submitted, i)
+        out, _ = p.communicate(timeout=30)
+        assert p.returncode == 2 and out.strip().count("\n") == 0, out
+        assert out.startswith(f"imginav: error: array index {i} is not an entry of ") and "bsub < " in out
+    assert not list((submitted["phase_dir"] / "logs").glob("*_0.log")) and not list((submitted["phase_dir"] / "logs").glob("*_6.log"))
+
+
+def test_the_prepare_job_decodes_and_then_every_warning_ends_in_a_requeue_or_done(submitted):
+    """The prepare job's body builds the cache. Then elements 1-4 run, and each gets LSF's warning (USR2 to every
+    process of the job, the kernel included) at its moment: S at start-up (before the run folder is known),
+    E in epoch 2's evaluation, V in the final evaluation, F1 after `done`. S, E and V exit 99 (LSF requeues) and
+    their rerun (same job id and index) ends with F1's metrics; F1 ends done; no kernel is killed."""
+    phase_dir, gates = submitted["phase_dir"], submitted["gates"]
+    logs = phase_dir / "logs"
+    prep = subprocess.run(["bash", str(phase_dir / "jobs" / "prepare.lsf.sh")], env={**os.environ, "LSB_JOBID": "101"},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert prep.returncode == 0, (prep.stdout, prep.stderr, (logs / "t-prepare_101.log").read_text())
+    assert "cache: " in (logs / "t-prepare_101.log").read_text()
+
+    index = read_index(phase_dir / "index.json")
+    run_dirs = {r["experiment"]: Path(r["run_dir"]) for r in index["runs"]}
+    order = {"F1": 1, "S": 2, "E": 3, "V": 4}
+    procs = {e: element(submitted, i) for e, i in order.items()}
+    pending, deadline = dict(MOMENTS), time.monotonic() + 300
+    while pending:  # each element at its moment, in the order they get there
+        for e in pending:
+            assert procs[e].poll() is None, procs[e].communicate()[0][-3000:]
+        for e, moment in [(e, m) for e, m in pending.items() if gate_reached(gates, e, m)]:
+            for pid in job_processes(procs[e].pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR2)
+            wait(lambda: (run_dirs[e] / "STOP").exists(), 60, f"{e}'s STOP file")
+            open_gate(gates, e, moment)
+            del pending[e]
+        assert time.monotonic() < deadline, f"timed out waiting for {sorted(pending)} to reach their moment"
+        time.sleep(0.05)
+    outs = {e: p.communicate(timeout=300)[0] for e, p in procs.items()}
+    codes = {e: p.returncode for e, p in procs.items()}
+    assert codes == {"F1": 0, "S": 99, "E": 99, "V": 99}, {e: outs[e][-2000:] for e in outs}
+    status = {e: json.loads((d / "run.json").read_text()) for e, d in run_dirs.items() if e != "F3"}
+    assert status["F1"]["status"] == "done" and not (run_dirs["F1"] / "STOP").exists()
+    assert status["S"]["status"] == "preempted" and status["S"]["epoch"] == 0 and status["S"]["global_step"] == 1
+    assert status["E"]["status"] == "preempted" and status["E"]["epoch"] == 2
+    assert status["V"]["status"] == "preempted" and status["V"]["epoch"] == EPOCHS
+    assert not (run_dirs["V"] / "eval.json").exists()  # the final evaluation is redone by the requeued element
+
+    reruns = {e: element(submitted, order[e]) for e in ("S", "E", "V")}  # LSF's requeue: same job id and index
+    for e, p in reruns.items():
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out[-3000:]
+    first = pd.read_csv(run_dirs["F1"] / "metrics.csv").drop(columns=TIMING)
+    final = eval_without_timing(run_dirs["F1"] / "eval.json")
+    for e in ("S", "E", "V"):
+        info = json.loads((run_dirs[e] / "run.json").read_text())
+        assert info["status"] == "done" and info["attempts"] == 2 and info["job_id"] == f"102[{order[e]}]", info
+        pd.testing.assert_frame_equal(first, pd.read_csv(run_dirs[e] / "metrics.csv").drop(columns=TIMING))
+        assert eval_without_timing(run_dirs[e] / "eval.json") == final
+        log = (logs / f"t-gpuv100_102_{order[e]}.log").read_text()  # both attempts, appended
+        assert log.count(f"imginav: job 102[{order[e]}] on ") == 2 and "run-one exited 99" in log, log[-3000:]
+        assert "resuming from" in log
+    assert "last cell ran" in (run_dirs["F1"] / "train.ipynb").read_text()  # the kernel outlived the signal
+    assert json.loads((run_dirs["F1"] / "run.json").read_text())["attempts"] == 1
+
+
+def test_resubmitting_skips_runs_that_are_done_and_a_cache_that_exists(tmp_path, monkeypatch, capsys):
     from imginav_lib.layouts import make_layouts
 
     manifest = make_layouts(tmp_path / "layouts", n=8, size=32, seed=0)
@@ -208,18 +299,20 @@ def test_resubmitting_skips_runs_that_are_done(tmp_path, monkeypatch, capsys):
     path.write_text(yaml.safe_dump(params))
     done = tmp_path / "runs" / "t" / "F1" / "seed1"
     done.mkdir(parents=True)
-    (done / "run.json").write_text(json.dumps({"status": "done"}))
+    (done / "run.json").write_text(json.dumps({"status": "done", "epoch": 10, "epochs": 10}))  # the default 10 epochs
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "bsub").write_text(FAKE_BSUB.replace("python3", sys.executable, 1))
     (tmp_path / "bin" / "bsub").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_BSUB_LOG", str(tmp_path / "bsub.jsonl"))
+    assert main(["prepare", str(path)]) == 0  # the cache exists: no prepare job, and the array waits for nothing
     assert run_phase(path, backend="lsf") == 0
     calls = [json.loads(line) for line in (tmp_path / "bsub.jsonl").read_text().splitlines()]
-    assert '#BSUB -J "t-default[2]"' in calls[0]["stdin"] and len(calls) == 2
-    assert "skipping 1 run(s) already done" in capsys.readouterr().out
+    assert '#BSUB -J "t-default[2]"' in calls[0]["stdin"] and len(calls) == 2 and calls[0]["argv"] == []
+    assert calls[1]["argv"] == ["-w", "ended(101)"]
+    assert "skipping 1 finished run: entries 1" in capsys.readouterr().out
     (done.parent / "seed2").mkdir()
-    (done.parent / "seed2" / "run.json").write_text(json.dumps({"status": "done"}))
+    (done.parent / "seed2" / "run.json").write_text(json.dumps({"status": "done", "epoch": 10, "epochs": 10}))
     assert run_phase(path, backend="lsf") == 0
     assert "nothing to submit" in capsys.readouterr().out
     assert len((tmp_path / "bsub.jsonl").read_text().splitlines()) == 2  # no new bsub

@@ -33,7 +33,7 @@ def test_repo_params_files_validate(real_manifest, monkeypatch):
         {"mse": 1.0, "seg": 0.05, "cls": 0.0},
         {"mse": 1.0, "seg": 0.05, "cls": 0.01},
     ]
-    assert phase.seeds == [42, 43, 44]  # one seed gives no interval
+    assert phase.seeds == [42, 43, 44, 45, 46]  # one seed gives no interval; 5 for the power (issue 12)
     demo = load_phase(REPO / "params" / "phase1_4_demo.yaml", check_files=False)
     assert len(runs_of(demo)) == 9
     arch = load_phase(REPO / "params" / "phase1_3_demo.yaml", check_files=False)
@@ -59,6 +59,7 @@ def test_overrides_merge_into_defaults(tiny):
         (lambda p: p["training"].update(batch_size="sixteen"), "training.batch_size: Input should be a valid integer"),
         (lambda p: p["architecture"].update(base_channels=12), "base_channels 12 is not divisible by norm_groups 8"),
         (lambda p: p.update(decision={"baseline": "F9"}), "decision.baseline: 'F9' is not an experiment"),
+        (lambda p: p["data"].update(workers=0), "data.workers: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_params_one_line_error(tmp_path, tiny, mutate, message):
@@ -84,7 +85,7 @@ def test_validate_cli_exit_2_one_line_and_creates_nothing(tmp_path, tiny):
 
 def test_validate_cli_ok(tiny):
     r = _cli("validate", str(tiny), cwd=tiny.parent)
-    assert r.returncode == 0 and "2 experiments x 1 seeds = 2 runs" in r.stdout
+    assert r.returncode == 0 and "2 experiments x 1 seed = 2 runs" in r.stdout
 
 
 def test_architecture_from_a_winner_file(tmp_path, tiny):
@@ -150,14 +151,16 @@ def test_bad_set_on_the_cli_is_exit_2_one_line_and_creates_nothing(tmp_path, tin
     assert r.returncode == 0 and "2 experiments x 2 seeds = 4 runs" in r.stdout
 
 
-def test_a_phase_folder_of_other_overrides_is_refused(tmp_path, tiny):
-    from imginav_lib.launch import run_phase, write_index
+def test_a_run_made_under_other_overrides_is_refused_naming_the_field(tmp_path, tiny):
+    from imginav_lib.launch import run_phase
+    from imginav_lib.params import resolve_run
+    from imginav_lib.runfolder import RunFolder
 
-    phase = load_phase(tiny, overrides=["training.epochs=1"])
-    index = write_index(phase, tiny, phase.runs_root, ["training.epochs=1"])
-    run = index.parent / "F1" / "seed1"
-    run.mkdir(parents=True)
-    (run / "run.json").write_text('{"status": "done"}')
-    with pytest.raises(InputError, match=r"other --set overrides \(training.epochs=1\)"):
-        run_phase(tiny, dry_run=True, overrides=["training.epochs=2"])
-    assert run_phase(tiny, dry_run=True, overrides=["training.epochs=1"]) == 0  # the same overrides: fine
+    cfg = resolve_run(tiny, "F3", 1, overrides=["experiments.F3.loss.seg=0.1"])
+    RunFolder(cfg.run_dir).write_config(cfg.model_dump())  # a run started under that --set
+    with pytest.raises(InputError, match=r"experiment F3 seed 1: loss.seg 0.1 → 0.05 would mix two runs"):
+        run_phase(tiny, dry_run=True)  # the file's own weight: refused like an edit of the file
+    with pytest.raises(InputError, match=r"loss.seg 0.1 → 0.2 would mix two runs"):
+        run_phase(tiny, dry_run=True, overrides=["experiments.F3.loss.seg=0.2"])
+    assert run_phase(tiny, dry_run=True, overrides=["experiments.F3.loss.seg=0.1"]) == 0  # the same overrides: fine
+    assert run_phase(tiny, dry_run=True, overrides=["experiments.F3.loss.seg=0.1", "training.epochs=3"]) == 0  # more epochs

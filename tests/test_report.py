@@ -1,6 +1,7 @@
 """The HTML report: built by papermill + nbconvert, self-contained, escaped, naming failed and missing runs."""
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -58,6 +59,53 @@ def test_user_text_is_escaped(built):
     body = re.sub(r"<script.*?</script>", "", html, flags=re.S)
     assert EVIL not in body and "&lt;img src=x onerror=alert(1)&gt;" in body
     assert "<script>alert(2)</script>" not in body and "&lt;script&gt;alert(2)&lt;/script&gt;" in body
+
+
+# Plotly renders a subset of HTML in trace names, tick labels, titles, hover text and menus: the only tags in
+# figure text may be plotly's own. `legendgroup` is an identifier plotly never displays.
+PLOTLY_TAGS = {"<br>", "<extra>", "</extra>", "<b>", "</b>", "<i>", "</i>", "<sup>", "</sup>", "<sub>", "</sub>"}
+NOT_SHOWN = {"legendgroup"}
+
+
+def _figure_strings(obj, key=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _figure_strings(v, k)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _figure_strings(v, key)
+    elif isinstance(obj, str) and key not in NOT_SHOWN:
+        yield key, obj
+
+
+def _foreign_tags(figure_json) -> list[tuple[str, str]]:
+    return [(k, t) for k, s in _figure_strings(figure_json) for t in re.findall(r"<[^<>]*>", s) if t not in PLOTLY_TAGS]
+
+
+def test_hostile_names_are_escaped_inside_the_figures(tmp_path):
+    runs = write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=4, sample_interval=2,
+                                   experiments={"F1": {}, EVIL: {"seg": 0.05, "cls": 0.01}})
+    figs = [json.loads(fig.to_json()) for fig in figures(analyse(runs))]
+    assert [_foreign_tags(f) for f in figs] == [[] for _ in figs]
+    shown = [s for f in figs for _, s in _figure_strings(f) if "onerror" in s]
+    assert len(shown) > 20 and all("&lt;img src=x onerror=alert(1)&gt;" in s for s in shown)  # there, escaped
+
+
+def _plotly_figures(html: str) -> list[dict]:
+    """The figure JSON of every Plotly.newPlot call embedded in the report."""
+    figs, decode = [], json.JSONDecoder().raw_decode
+    for m in re.finditer(r'Plotly\.newPlot\(\s*"[^"]+",\s*', html):
+        data, end = decode(html, m.end())
+        layout, _ = decode(html, html.index("{", end))
+        figs.append({"data": data, "layout": layout})
+    return figs
+
+
+def test_hostile_names_are_escaped_in_the_figure_json_of_the_report(built):
+    _, _, html, _ = built
+    figs = _plotly_figures(html)
+    assert len(figs) >= 5 and [_foreign_tags(f) for f in figs] == [[] for _ in figs]
+    assert any("&lt;img src=x onerror=alert(1)&gt;" in s for f in figs for _, s in _figure_strings(f))
 
 
 def test_verdict_first_then_evidence(built):
@@ -126,7 +174,7 @@ def test_scale_30_experiments_3_seeds_50_epochs(tmp_path):
     runs = write_synthetic_phase(tmp_path / "runs", phase="scale", experiments=exps, seeds=(1, 2, 3), epochs=50,
                                    sample_interval=5, steps_per_epoch=10)
     written = time.time() - t
-    out = build_report(runs, out=tmp_path / "scale.html")
+    out = build_report(runs, out=tmp_path / "scale.html").report
     seconds = time.time() - t - written
     size = out.stat().st_size / 1e6
     print(f"\nscale 30x3x50: wrote runs in {written:.1f} s; report {seconds:.1f} s, {size:.1f} MB")

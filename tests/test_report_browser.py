@@ -34,7 +34,7 @@ def report(tmp_path_factory):
     )
     info = runs / "F2_seg" / "seed2" / "run.json"
     info.write_text(json.dumps({**json.loads(info.read_text()), "error": "</script><script>alert(3)</script>"}))
-    out = build_report(runs, out=tmp / "report.html")
+    out = build_report(runs, out=tmp / "report.html").report
     a = analyse(runs)
     from imginav_lib.figures import figures
 

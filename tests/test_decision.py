@@ -1,0 +1,289 @@
+"""The decision read through the public analysis API, on phase folders written from docs/run-folder.md with the
+trainer's own writers (runfolder.py): every state the trainer leaves, calls that are monotone in the evidence,
+head-to-head winners, the probability of improvement, and "decided" only with the evidence for it."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from imginav_lib import analysis as A
+from imginav_lib.decision import decide
+from imginav_lib.synthetic import simulate_decisions
+from imginav_lib.metrics import metric_columns
+from imginav_lib.params import Decision, params_hash
+from imginav_lib.runfolder import write_csv, write_json
+
+F1, F2, F3 = "F1_rgb_only", "F2_rgb_seg", "F3_rgb_seg_cls"
+LOSS = {F1: {}, F2: {"seg": 0.05}, F3: {"seg": 0.05, "cls": 0.01}}
+BASE = {1: 0.0040, 2: 0.0046, 3: 0.0037, 4: 0.0043, 5: 0.0041}  # the baseline's best val MSE per seed
+
+
+def write_phase(root, values: dict, heads: dict | None = None, states: dict | None = None, decision: dict | None = None,
+                epochs: int = 4, epoch_time_s: float = 30.0, phase: str = "p"):
+    """A phase folder as docs/run-folder.md describes it, written with the trainer's writers.
+
+    values: experiment -> {seed: best val MSE} (done runs; val MSE falls to it over `epochs`).
+    heads: experiment -> {"val_seg_miou": x, "val_cls_acc": y} at every epoch (default: good heads).
+    states: (experiment, seed) -> (status, rows): a run that stopped in that state after `rows` completed epochs.
+    """
+    heads, states = heads or {}, states or {}
+    d = root / phase
+    d.mkdir(parents=True)
+    seeds = sorted({s for v in values.values() for s in v} | {s for _, s in states})
+    params = {"phase": phase, "data": {"manifest": "data/manifest.csv", "image_size": 32},
+              "training": {"epochs": epochs}, "seeds": seeds,
+              "experiments": {e: ({"loss": LOSS[e]} if LOSS.get(e) else {}) for e in values},
+              "decision": {"baseline": F1, **(decision or {})}}
+    (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    index = {"phase": phase, "params_file": str(d / "params.yaml"), "params_hash": params_hash(d / "params.yaml"), "runs": []}
+    for e in values:
+        for s in seeds:
+            run = d / e / f"seed{s}"
+            index["runs"].append({"experiment": e, "seed": s, "run_dir": str(run)})
+            status, n_rows = states.get((e, s), ("done", epochs) if s in values[e] else (None, 0))
+            if status is None:
+                continue  # listed, never started: no folder
+            run.mkdir(parents=True)
+            best = values[e].get(s, 0.004)
+            rows = []
+            for ep in range(1, n_rows + 1):
+                r = {"epoch": ep, "lr": 1e-4, "epoch_time_s": epoch_time_s, "train_mse": best * 1.1,
+                     "val_mse": best * (1 + 0.5 * (epochs - ep) / epochs), "val_psnr": 20.0, "val_ssim": 0.9,
+                     "val_sem_acc": 0.9, "val_sem_miou": 0.6}
+                if "seg" in LOSS.get(e, {}):
+                    r["val_seg_miou"] = heads.get(e, {}).get("val_seg_miou", 0.7)
+                if "cls" in LOSS.get(e, {}):
+                    r["val_cls_acc"] = heads.get(e, {}).get("val_cls_acc", 0.9)
+                rows.append(r)
+            write_csv(run / "metrics.csv", rows, metric_columns())  # header only when no epoch completed
+            write_csv(run / "steps.csv", [], ["global_step", "epoch", "step", "loss", "mse", "seg_ce", "cls_ce", "kl", "lr"])
+            (run / "config.yaml").write_text(yaml.safe_dump({"loss": {"mse": 1.0, "seg": 0.0, "cls": 0.0, "kl": 1e-6, **LOSS.get(e, {})}}))
+            write_json(run / "run.json", {"status": status, "epoch": n_rows, "epochs": epochs,
+                                          "epoch_time_s": epoch_time_s if n_rows else None,
+                                          "error": None if status in ("done", "running") else f"{status} in epoch {n_rows + 1}"})
+    write_json(d / "index.json", index)
+    return d
+
+
+def per_seed(changes: list[float], seeds=(1, 2, 3, 4, 5)) -> dict:
+    """{seed: baseline x (1 + change)} for the first len(changes) seeds."""
+    return {s: BASE[s] * (1 + c) for s, c in zip(seeds, changes)}
+
+
+def base(n: int) -> dict:
+    return {s: BASE[s] for s in list(BASE)[:n]}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Every folder the trainer can leave
+
+
+@pytest.mark.parametrize("status", ["running", "failed", "preempted", "diverged", "done"])
+def test_a_run_that_ended_before_its_first_epoch_does_not_take_the_report_down(tmp_path, status):
+    # The trainer writes metrics.csv (header only) at the start of every attempt: out of memory at step 1 leaves it.
+    d = write_phase(tmp_path, {F1: base(3), F2: per_seed([-0.05, -0.04, -0.06])},
+                    states={(F2, 4): (status, 0), (F1, 4): ("failed", 0)})
+    a = A.analyse(d, d / "params.yaml")
+    state = a.runs.runs.set_index(["experiment", "seed"])["state"]
+    assert state[(F2, 4)] == (status if status != "done" else "unreadable") and state[(F1, 4)] == "failed"
+    assert sorted(a.table["seed"].unique()) == [1, 2, 3]
+    assert a.verdict.calls[F2] == "helps"
+
+
+def test_a_run_with_rows_in_every_state_is_listed_and_left_out(tmp_path):
+    states = {(F2, 4): ("running", 2), (F2, 5): ("preempted", 1), (F1, 4): ("diverged", 3), (F1, 5): ("failed", 2)}
+    d = write_phase(tmp_path, {F1: base(3), F2: per_seed([-0.05, -0.04, -0.06])}, states=states)
+    a = A.analyse(d, d / "params.yaml")
+    got = a.runs.runs.set_index(["experiment", "seed"])["state"].to_dict()
+    assert {k: got[k] for k in states} == {k: v[0] for k, v in states.items()}
+    assert len(a.table) == 6
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Calls are monotone in the evidence
+
+RANK = {"hurts": 0, "no gain": 1, "unclear": 2, "helps": 3}
+
+
+def test_weak_heads_with_an_interval_reaching_past_the_tolerance_stay_unclear(tmp_path):
+    # Issue 12's example: -6/-4/-2% (CI -9.0% to +1.0%) was "no gain, decided" while the weaker -6/-4/0% stayed open.
+    weak = {F2: {"val_seg_miou": 0.2}}
+    stronger = A.analyse(d := write_phase(tmp_path / "a", {F1: base(3), F2: per_seed([-0.06, -0.04, -0.02])}, weak),
+                         d / "params.yaml").verdict
+    weaker = A.analyse(d := write_phase(tmp_path / "b", {F1: base(3), F2: per_seed([-0.06, -0.04, 0.0])}, weak),
+                       d / "params.yaml").verdict
+    assert weaker.calls[F2] == "unclear" and stronger.calls[F2] == "unclear"
+    assert stronger.status == "provisional" and "no other experiment can still beat it" not in stronger.sureness
+
+
+def test_weak_heads_win_only_with_a_significantly_better_reconstruction(tmp_path):
+    weak = {F2: {"val_seg_miou": 0.2}}
+    better = A.analyse(d := write_phase(tmp_path / "a", {F1: base(3), F2: per_seed([-0.10, -0.09, -0.11])}, weak),
+                       d / "params.yaml").verdict
+    assert better.calls[F2] == "helps" and better.winner == F2 and "below the bar" in better.paragraph
+    # Within the tolerance on both sides: any gain is too small to outweigh the weak head.
+    same = A.analyse(d := write_phase(tmp_path / "b", {F1: base(5), F2: per_seed([0.001, -0.002, 0.0, 0.002, -0.001])}, weak),
+                     d / "params.yaml").verdict
+    assert same.calls[F2] == "no gain" and same.winner == F1 and same.status == "decided"
+
+
+def _verdict(f2: np.ndarray, f3: np.ndarray | None, miou: float, acc: float, rules: Decision):
+    """decide() on a table of per-seed best val MSE: the baseline is BASE, f2/f3 are relative changes per seed."""
+    seeds = list(BASE)[: len(f2)]
+    rows = [{"experiment": F1, "seed": s, "best_val_mse": BASE[s]} for s in seeds]
+    rows += [{"experiment": F2, "seed": s, "best_val_mse": BASE[s] * (1 + c), "val_seg_miou": miou} for s, c in zip(seeds, f2)]
+    exps, heads = [F1, F2], {F1: (), F2: ("seg",)}
+    if f3 is not None:
+        rows += [{"experiment": F3, "seed": s, "best_val_mse": BASE[s] * (1 + c), "val_seg_miou": 0.7, "val_cls_acc": acc}
+                 for s, c in zip(seeds, f3)]
+        exps, heads = exps + [F3], {**heads, F3: ("seg", "cls")}
+    table = pd.DataFrame(rows).assign(spikes=0.0, late_wobble=0.01, epochs_to_10pct=3.0)
+    return decide(table, exps, F1, heads, rules)
+
+
+def test_calls_are_monotone_in_the_evidence():
+    """Moving an experiment's per-seed values in its favour (every seed by the same factor, or its head metric up)
+    never gives it a worse call, and never makes the baseline's win more certain. A seeded randomised search."""
+    rng = np.random.default_rng(12)
+    rules = Decision()
+    checked = 0
+    for _ in range(150):
+        n = int(rng.integers(2, 6))
+        f2 = rng.normal(rng.uniform(-0.08, 0.06), rng.uniform(0.002, 0.05), n)
+        f3 = rng.normal(rng.uniform(-0.08, 0.06), rng.uniform(0.002, 0.05), n) if rng.random() < 0.5 else None
+        miou = float(rng.choice([0.2, 0.45, 0.7]))
+        before = _verdict(f2, f3, miou, 0.9, rules)
+        for after in (_verdict((1 + f2) * (1 - rng.uniform(0.001, 0.05)) - 1, f3, miou, 0.9, rules),
+                      _verdict(f2, f3, min(1.0, miou + 0.3), 0.9, rules)):
+            b, a = before.calls[F2], after.calls[F2]
+            assert RANK[a] >= RANK[b], (f2, f3, miou, b, a)
+            if before.winner != F1 or before.status != "decided":
+                assert not (after.winner == F1 and after.status == "decided"), (f2, f3, miou)
+            checked += 1
+    assert checked == 300
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The winner among the non-baseline experiments
+
+
+def test_candidates_that_cannot_be_told_apart_are_picked_by_preference_and_provisional(tmp_path):
+    # Both similar to F1; F3's mean is 0.6% lower than F2's, but F3 vs F2 per seed swings both ways
+    # (interval about -2.9% to +1.6%): a coin flip, not a winner.
+    f2, f3 = [0.002, -0.004, 0.001], [-0.008, 0.0, -0.012]
+    d = write_phase(tmp_path, {F1: base(3), F2: per_seed(f2), F3: per_seed(f3)})
+    v = A.analyse(d, d / "params.yaml").verdict
+    assert v.calls[F2] == v.calls[F3] == "helps"
+    assert v.winner == F2  # the default preference: fewest auxiliary losses
+    assert v.status == "provisional"
+    assert f"{F2} and {F3} are indistinguishable (interval" in v.paragraph
+
+
+def test_candidates_equal_within_the_tolerance_are_picked_by_preference_and_decided(tmp_path):
+    f = [-0.05, -0.04, -0.06, -0.05, -0.045]
+    d = write_phase(tmp_path, {F1: base(5), F2: per_seed(f), F3: per_seed([c + 0.001 * (-1) ** i for i, c in enumerate(f)])})
+    v = A.analyse(d, d / "params.yaml").verdict
+    assert v.winner == F2 and v.status == "decided"
+    assert f"{F2} and {F3} are equivalent" in v.paragraph
+
+
+def test_the_declared_preference_order_decides_between_indistinguishable_candidates(tmp_path):
+    f2, f3 = [0.002, -0.004, 0.001], [-0.008, 0.0, -0.012]
+    d = write_phase(tmp_path, {F1: base(3), F2: per_seed(f2), F3: per_seed(f3)}, decision={"preference": [F3, F2, F1]})
+    v = A.analyse(d, d / "params.yaml").verdict
+    assert v.winner == F3 and v.status == "provisional"
+
+
+def test_a_candidate_that_beats_the_other_head_to_head_wins(tmp_path):
+    f2, f3 = [-0.03, -0.035, -0.025, -0.03, -0.032], [-0.08, -0.085, -0.075, -0.08, -0.082]
+    d = write_phase(tmp_path, {F1: base(5), F2: per_seed(f2), F3: per_seed(f3)})
+    v = A.analyse(d, d / "params.yaml").verdict
+    assert v.winner == F3 and v.status == "decided"
+    h2h = v.comparisons.set_index(["experiment", "versus"]).loc[(F3, F2)]
+    assert h2h.ci_high < 0 and h2h.n_pairs == 5
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Probability of improvement, seeds, variance
+
+
+def test_probability_of_improvement_is_in_the_comparisons_and_the_verdict(tmp_path):
+    d = write_phase(tmp_path, {F1: base(3), F2: per_seed([-0.05, -0.03, 0.01])})
+    v = A.analyse(d, d / "params.yaml").verdict
+    row = v.comparisons.set_index("experiment").loc[F2]
+    assert row.p_improve == pytest.approx(2 / 3)  # F2 beats F1 in seeds 1 and 2, not in seed 3
+    assert "beats F1_rgb_only in 2 of 3 seeds" in v.paragraph
+
+
+def test_decided_needs_every_experiment_finished_and_two_paired_seeds(tmp_path):
+    # Issue 14: 1 seed of F1 and no F2/F3 run said "decided" while its own text said "Not sure".
+    d = write_phase(tmp_path / "a", {F1: base(1), F2: {}, F3: {}})
+    v = A.analyse(d, d / "params.yaml").verdict
+    assert v.status == "provisional" and v.winner == F1
+    # Every experiment finished, but F3 only in 1 seed: no interval, so nothing about F3 is certain.
+    d = write_phase(tmp_path / "b", {F1: base(3), F2: per_seed([0.10, 0.11, 0.09]), F3: per_seed([0.10])})
+    v = A.analyse(d, d / "params.yaml").verdict
+    assert v.status == "provisional"
+    # And with the evidence, it is decided.
+    d = write_phase(tmp_path / "c", {F1: base(3), F2: per_seed([0.10, 0.11, 0.09]), F3: per_seed([0.10, 0.12, 0.11])})
+    v = A.analyse(d, d / "params.yaml").verdict
+    assert v.status == "decided" and v.winner == F1
+
+
+def test_asking_for_more_seeds_gives_the_command_the_runs_and_the_gpu_hours(tmp_path):
+    d = write_phase(tmp_path, {F1: base(3), F2: per_seed([-0.06, 0.05, 0.0])}, epochs=4, epoch_time_s=90.0)
+    v = A.analyse(d, d / "params.yaml").verdict
+    assert v.status == "provisional" and v.seeds_needed and v.seeds_needed > 3
+    more = v.seeds_needed - 3
+    new = ", ".join(str(s) for s in range(4, 4 + more))
+    assert f"seeds: [1, 2, 3, {new}]" in v.more_seeds and f"imginav run {d / 'params.yaml'}" in v.more_seeds
+    hours = 2 * more * 4 * 90 / 3600
+    assert f"{2 * more} more runs" in v.more_seeds and f"{hours:.1f} GPU-hours" in v.more_seeds
+
+
+def test_the_report_says_which_variance_the_intervals_cover(tmp_path):
+    d = write_phase(tmp_path / "a", {F1: base(3), F2: per_seed([-0.05, -0.04, -0.06])})
+    assert "the train/validation split is the same for every seed" in A.analyse(d, d / "params.yaml").verdict.sureness
+    d = write_phase(tmp_path / "b", {F1: base(3), F2: per_seed([-0.05, -0.04, -0.06])})
+    raw = yaml.safe_load((d / "params.yaml").read_text())
+    raw["data"]["split"] = "per_seed"
+    (d / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert "and the train/validation split (data.split: per_seed)" in A.analyse(d, d / "params.yaml").verdict.sureness
+
+
+def test_a_per_seed_split_differs_between_seeds_and_is_shared_by_experiments(tmp_path, real_manifest):
+    from conftest import tiny_params
+    from imginav_lib.params import resolve_run
+    from imginav_lib.trainer import load_run_data
+
+    params = tiny_params(tmp_path, real_manifest, data={"split": "per_seed"})
+    val = {(e, s): load_run_data(resolve_run(params, e, s), progress=False).val_idx.tolist() for e in ("F1", "F3") for s in (1, 2)}
+    assert val[("F1", 1)] == val[("F3", 1)] and val[("F1", 2)] == val[("F3", 2)] and val[("F1", 1)] != val[("F1", 2)]
+    fixed = tiny_params(tmp_path / "fixed", real_manifest)
+    assert load_run_data(resolve_run(fixed, "F1", 1), progress=False).val_idx.tolist() == \
+        load_run_data(resolve_run(fixed, "F1", 2), progress=False).val_idx.tolist()
+
+
+def test_the_default_seed_count_of_phase1_4_buys_the_power_its_comment_claims():
+    from pathlib import Path
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "params" / "phase1_4.yaml").read_text())
+    n = len(raw["seeds"])
+    better = simulate_decisions({"F2": -0.10}, n_seeds=n, draws=200, rng_seed=3, **DEMO_NOISE)
+    assert better["winner"].get("F2", 0) >= 0.95
+
+
+# The demo's seed noise (3 seeds x 3 experiments, 8 epochs on 64 px layouts): SD of log best val MSE shared by
+# the experiments of a seed, and the remaining per-run SD (from the paired differences).
+DEMO_NOISE = {"seed_sd": 0.094, "run_sd": 0.022}
+
+
+def test_status_says_how_many_more_runs_the_seeds_cost(tmp_path, capsys):
+    from imginav_lib.cli import main
+
+    d = write_phase(tmp_path, {F1: base(3), F2: per_seed([0.06, 0.02, 0.10])}, epochs=4, epoch_time_s=90.0)
+    assert main(["status", str(d)]) == 0
+    out = capsys.readouterr().out
+    assert "GPU-hours" in out and "more runs" in out and f"imginav run {d / 'params.yaml'}" in out
