@@ -286,6 +286,7 @@ class WinnerFile(Strict):
     metrics: dict = {}
     best_seed: int | None = None
     best_checkpoint: str | None = None
+    latent_scale: float | None = Field(None, gt=0)  # 1 / std of the best checkpoint's latents (diffusers scaling_factor)
     params_file: str | None = None
     params_hash: str | None = None
     git_commit: str | None = None
