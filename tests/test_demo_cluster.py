@@ -24,15 +24,16 @@ def test_demo_job_scripts_ask_for_no_gpu_and_sbatch_accepts_them(tmp_path, name)
     params = REPO / "params" / name
     phase = load_phase(params, check_files=False)
     runs = runs_of(phase, str(tmp_path / "runs"))
-    plan = plan_jobs(phase, params, "slurm", runs, list(range(1, len(runs) + 1)), tmp_path / "runs" / phase.phase, tmp_path / "logs")
-    scripts = [(s, t) for _, s, t in plan.arrays] + [plan.report]
+    plan = plan_jobs(phase, params, "slurm", runs, list(range(1, len(runs) + 1)), tmp_path / "runs" / phase.phase, tmp_path / "logs",
+                     prepare=True)  # fmt: skip
+    scripts = plan.scripts()  # the prepare job, the arrays and the report job
     for _, text in scripts:
         assert not [line for line in text.splitlines() if line.startswith("#SBATCH") and ("gres" in line or "gpu" in line)]
     if shutil.which("sbatch") is None or subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode != 0:
         if os.environ.get("IMGINAV_REQUIRE_SLURM") == "1":
             pytest.fail("IMGINAV_REQUIRE_SLURM=1 but SLURM is not running")
         pytest.skip("SLURM not running: the scripts were checked for --gres only")
-    for path, text in scripts:
+    for path, text in scripts[1:]:  # the arrays and the report job (the prepare job asks cluster.prepare's CPUs/memory)
         script = tmp_path / Path(path).name
         script.write_text(text)
         r = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60)
