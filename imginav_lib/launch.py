@@ -371,6 +371,13 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     phase_dir = root / phase.phase
     base = params_file.resolve().parent
     logs = _expand(phase.cluster.logs_dir, base, f"{params_file}: cluster.logs_dir", dry_run) if phase.cluster.logs_dir else phase_dir / rf.LOGS
+    # Before anything is read there or the cache is built. A dry run may show cluster paths that do not exist
+    # here: only a file where a folder must go is an error then.
+    where = "--runs-root" if runs_root else f"{params_file}: {'cluster.' if root != Path(phase.runs_root) else ''}runs_root"
+    check_output_dir(phase_dir, where, writable=not dry_run)
+    check_output_dir(logs, f"{params_file}: cluster.logs_dir" if phase.cluster.logs_dir else "logs folder", writable=not dry_run)
+    if backend == "local" and not dry_run and report:  # the report is written into the phase folder once every run has ended
+        check_output_file(phase_dir / "report.html", "report")
     runs = runs_of(phase, str(root))
     configs = _check_phase(phase, params_file, runs)
     selected = [i for i, r in enumerate(runs, 1) if only is None or r["experiment"] in only]
@@ -379,13 +386,6 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     entries = [i for i in selected if i not in finished]
     if finished:
         print(f"skipping {plural(len(finished), 'finished run')}: entries {ranges(finished)}")
-    # Before anything is read there or the cache is built. A dry run may show cluster paths that do not exist
-    # here: only a file where a folder must go is an error then.
-    where = "--runs-root" if runs_root else f"{params_file}: {'cluster.' if root != Path(phase.runs_root) else ''}runs_root"
-    check_output_dir(phase_dir, where, writable=not dry_run)
-    check_output_dir(logs, f"{params_file}: cluster.logs_dir" if phase.cluster.logs_dir else "logs folder", writable=not dry_run)
-    if backend == "local" and not dry_run and report:  # the report is written into the phase folder once every run has ended
-        check_output_file(phase_dir / "report.html", "report")
     busy = [] if force else busy_runs(phase_dir, runs, entries)
     if busy:
         raise InputError(f"{phase_dir}: {plural(len(busy), 'run')} already queued or running ({'; '.join(busy[:2])}"

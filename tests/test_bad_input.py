@@ -271,9 +271,13 @@ def test_report_output_that_cannot_be_written(tmp_path, phase, capsys):
     fails_cleanly(capsys, tmp_path, ["report", str(runs), "--out", str(tmp_path)], f"--out: {tmp_path} is a folder, not a file")
     fails_cleanly(capsys, tmp_path, ["report", str(runs), "--out", str(tmp_path / "a_file" / "r.html")],
                   f"--out: {tmp_path / 'a_file'} is an existing file, not a folder")
-    (tmp_path / "reports").write_text("a file where the default report folder goes")
-    fails_cleanly(capsys, tmp_path, ["report", str(runs)], "report: reports is an existing file, not a folder")
-    fails_cleanly(capsys, tmp_path, ["run", str(phase())], "report: reports is an existing file, not a folder")  # before training
+    (runs / "report.html").mkdir()  # a folder where the phase folder's report goes
+    fails_cleanly(capsys, tmp_path, ["report", str(runs)], f"report: {runs / 'report.html'} is a folder, not a file")
+    p = phase()
+    cfg = yaml.safe_load(p.read_text())
+    blocked = Path(cfg["runs_root"]) / cfg["phase"] / "report.html"
+    blocked.mkdir(parents=True)
+    fails_cleanly(capsys, tmp_path, ["run", str(p)], f"report: {blocked} is a folder, not a file")  # before training
 
 
 def test_make_layouts_into_a_file(tmp_path, phase, capsys):
