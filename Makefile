@@ -31,8 +31,10 @@ browser:
 	  { command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || \
 	    echo "warning: could not install chromium; the browser test will be skipped"; }
 
+# One torch thread per test process: the tests train tiny models, where a second thread only adds contention
+# (and the subprocess-vs-in-process comparisons then run the same kernels).
 test: $(BIN)/imginav browser
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
 
 bench: $(BIN)/imginav
 	$(BIN)/python bench/throughput.py

@@ -377,7 +377,6 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     phase_dir = root / phase.phase
     base = params_file.resolve().parent
     logs = _expand(phase.cluster.logs_dir, base, f"{params_file}: cluster.logs_dir", dry_run) if phase.cluster.logs_dir else phase_dir / rf.LOGS
-    runs = runs_of(phase, str(root))
     # Before anything is read there or the cache is built. A dry run may show cluster paths that do not exist
     # here: only a file where a folder must go is an error then.
     where = "--runs-root" if runs_root else f"{params_file}: {'cluster.' if root != Path(phase.runs_root) else ''}runs_root"
@@ -385,6 +384,7 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     check_output_dir(logs, f"{params_file}: cluster.logs_dir" if phase.cluster.logs_dir else "logs folder", writable=not dry_run)
     if backend == "local" and not dry_run and report:  # the report is written into the phase folder once every run has ended
         check_output_file(phase_dir / "report.html", "report")
+    runs = runs_of(phase, str(root))
     configs = _check_phase(phase, params_file, runs, overrides)
     selected = [i for i, r in enumerate(runs, 1) if only is None or r["experiment"] in only]
     # A finished run is skipped (a run whose planned epochs were raised is not finished: it resumes).

@@ -115,7 +115,7 @@ def test_run_refuses_a_phase_with_a_running_run_unless_forced(running, capsys):
     before = snapshot(index.parent)
     assert main(["run", str(params), "--backend", "local"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "1 run(s) already queued or running (F1 seed 1: running, pid" in err[0] and "--force" in err[0]
+    assert len(err) == 1 and "1 run already queued or running (F1 seed 1: running, pid" in err[0] and "--force" in err[0]
     assert snapshot(index.parent) == before and not (params.parent / "cache").exists()  # refused before any work
     assert main(["run", str(params), "--backend", "local", "--dry-run", "--force"]) == 0
 
