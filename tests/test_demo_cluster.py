@@ -33,7 +33,8 @@ def test_demo_job_scripts_ask_for_no_gpu_and_sbatch_accepts_them(tmp_path, name)
         if os.environ.get("IMGINAV_REQUIRE_SLURM") == "1":
             pytest.fail("IMGINAV_REQUIRE_SLURM=1 but SLURM is not running")
         pytest.skip("SLURM not running: the scripts were checked for --gres only")
-    for path, text in scripts[1:]:  # the arrays and the report job (the prepare job asks cluster.prepare's CPUs/memory)
+    assert len(scripts) == len(plan.arrays) + 2  # the prepare job, the arrays and the report job: each one is tested
+    for path, text in scripts:
         script = tmp_path / Path(path).name
         script.write_text(text)
         r = subprocess.run(["sbatch", "--test-only", str(script)], capture_output=True, text=True, timeout=60)

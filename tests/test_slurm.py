@@ -178,8 +178,10 @@ def phase_run(slurm, tmp_path_factory):
         task = f"{array}_{order[e]}"
         wait(lambda: squeue_state(task) == "PENDING" and scontrol_field(task, "Restarts") == "1", 120, f"{e}'s requeue")
         requeued[e] = read_json(run_dirs[e] / "run.json")
-        # SLURM holds a requeued job before it is eligible again (BeginTime): skip the hold.
-        sh("scontrol", "update", f"jobid={task}", "StartTime=now")
+        # SLURM holds a requeued job before it is eligible again (BeginTime): shorten the hold to 2 s, not to 0.
+        # slurmd refuses a launch in the same second as the requeue's kill ("Job credential revoked": the job
+        # then FAILS with exit 1 and never resumes), which StartTime=now ran into whenever the machine was idle.
+        sh("scontrol", "update", f"jobid={task}", "StartTime=now+2")
     snapshots["requeued"] = [r["state"] for r in status_rows(phase_dir, 600)]
     wait(lambda: all(squeue_state(f"{array}_{i}") is None for i in order.values()) and squeue_state(report) is None,
          420, "all jobs to end", poll=1)  # fmt: skip
