@@ -21,9 +21,10 @@ from imginav_lib.data import load_cache, prepare_cache, read_manifest, to_model_
 from imginav_lib.layouts import make_layouts
 from imginav_lib.losses import total_loss
 from imginav_lib.model import build_model, heads_for
-from imginav_lib.params import Architecture, Data, Loss, RunConfig, Training
+from imginav_lib.schema import Architecture, Data, Loss, RunConfig, Training
 from imginav_lib.data import RunData
-from imginav_lib.trainer import StopFlag, TrainState, _Hooks, precision, setup_device, train_one_epoch
+from imginav_lib.device import precision, setup_device
+from imginav_lib.trainer import StopFlag, TrainState, _Hooks, train_one_epoch
 
 EXPERIMENTS = {"F1": Loss(mse=1.0), "F3": Loss(mse=1.0, seg=0.05, cls=0.01)}
 

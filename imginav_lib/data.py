@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .cache import decode_count, open_cache, prepare_cache  # noqa: F401  (the cache's API, re-exported)
+from .cache import open_cache, prepare_cache
 from .errors import InputError
 from .palette import PALETTE, SCENE_TYPES, UNKNOWN_LABEL
 
 if TYPE_CHECKING:
-    from .params import RunConfig
+    from .schema import RunConfig
 
 
 def rgb_to_classes_torch(rgb: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from . import heads as H
-from .params import Decision
+from .schema import Decision
 from .stats import classify_change, compare, seeds_needed
 
 COLUMNS = ["experiment", "versus", "n", "n_baseline", "n_pairs", "rel_change", "ci_low", "ci_high", "p_value", "effect_size",

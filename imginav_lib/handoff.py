@@ -15,7 +15,8 @@ from .decision import Verdict
 from .errors import InputError, ReportError
 from .files import atomic_write_text
 from .overrides import apply_sets
-from .params import Training, _deep_merge, load_phase
+from .params import _deep_merge, load_phase
+from .schema import Training
 from .phase import PhaseRuns, resolved_section, run_table
 from .runfolder import RunFolder
 

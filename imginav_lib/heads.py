@@ -14,7 +14,7 @@ from dataclasses import dataclass
 class Head:
     name: str  # model output key and the name in `heads` tuples ("seg")
     label: str  # in prose and tables ("segmentation")
-    loss_weight: str  # the params.Loss field holding its weight
+    loss_weight: str  # the schema.Loss field holding its weight
     loss_term: str  # its unweighted loss part: train_<term> and val_<term> in metrics.csv, a column of steps.csv
     term_label: str  # the loss part in figure titles ("seg CE")
     metrics: tuple[tuple[str, str], ...] = ()  # val metrics.csv columns summarised across seeds -> report label
@@ -22,7 +22,7 @@ class Head:
     class_iou: str | None = None  # per-class IoU columns val_<class_iou>_iou_<class> (None: not a per-pixel head)
     gate: str | None = None  # the val column that must reach a minimum for an auxiliary head to count as good
     gate_label: str = ""  # that column in the criteria ("seg mIoU")
-    min_field: str | None = None  # the params.Decision field holding the minimum
+    min_field: str | None = None  # the schema.Decision field holding the minimum
     prose: str = ""  # what the head does, for the verdict: "segments at mIoU {:.2f}" (the gate's mean)
     # run.json counts (train, val) of the images that have this head's target; None: every image has one
     scored_on: tuple[str, str] | None = None
@@ -33,7 +33,7 @@ class Head:
         return self.gate is not None
 
     def minimum(self, rules) -> float:
-        """The minimum the decision rules (params.Decision) ask of this head's gate column."""
+        """The minimum the decision rules (schema.Decision) ask of this head's gate column."""
         return getattr(rules, self.min_field)
 
 
@@ -101,7 +101,7 @@ def class_iou_prefixes() -> tuple[str, ...]:
 
 
 def trained(loss: dict) -> tuple[str, ...]:
-    """The auxiliary heads a loss-weights dict (params.Loss as a dict) trains: those with a non-zero weight."""
+    """The auxiliary heads a loss-weights dict (schema.Loss as a dict) trains: those with a non-zero weight."""
     return tuple(h.name for h in auxiliary() if loss.get(h.loss_weight, 0) > 0)
 
 

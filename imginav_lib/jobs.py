@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import runfolder as rf
 from .files import atomic_write_text
-from .params import ClusterResources, Phase
+from .schema import ClusterResources, Phase
 from .schedulers import SCHEDULERS
 from .status import plural
 

@@ -28,7 +28,8 @@ from . import runfolder as rf
 from .errors import InputError
 from .files import check_output_dir, check_output_file
 from .jobs import plan_jobs, ranges, submit_jobs
-from .params import Phase, RunConfig, load_phase, params_hash, run_config, runs_of
+from .params import load_phase, params_hash, run_config, runs_of
+from .schema import Phase, RunConfig
 from .publish import record_path, recorded_path
 from .runfolder import read_index
 from .runlock import FolderLock
@@ -74,7 +75,8 @@ def prepare_phase_data(phase: Phase, workers: int | None = None) -> Path:
     """Decode the phase's images once, before any run starts; every run then only memory-maps the cache.
 
     `workers` decoding processes: the argument, else `data.workers`, else the job's cores."""
-    from .data import prepare_cache, read_manifest
+    from .cache import prepare_cache
+    from .data import read_manifest
 
     d = phase.data
     manifest = read_manifest(d.manifest, d.filters)

@@ -10,7 +10,7 @@ from torch import nn
 
 from . import heads as H
 from .palette import NUM_CLASSES
-from .params import Architecture
+from .schema import Architecture
 
 HEADS = H.names()  # ("rgb", "seg", "cls"): the layers below are per head, the names come from the table
 

@@ -19,7 +19,8 @@ from . import runfolder as rf
 from .errors import InputError
 from .palette import CLASS_NAMES
 from .publish import home_params
-from .params import Decision, Phase, _deep_merge, load_phase, params_hash
+from .params import _deep_merge, load_phase, params_hash
+from .schema import Decision, Phase
 from .stats import count_spikes, epochs_to_within, late_wobble
 
 STATES = ("done", "running", "preempted", "failed", "diverged", "missing", "unreadable")

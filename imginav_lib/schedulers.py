@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .errors import InputError
 
 if TYPE_CHECKING:
-    from .params import Cluster, ClusterResources
+    from .schema import Cluster, ClusterResources
 
 
 def _mem(gb: float, unit_gb: str, unit_mb: str) -> str:

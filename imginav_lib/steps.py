@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from . import heads as H
-from .params import Decision
+from .schema import Decision
 from .stats import classify_change, compare
 
 COLUMNS = ["earlier", "later", "added", "n_pairs", "rel_change", "ci_low", "ci_high", "p_value", "test", "change"]

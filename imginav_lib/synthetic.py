@@ -16,7 +16,8 @@ from . import heads as H
 from .decision import decide
 from .files import atomic_write, atomic_write_text
 from .palette import CLASS_NAMES, mask_to_rgb
-from .params import Decision, load_phase, params_hash
+from .params import load_phase, params_hash
+from .schema import Decision
 
 
 def write_synthetic_phase(

@@ -6,7 +6,6 @@ the same run folder resumes from `checkpoints/latest.pt`, mid-epoch included, wi
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import socket
 import subprocess
@@ -20,6 +19,7 @@ import torch
 from PIL import Image
 
 from .data import RunData, iter_batches, load_run_data, rgb_to_classes_torch
+from .device import precision, setup_device
 from .files import atomic_write
 from .latent import latent_report
 from .losses import total_loss
@@ -31,7 +31,7 @@ from .runfolder import (RunFolder, RunStatus, check_same_run, load_checkpoint, n
 from .runlock import FolderLock
 from .schedulers import job_id_from_env
 from .stopping import StopFlag
-from .params import RunConfig
+from .schema import RunConfig
 
 STEP_COLUMNS = ["global_step", "epoch", "step", "loss", *LOSS_PARTS, "lr"]
 
@@ -55,30 +55,7 @@ def git_commit() -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Device
-
-
-def setup_device(training) -> tuple[torch.device, torch.dtype]:
-    if training.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("training.device is cuda but no CUDA device is available")
-    device = torch.device("cuda" if training.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    if training.precision == "auto":
-        if device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        else:
-            dtype = torch.float32  # CPU autocast is slower than fp32 for these convs
-    else:
-        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[training.precision]
-    return device, dtype
-
-
-# ---------------------------------------------------------------------------------------------------------
 # One epoch of training, one evaluation
-
-
-def precision(device: torch.device, dtype: torch.dtype):
-    """The one precision context of training and evaluation: autocast unless fp32."""
-    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
 
 
 def eval_heads(loss) -> tuple[str, ...]:

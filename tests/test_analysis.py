@@ -13,7 +13,8 @@ from imginav_lib.cli import main
 from imginav_lib.decision import decide
 from imginav_lib.errors import InputError
 from imginav_lib.handoff import write_handoff
-from imginav_lib.params import Decision, load_phase
+from imginav_lib.params import load_phase
+from imginav_lib.schema import Decision
 from imginav_lib.phase import load_phase_runs, run_table
 from imginav_lib.stats import compare, count_spikes, epochs_to_within, late_wobble, seeds_needed, summarize
 from imginav_lib.synthetic import simulate_decisions, write_synthetic_phase

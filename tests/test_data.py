@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from imginav_lib import data
+from imginav_lib import cache, data
 from imginav_lib.data import read_manifest
 from imginav_lib.palette import IGNORE_INDEX, PALETTE, UNKNOWN_LABEL, rgb_to_mask
 from imginav_lib.errors import InputError
@@ -73,16 +73,16 @@ def test_manifest_errors_name_the_problem(tmp_path):
 
 def test_cache_is_built_once_and_reused(tmp_path, labelled_manifest):
     m = read_manifest(labelled_manifest)
-    before = data.decode_count()
-    first = data.prepare_cache(m, 32, tmp_path / "cache", progress=False)
-    assert data.decode_count() - before == len(m)
-    second = data.prepare_cache(m, 32, tmp_path / "cache", progress=False)
-    assert second == first and data.decode_count() - before == len(m)  # nothing decoded the second time
+    before = cache.decode_count()
+    first = cache.prepare_cache(m, 32, tmp_path / "cache", progress=False)
+    assert cache.decode_count() - before == len(m)
+    second = cache.prepare_cache(m, 32, tmp_path / "cache", progress=False)
+    assert second == first and cache.decode_count() - before == len(m)  # nothing decoded the second time
     d = data.load_cache(first)
     assert d.images.shape == (len(m), 3, 32, 32) and d.images.dtype == torch.uint8
     assert d.masks.shape == (len(m), 32, 32) and set(d.labels.tolist()) == {0, 1}
     # another image size is another cache
-    assert data.prepare_cache(m, 16, tmp_path / "cache", progress=False) != first
+    assert cache.prepare_cache(m, 16, tmp_path / "cache", progress=False) != first
 
 
 def test_bad_images_listed_or_skipped(tmp_path):
@@ -95,11 +95,11 @@ def test_bad_images_listed_or_skipped(tmp_path):
     )
     m = read_manifest(tmp_path / "m.csv")
     with pytest.raises(InputError) as e:
-        data.prepare_cache(m, 8, tmp_path / "cache", progress=False)
+        cache.prepare_cache(m, 8, tmp_path / "cache", progress=False)
     msg = str(e.value)
     assert "3 unreadable" in msg and "corrupt.png" in msg and "missing.png" in msg and "\n" not in msg
     assert not (tmp_path / "cache").exists()  # nothing half-written, no lock file
-    d = data.load_cache(data.prepare_cache(m, 8, tmp_path / "cache", on_bad_image="skip", progress=False))
+    d = data.load_cache(cache.prepare_cache(m, 8, tmp_path / "cache", on_bad_image="skip", progress=False))
     assert len(d) == 1 and len(d.skipped) == 3
 
 
@@ -108,12 +108,12 @@ def test_other_sizes_are_resized_nearest(tmp_path):
     img[:, :32] = PALETTE[0]
     Image.fromarray(img).save(tmp_path / "a.png")
     (tmp_path / "m.csv").write_text("layout_path,type,is_empty\na.png,room,false\n")
-    d = data.load_cache(data.prepare_cache(read_manifest(tmp_path / "m.csv"), 16, tmp_path / "c", progress=False))
+    d = data.load_cache(cache.prepare_cache(read_manifest(tmp_path / "m.csv"), 16, tmp_path / "c", progress=False))
     assert set(np.unique(d.masks.numpy())) == {0, 9}  # no blended colours from resizing
 
 
 def test_prefetched_batches_equal_direct_indexing_in_order(tmp_path, labelled_manifest):
-    d = data.load_cache(data.prepare_cache(read_manifest(labelled_manifest), 32, tmp_path / "cache", progress=False))
+    d = data.load_cache(cache.prepare_cache(read_manifest(labelled_manifest), 32, tmp_path / "cache", progress=False))
     idx = torch.randperm(len(d), generator=torch.Generator().manual_seed(0)).split(16)  # the last one is partial
     got = list(data.iter_batches(d, idx, torch.device("cpu")))
     assert len(got) == len(idx)

@@ -12,7 +12,8 @@ from imginav_lib import analysis as A
 from imginav_lib.decision import decide
 from imginav_lib.synthetic import simulate_decisions
 from imginav_lib.metrics import metric_columns
-from imginav_lib.params import Decision, params_hash
+from imginav_lib.params import params_hash
+from imginav_lib.schema import Decision
 from imginav_lib.runfolder import write_csv, write_json
 
 F1, F2, F3 = "F1_rgb_only", "F2_rgb_seg", "F3_rgb_seg_cls"

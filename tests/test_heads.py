@@ -11,7 +11,7 @@ from imginav_lib import heads as H
 from imginav_lib.analysis import Analysis
 from imginav_lib.decision import decide
 from imginav_lib.metrics import metric_columns
-from imginav_lib.params import Decision
+from imginav_lib.schema import Decision
 from imginav_lib.phase import load_phase_runs, run_table
 from imginav_lib.report import criteria_html, stats_html
 from imginav_lib.stats import summarize

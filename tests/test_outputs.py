@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import nbformat
-import pytest
 import yaml
 from nbclient import NotebookClient
 

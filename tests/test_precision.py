@@ -8,7 +8,8 @@ import torch
 from imginav_lib.data import to_model_input
 from imginav_lib.model import build_model
 from imginav_lib.params import resolve_run
-from imginav_lib.trainer import fit, precision
+from imginav_lib.device import precision
+from imginav_lib.trainer import fit
 
 from conftest import tiny_params
 
