@@ -16,7 +16,8 @@ from imginav_lib.handoff import write_handoff
 from imginav_lib.params import load_phase
 from imginav_lib.schema import Decision
 from imginav_lib.phase import load_phase_runs, run_table
-from imginav_lib.stats import compare, count_spikes, epochs_to_within, late_wobble, seeds_needed, summarize
+from imginav_lib.stats import (compare, count_spikes, epochs_to_within, late_wobble, probability_of_improvement, seeds_needed,
+                                summarize)
 from imginav_lib.synthetic import simulate_decisions, write_synthetic_phase
 
 F = ("F1_rgb_only", "F2_rgb_seg", "F3_rgb_seg_cls")
@@ -75,6 +76,48 @@ def test_stability_numbers_on_known_inputs():
     assert late_wobble(np.linspace(2, 1, 10)) == pytest.approx(0.0, abs=1e-12)  # a straight decline: no wobble
     assert late_wobble(np.array([1.0, 1.0, 1.1, 0.9, 1.1, 0.9])) > 0.05
     assert epochs_to_within(np.arange(1, 6), np.array([10, 5, 1.2, 1.05, 1.0])) == 4
+
+
+def test_spikes_are_counted_against_the_median_of_the_previous_window_only():
+    loss = np.ones(60)
+    loss[4] = 10.0  # only 4 earlier steps: the running median needs 5, so no verdict yet
+    loss[5] = 10.0  # 5 earlier steps, median 1 (the 10 at step 4 is one of five): a spike
+    loss[30] = 3.0  # exactly 3 x the median: not a spike (it must exceed it)
+    loss[40] = 3.0001  # just above: a spike
+    assert count_spikes(loss) == 2
+    # The median is of the previous `window` steps, not including the step itself: a level shift to 10 is a
+    # spike at its first steps only, until half of the window has the new level.
+    shift = np.r_[np.ones(30), np.full(30, 10.0)]
+    assert count_spikes(shift) == 10
+    assert count_spikes(shift, factor=20.0) == 0 and count_spikes(shift, window=4) == 2
+
+
+def test_probability_of_improvement_on_known_values():
+    nan = math.nan
+    # Paired by seed: wins in seeds 1 and 3, a tie in seed 2 (one half), a loss in seed 4; seed 5 has no pair.
+    assert probability_of_improvement(np.array([1.0, 2.0, 0.5, 4.0, 1.0]), np.array([2.0, 2.0, 1.0, 3.0, nan])) == (2.5 / 4, 2)
+    # No common seed: over all 2 x 2 pairs of runs (1 < 2, 1 < 3, 3 > 2, 3 = 3: 2.5 of 4), no paired wins.
+    assert probability_of_improvement(np.array([1.0, 3.0, nan, nan]), np.array([nan, nan, 2.0, 3.0])) == (2.5 / 4, 0)
+    p, wins = probability_of_improvement(np.array([nan, nan]), np.array([1.0, 2.0]))
+    assert math.isnan(p) and wins == 0
+
+
+def test_seeds_needed_on_known_values():
+    # (t_{0.975, n-1} + z_0.8) / sqrt(n): n = 9 gives 1.049, n = 10 gives 0.982; n = 3 gives 2.970, n = 4 gives 2.012.
+    assert seeds_needed(0.0, 0.02, 0.02, 0.05) == 10  # margin max(0.02 - 0, 0) = 0.02 = 1 SD
+    assert seeds_needed(0.05, 0.02, 0.02, 0.05) == 4  # margin max(0.02 - 0.05, 0.05) = 0.05 = 2.5 SD
+    assert seeds_needed(-0.05, 0.02, 0.02, 0.05) == 3  # margin max(0.02 + 0.05, -0.05) = 0.07 = 3.5 SD: n = 3 gives 2.97
+    assert seeds_needed(0.05, 0.0, 0.02, 0.05) == 2  # no spread: two seeds settle it
+    assert seeds_needed(0.0, 1.0, 0.02, 0.05) == 201 and seeds_needed(0.0, 1.0, 0.02, 0.05, max_n=50) == 51
+    assert seeds_needed(math.inf, 0.02, 0.02, 0.05) is None
+
+    def reference(m, sd, tol, alpha, power=0.8, margin=None):  # the formula, with scipy's quantiles
+        margin = max(tol - m, m) if margin is None else margin
+        return next(n for n in range(2, 201) if (stats.t.ppf(1 - alpha / 2, n - 1) + stats.norm.ppf(power)) * sd / math.sqrt(n) <= margin)
+
+    for args, kw in [((0.01, 0.03, 0.02, 0.05), {}), ((0.0, 0.02, 0.02, 0.10), {}), ((0.0, 0.02, 0.02, 0.05), {"power": 0.9}),
+                     ((0.0, 0.02, 0.02, 0.05), {"margin": 0.01}), ((0.03, 0.05, 0.02, 0.01), {})]:  # fmt: skip
+        assert seeds_needed(*args, **kw) == reference(*args, **kw), (args, kw)
 
 
 def test_compare_matches_scipy_paired_and_welch():

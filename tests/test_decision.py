@@ -3,6 +3,8 @@ trainer's own writers (runfolder.py): every state the trainer leaves, calls that
 head-to-head winners, the probability of improvement, and "decided" only with the evidence for it."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -288,3 +290,63 @@ def test_status_says_how_many_more_runs_the_seeds_cost(tmp_path, capsys):
     assert main(["status", str(d)]) == 0
     out = capsys.readouterr().out
     assert "GPU-hours" in out and "more runs" in out and f"imginav run {d / 'params.yaml'}" in out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The criteria table, value by value (each row worked out by hand from the rules' defaults)
+
+
+def test_criteria_rows_are_the_rules_applied_by_hand():
+    """Per-seed changes -4/-5/-6% for every experiment: mean -5%, SD 1%, t(0.975, 2) = 4.3027, so the 95% interval
+    is -5% ± 4.3027 x 1% / sqrt(3) = -7.48% to -2.52%. Head gates and stability values sit on the thresholds (equal
+    passes) or past them, and the two kinds of n/a each have their reason."""
+    seeds, change = [1, 2, 3], {1: -0.04, 2: -0.05, 3: -0.06}
+    rows = [{"experiment": F1, "seed": s, "best_val_mse": BASE[s], "spikes": 0.0, "late_wobble": 0.01, "epochs_to_10pct": 3.0}
+            for s in seeds]
+    own = {F2: {"val_seg_miou": 0.45, "spikes": 1.0, "late_wobble": 0.021, "epochs_to_10pct": 5.0},
+           F3: {"val_seg_miou": 0.5, "val_cls_acc": math.nan, "n_val_labelled": 0, "spikes": 1.5, "late_wobble": 0.01,
+                "epochs_to_10pct": 3.0},
+           "F4": {"spikes": 0.0, "late_wobble": 0.0211, "epochs_to_10pct": 5.5}}  # fmt: skip
+    rows += [{"experiment": e, "seed": s, "best_val_mse": BASE[s] * (1 + change[s]), **v} for e, v in own.items() for s in seeds]
+    heads = {F1: (), F2: ("seg",), F3: ("seg", "cls"), "F4": ("cls",)}
+    v = decide(pd.DataFrame(rows), [F1, F2, F3, "F4"], F1, heads, Decision())
+    ci = "-5.0% (CI -7.5% to -2.5%)"
+    mse = [("val MSE not worse than baseline", ci, "CI not entirely above 0 and reaching past +2.0%", "pass"),
+           ("val MSE similar (within ±2%) or better", ci, "CI upper ≤ +2.0%", "pass")]
+    expected = {
+        F2: mse + [("seg mIoU good", "0.450", "≥ 0.5", "fail"),
+                   ("loss spikes per run not worse", "1.0", "≤ 1.0 (baseline 0.0)", "pass"),
+                   ("late val wobble not worse", "2.10%", "≤ 2.10% (baseline 1.00%)", "pass"),
+                   ("epochs to within 10% of best not worse", "5.0", "≤ 5.0 (baseline 3.0)", "pass")],
+        F3: mse + [("seg mIoU good", "0.500", "≥ 0.5", "pass"),
+                   ("cls accuracy good", "n/a: no validation image has a room/scene label", "≥ 0.8", "n/a"),
+                   ("loss spikes per run not worse", "1.5", "≤ 1.0 (baseline 0.0)", "fail"),
+                   ("late val wobble not worse", "1.00%", "≤ 2.10% (baseline 1.00%)", "pass"),
+                   ("epochs to within 10% of best not worse", "3.0", "≤ 5.0 (baseline 3.0)", "pass")],
+        "F4": mse + [("cls accuracy good", "n/a: not logged by any run", "≥ 0.8", "n/a"),
+                     ("loss spikes per run not worse", "0.0", "≤ 1.0 (baseline 0.0)", "pass"),
+                     ("late val wobble not worse", "2.11%", "≤ 2.10% (baseline 1.00%)", "fail"),
+                     ("epochs to within 10% of best not worse", "5.5", "≤ 5.0 (baseline 3.0)", "fail")],
+    }
+    crit = v.criteria
+    for e, want in expected.items():
+        got = [tuple(r) for r in crit[crit.experiment == e][["criterion", "value", "threshold", "result"]].itertuples(index=False)]
+        assert got == want, e
+    assert crit[crit.experiment == F1][["criterion", "value", "result"]].values.tolist() == [
+        ["val MSE (baseline, 3 seeds)", f"{np.mean([BASE[s] for s in seeds]):.4g}", "baseline"]]
+    # Clearly better with a weak seg head: helps (the bar is waived for a significantly better reconstruction);
+    # less stable: hurts; an n/a head neither helps nor hurts, but the wobble and convergence do.
+    assert v.calls == {F1: "baseline", F2: "helps", F3: "hurts", "F4": "hurts"}
+
+
+def test_without_the_stability_rule_the_stability_rows_only_inform():
+    seeds = [1, 2, 3]
+    rows = [{"experiment": F1, "seed": s, "best_val_mse": BASE[s], "spikes": 0.0, "late_wobble": 0.01, "epochs_to_10pct": 3.0}
+            for s in seeds]
+    rows += [{"experiment": F2, "seed": s, "best_val_mse": BASE[s] * 0.9, "val_seg_miou": 0.7, "spikes": 5.0,
+              "late_wobble": 0.5, "epochs_to_10pct": 9.0} for s in seeds]  # fmt: skip
+    v = decide(pd.DataFrame(rows), [F1, F2], F1, {F1: (), F2: ("seg",)}, Decision(stability_not_worse=False))
+    crit = v.criteria[v.criteria.experiment == F2].set_index("criterion")["result"]
+    assert [crit[c] for c in ("loss spikes per run not worse", "late val wobble not worse",
+                              "epochs to within 10% of best not worse")] == ["info"] * 3  # fmt: skip
+    assert v.calls[F2] == "helps"

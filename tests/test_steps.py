@@ -2,6 +2,7 @@
 the verdict's wording for a phase that compares architectures; on synthetic phase folders with planted effects."""
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from imginav_lib.analysis import analyse
@@ -100,3 +101,68 @@ def test_next_phase_params_carry_the_winners_latent_scale(tmp_path):
     written = write_handoff(a.runs, a.verdict, a.summary)
     nxt = yaml.safe_load(written["next_params"].read_text())
     assert nxt["latent_scale"] == yaml.safe_load(written["winner"].read_text())["latent_scale"] > 0
+
+
+def test_the_call_of_an_experiment_with_the_baselines_heads_is_said_of_what_it_changes():
+    from imginav_lib.decision import _same_heads_call
+
+    what = "changes architecture.latent_channels 4 → 8"
+    assert _same_heads_call("helps", "similar", False, what) == f"it {what}, which does not hurt"
+    assert _same_heads_call("helps", "better", True, what) == f"it {what}, which does not hurt and helps"
+    assert _same_heads_call("hurts", "worse", False, what) == f"it {what}, which hurts"
+    assert _same_heads_call("hurts", "similar", False, what) == (
+        f"it {what}, which hurts (training is less stable or slower: see the criteria)")
+    assert _same_heads_call("no gain", "similar", False, what) == f"it {what}, which gives no gain"
+    assert _same_heads_call("unclear", "unclear", False, what) == f"it {what}; undecided"
+
+
+def test_what_each_step_adds_on_known_configs():
+    none, seg, both = {"loss": {"mse": 1.0}}, {"loss": {"mse": 1.0, "seg": 0.05}}, {"loss": {"mse": 1.0, "seg": 0.05, "cls": 0.01}}
+    assert what_is_added(none, seg) == "adds the segmentation loss"
+    assert what_is_added(seg, both) == "adds the classification loss"
+    assert what_is_added(none, both) == "adds the segmentation and classification losses"
+    assert what_is_added(both, none) == "drops the segmentation and classification losses"
+    assert what_is_added(both, seg) == "drops the classification loss"
+    assert what_is_added(seg, {"loss": {"mse": 1.0, "seg": 0.1}}) == "changes loss.seg 0.05 → 0.1"
+    assert what_is_added({**seg, "architecture": {"latent_channels": 4, "base": 32}},
+                         {**both, "architecture": {"latent_channels": 8, "base": 32}}) == (
+        "adds the classification loss; changes architecture.latent_channels 4 → 8")  # fmt: skip
+    assert what_is_added(seg, dict(seg)) == "changes nothing in loss or architecture"
+    assert what_is_added({}, {"architecture": {"latent_channels": 8}}) == "changes architecture.latent_channels None → 8"
+
+
+def test_step_rows_and_sentences_on_known_values():
+    """F2 against F1: per-seed changes -4/-5/-6% (mean -5%, 95% CI -7.48% to -2.52%: better). F3 against F2:
+    +1/+1/+1% exactly (similar). F3 against F1 with one seed of F1: no interval, the ratio of the means
+    (0.0039349 / 0.0040 - 1 = -1.6%)."""
+    import pandas as pd
+
+    from imginav_lib.schema import Decision
+    from imginav_lib.steps import classification_sentence, compare_steps, step_sentence
+
+    base = {1: 0.0040, 2: 0.0046, 3: 0.0037}
+    f2 = {s: base[s] * (1 + c) for s, c in zip(base, (-0.04, -0.05, -0.06))}
+    f3 = {s: f2[s] * 1.01 for s in base}
+    rows = [{"experiment": e, "seed": s, "best_val_mse": v[s]} for e, v in (("F1", base), ("F2", f2), ("F3", f3)) for s in base]
+    configs = {e: {"loss": {"mse": 1.0, **w}} for e, w in EXPS.items()}
+    rules = Decision()
+    steps = compare_steps(pd.DataFrame(rows), [("F1", "F2"), ("F2", "F3")], configs, rules, 0.95)
+    assert steps[["earlier", "later", "added", "n_pairs", "change"]].values.tolist() == [
+        ["F1", "F2", "adds the segmentation loss", 3, "better"], ["F2", "F3", "adds the classification loss", 3, "similar"]]
+    assert steps.rel_change.tolist() == pytest.approx([-0.05, 0.01])
+    assert steps.ci_low.tolist() == pytest.approx([-0.05 - 4.302653 * 0.01 / 3**0.5, 0.01], abs=1e-6)
+    assert step_sentence(steps.iloc[0], rules, 0.95) == (
+        "F2 against F1 (adds the segmentation loss) improves reconstruction: val MSE -5.0%, 95% CI -7.5% to -2.5%, paired t (3 seeds).")
+    assert classification_sentence(steps, rules, 0.95) == (
+        "The classification loss on its own (F3 against F2, paired by seed) does not degrade reconstruction (similar within "
+        "±2%): val MSE +1.0%, 95% CI +1.0% to +1.0%, paired t (3 seeds).")
+    one = compare_steps(pd.DataFrame([r for r in rows if r["experiment"] != "F1" or r["seed"] == 1]), [("F1", "F3")],
+                        configs, rules, 0.9)  # fmt: skip
+    assert one.change.tolist() == ["unclear"]
+    assert step_sentence(one.iloc[0], rules, 0.9) == (
+        "F3 against F1 (adds the segmentation and classification losses) may or may not degrade reconstruction: the interval "
+        "is too wide to call it similar (±2%) or worse: val MSE -1.6%, no interval: fewer than 2 seeds.")  # mean of F3 over F1 of seed 1
+    worse = steps.iloc[0].copy()
+    worse["change"] = "worse"
+    assert step_sentence(worse, Decision(similar_tolerance=0.05), 0.95).startswith("F2 against F1 (adds the segmentation loss) degrades reconstruction: ")
+    assert classification_sentence(steps.iloc[:1], rules, 0.95) is None
