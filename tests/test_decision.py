@@ -306,10 +306,16 @@ def test_criteria_rows_are_the_rules_applied_by_hand():
     own = {F2: {"val_seg_miou": 0.45, "spikes": 1.0, "late_wobble": 0.021, "epochs_to_10pct": 5.0},
            F3: {"val_seg_miou": 0.5, "val_cls_acc": math.nan, "n_val_labelled": 0, "spikes": 1.5, "late_wobble": 0.01,
                 "epochs_to_10pct": 3.0},
-           "F4": {"spikes": 0.0, "late_wobble": 0.0211, "epochs_to_10pct": 5.5}}  # fmt: skip
+           "F4": {"spikes": 0.0, "late_wobble": 0.0211, "epochs_to_10pct": 5.5},
+           # seg never logged (its row comes first, n/a), cls scored; spikes never logged (first stability row)
+           "F5": {"val_cls_acc": 0.9, "n_val_labelled": 40, "spikes": math.nan, "late_wobble": 0.01, "epochs_to_10pct": 3.0}}  # fmt: skip
     rows += [{"experiment": e, "seed": s, "best_val_mse": BASE[s] * (1 + change[s]), **v} for e, v in own.items() for s in seeds]
-    heads = {F1: (), F2: ("seg",), F3: ("seg", "cls"), "F4": ("cls",)}
-    v = decide(pd.DataFrame(rows), [F1, F2, F3, "F4"], F1, heads, Decision())
+    # Worse: +5/+6/+7% (CI +3.5% to +8.5%). Unclear: 0/+2/+4% (mean 2%, SD 2%: CI -2.97% to +6.97%).
+    for e, ch in (("F6", {1: 0.05, 2: 0.06, 3: 0.07}), ("F7", {1: 0.0, 2: 0.02, 3: 0.04})):
+        rows += [{"experiment": e, "seed": s, "best_val_mse": BASE[s] * (1 + ch[s]), "spikes": 0.0, "late_wobble": 0.01,
+                  "epochs_to_10pct": 3.0} for s in seeds]  # fmt: skip
+    heads = {F1: (), F2: ("seg",), F3: ("seg", "cls"), "F4": ("cls",), "F5": ("seg", "cls"), "F6": (), "F7": ()}
+    v = decide(pd.DataFrame(rows), [F1, F2, F3, "F4", "F5", "F6", "F7"], F1, heads, Decision())
     ci = "-5.0% (CI -7.5% to -2.5%)"
     mse = [("val MSE not worse than baseline", ci, "CI not entirely above 0 and reaching past +2.0%", "pass"),
            ("val MSE similar (within ±2%) or better", ci, "CI upper ≤ +2.0%", "pass")]
@@ -328,6 +334,18 @@ def test_criteria_rows_are_the_rules_applied_by_hand():
                      ("late val wobble not worse", "2.11%", "≤ 2.10% (baseline 1.00%)", "fail"),
                      ("epochs to within 10% of best not worse", "5.5", "≤ 5.0 (baseline 3.0)", "fail")],
     }
+    stable = [("loss spikes per run not worse", "0.0", "≤ 1.0 (baseline 0.0)", "pass"),
+              ("late val wobble not worse", "1.00%", "≤ 2.10% (baseline 1.00%)", "pass"),
+              ("epochs to within 10% of best not worse", "3.0", "≤ 5.0 (baseline 3.0)", "pass")]
+    expected["F5"] = mse + [("seg mIoU good", "n/a: not logged by any run", "≥ 0.5", "n/a"),
+                            ("cls accuracy good", "0.900", "≥ 0.8", "pass"),
+                            ("loss spikes per run not worse", "n/a", "", "n/a")] + stable[1:]
+    worse = "+6.0% (CI +3.5% to +8.5%)"
+    expected["F6"] = [("val MSE not worse than baseline", worse, "CI not entirely above 0 and reaching past +2.0%", "fail"),
+                      ("val MSE similar (within ±2%) or better", worse, "CI upper ≤ +2.0%", "fail")] + stable
+    unclear = "+2.0% (CI -3.0% to +7.0%)"
+    expected["F7"] = [("val MSE not worse than baseline", unclear, "CI not entirely above 0 and reaching past +2.0%", "unclear"),
+                      ("val MSE similar (within ±2%) or better", unclear, "CI upper ≤ +2.0%", "unclear")] + stable
     crit = v.criteria
     for e, want in expected.items():
         got = [tuple(r) for r in crit[crit.experiment == e][["criterion", "value", "threshold", "result"]].itertuples(index=False)]
@@ -336,7 +354,13 @@ def test_criteria_rows_are_the_rules_applied_by_hand():
         ["val MSE (baseline, 3 seeds)", f"{np.mean([BASE[s] for s in seeds]):.4g}", "baseline"]]
     # Clearly better with a weak seg head: helps (the bar is waived for a significantly better reconstruction);
     # less stable: hurts; an n/a head neither helps nor hurts, but the wobble and convergence do.
-    assert v.calls == {F1: "baseline", F2: "helps", F3: "hurts", "F4": "hurts"}
+    assert v.calls == {F1: "baseline", F2: "helps", F3: "hurts", "F4": "hurts", "F5": "helps", "F6": "hurts", "F7": "unclear"}
+    # A gate column that no run has at all (not even empty): n/a, not a crash.
+    only = pd.DataFrame([r for r in rows if r["experiment"] in (F1, "F6")])
+    assert "val_cls_acc" not in only and "n_val_labelled" not in only
+    v = decide(only.replace({"F6": "F4"}), [F1, "F4"], F1, {F1: (), "F4": ("cls",)}, Decision())
+    assert v.criteria[v.criteria.criterion == "cls accuracy good"][["value", "result"]].values.tolist() == [
+        ["n/a: not logged by any run", "n/a"]]
 
 
 def test_without_the_stability_rule_the_stability_rows_only_inform():
@@ -350,3 +374,84 @@ def test_without_the_stability_rule_the_stability_rows_only_inform():
     assert [crit[c] for c in ("loss spikes per run not worse", "late val wobble not worse",
                               "epochs to within 10% of best not worse")] == ["info"] * 3  # fmt: skip
     assert v.calls[F2] == "helps"
+
+
+def test_interval_classes_at_their_exact_boundaries():
+    from imginav_lib.stats import classify_change
+
+    tol = 0.02
+    assert classify_change(-0.05, -0.001, tol) == "better"
+    assert classify_change(-0.05, 0.0, tol) == "similar"  # an upper end of exactly 0 is not better
+    assert classify_change(-0.05, tol, tol) == "similar"  # up to the tolerance, included
+    assert classify_change(0.0, 0.05, tol) == "unclear"  # a lower end of exactly 0 is not worse
+    assert classify_change(0.001, 0.05, tol) == "worse"
+    assert classify_change(math.nan, -0.05, tol) == "unclear" and classify_change(-0.05, math.nan, tol) == "unclear"
+
+
+def _seeds_reference(changes, tol=0.02, alpha=0.05, power=0.8, margin=None):
+    """The seeds that settle a comparison, from the formula with scipy's quantiles: the smallest n with
+    (t_{1-alpha/2, n-1} + z_power) x SD / sqrt(n) <= margin."""
+    from scipy import stats
+
+    m, sd = float(np.mean(changes)), float(np.std(changes, ddof=1))
+    margin = max(tol - m, m) if margin is None else margin(m, tol)
+    return next(n for n in range(2, 201) if (stats.t.ppf(1 - alpha / 2, n - 1) + stats.norm.ppf(power)) * sd / math.sqrt(n) <= margin)
+
+
+def test_the_seeds_asked_for_follow_the_open_question():
+    # Weak seg head, val MSE -2% ± 1% (CI -4.5% to +0.5%): unclear until significantly better (upper end < 0) or
+    # any gain is within the tolerance (lower end >= -2%): margin max(-m, m + tol) = 2% = 2 SD, so 5 seeds.
+    weak = np.array([-0.03, -0.01, -0.02])
+    v = _verdict(weak, None, 0.2, 0.9, Decision())
+    assert v.calls[F2] == "unclear" and v.seeds_needed == 5 == _seeds_reference(weak, margin=lambda m, tol: max(-m, m + tol))
+    # At zero the other end decides: m = 0 (CI -2.5% to +2.5%), margin max(-m, m + tol) = 2%.
+    near = np.array([0.01, -0.01, 0.0])
+    v = _verdict(near, None, 0.2, 0.9, Decision())
+    assert v.calls[F2] == "unclear" and v.seeds_needed == _seeds_reference(near, margin=lambda m, tol: max(-m, m + tol))
+    # Good heads, interval straddling the tolerance: similar (upper end <= tol) or worse (lower end > 0), by default.
+    open_ = np.array([0.03, 0.0, 0.015])
+    v = _verdict(open_, None, 0.7, 0.9, Decision())
+    assert v.calls[F2] == "unclear" and v.seeds_needed == _seeds_reference(open_)
+    v9 = _verdict(open_, None, 0.7, 0.9, Decision(power=0.9))
+    assert v9.seeds_needed == _seeds_reference(open_, power=0.9) > v.seeds_needed
+    # Clearly better with good heads: nothing is open.
+    assert _verdict(np.array([-0.10, -0.11, -0.09]), None, 0.7, 0.9, Decision()).seeds_needed is None
+
+
+def test_one_seed_against_the_baseline_asks_for_three():
+    rows = [{"experiment": F1, "seed": s, "best_val_mse": BASE[s]} for s in (1, 2, 3)]
+    rows += [{"experiment": F2, "seed": 1, "best_val_mse": BASE[1] * 1.01, "val_seg_miou": 0.7}]
+    table = pd.DataFrame(rows).assign(spikes=0.0, late_wobble=0.01, epochs_to_10pct=3.0)
+    v = decide(table, [F1, F2], F1, {F1: (), F2: ("seg",)}, Decision())
+    assert v.calls[F2] == "unclear" and v.seeds_needed == 3  # no spread is known: the minimum that gives an interval
+
+
+def test_head_to_head_on_known_values():
+    """Two helpers, both 10% better than the baseline. Identical per seed: equivalent (interval [0, 0]) even with
+    a tolerance of 0, and the one with fewer auxiliary losses wins. Different seeds with one in common: the
+    unpaired (Welch) comparison over all their seeds."""
+    seeds = (1, 2, 3)
+    rows = [{"experiment": F1, "seed": s, "best_val_mse": BASE[s]} for s in seeds]
+    rows += [{"experiment": e, "seed": s, "best_val_mse": BASE[s] * 0.9, "val_seg_miou": 0.7, "val_cls_acc": 0.9}
+             for e in (F2, F3) for s in seeds]  # fmt: skip
+    table = pd.DataFrame(rows).assign(spikes=0.0, late_wobble=0.01, epochs_to_10pct=3.0)
+    heads = {F1: (), F2: ("seg",), F3: ("seg", "cls")}
+    v = decide(table, [F1, F2, F3], F1, heads, Decision(similar_tolerance=0.0))
+    h2h = v.comparisons[v.comparisons.call == "head to head"]
+    assert h2h[["experiment", "versus", "change", "n_pairs"]].values.tolist() == [[F2, F3, "equivalent", 3]]
+    assert (h2h.ci_low.item(), h2h.ci_high.item()) == (0.0, 0.0) and v.winner == F2
+    # F3 1% better than F2 in every seed: significantly better head to head, so F3 wins despite its extra loss.
+    better = table.assign(best_val_mse=np.where(table.experiment == F3, table.best_val_mse * 0.99, table.best_val_mse))
+    v = decide(better, [F1, F2, F3], F1, heads, Decision())
+    h2h = v.comparisons[v.comparisons.call == "head to head"]
+    assert h2h[["experiment", "versus", "change"]].values.tolist() == [[F3, F2, "better"]] and v.winner == F3
+    assert h2h.rel_change.item() == pytest.approx(-0.01)
+    # F2 in seeds 1, 2 and F3 in seeds 2, 3 (one common seed): Welch over both seeds of each.
+    split = table[~((table.experiment == F2) & (table.seed == 3)) & ~((table.experiment == F3) & (table.seed == 1))]
+    split = split.assign(best_val_mse=np.where(split.experiment == F3, split.best_val_mse * 0.99, split.best_val_mse))
+    v = decide(split, [F1, F2, F3], F1, heads, Decision())
+    h2h = v.comparisons[v.comparisons.call == "head to head"].iloc[0]
+    f2, f3 = np.array([BASE[1], BASE[2]]) * 0.9, np.array([BASE[2], BASE[3]]) * 0.9 * 0.99
+    lead, other = (f3, f2) if f3.mean() < f2.mean() else (f2, f3)
+    assert h2h.test.startswith("Welch") and h2h.n == 2 and h2h.n_baseline == 2 and h2h.n_pairs == 1
+    assert h2h.rel_change == pytest.approx(lead.mean() / other.mean() - 1)
