@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -123,3 +124,31 @@ def test_metric_accumulates_counts_over_batches():
 def test_tolerance_follows_davis_fraction_of_the_diagonal():
     assert tolerance_px(64, 64) == 1
     assert tolerance_px(512, 512) == 6
+
+
+@pytest.mark.parametrize("shapes", [((1, 8, 8), (1, 8, 9)), ((8, 8), (8, 8))])
+def test_boundary_counts_refuses_maps_of_other_shapes(shapes):
+    """Two maps of different sizes, or maps without a batch dimension, are refused with both shapes named."""
+    pred, target = (torch.zeros(s, dtype=torch.long) for s in shapes)
+    want = f"boundary_counts wants pred and target (B, H, W), got {shapes[0]} and {shapes[1]}"
+    with pytest.raises(ValueError, match=f"^{re.escape(want)}$"):
+        boundary_counts(pred, target, 1, 3)
+
+
+def test_f_of_hand_made_counts_with_one_pixel_and_small_ratios():
+    """Counts (matched pred, pred, matched true, true) per class, F = 2pr / (p + r) by hand:
+    1 of 1 predicted px matched, 1 of 2 true: p 1, r 1/2, F 2/3; the mirror case: F 2/3; p = r = 1/4: F 1/4;
+    one predicted px and no true edge, or the reverse: F 0 (not NaN); no edge on either side: NaN."""
+    counts = torch.tensor([[1, 1, 1, 0, 0, 0], [1, 2, 4, 1, 0, 0], [1, 1, 1, 0, 0, 0], [2, 1, 4, 0, 1, 0]])
+    f, mean = boundary_f(counts)
+    assert f[:5].tolist() == pytest.approx([2 / 3, 2 / 3, 1 / 4, 0, 0]) and math.isnan(f[5])
+    assert mean == pytest.approx((2 / 3 + 2 / 3 + 1 / 4) / 5)
+
+
+def test_metric_counts_stay_exact_past_float32_integers():
+    """Summed over a large data set, a class's boundary pixels pass 2**24, where float32 stops counting by one:
+    2**24 + 7 (a 7 px edge) would round to 2**24 + 8."""
+    m = BoundaryFScore(tolerance=1, num_classes=3)
+    m.counts += 2**24  # as after many batches
+    m.update(halves(3, size=7), halves(3, size=7))  # a 7 px edge per class (columns 2 and 3), every pixel matched
+    assert m.counts[:, :2].tolist() == [[2**24 + 7] * 2] * 4 and m.counts[:, 2].tolist() == [2**24] * 4

@@ -2,6 +2,7 @@
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,6 +47,24 @@ def test_lookup_masks_equal_rgb_to_mask_on_blends_the_tolerance_shell_and_random
     assert (rgb_to_mask_lut(colours, tolerance) == expected).all()
     assert not mask_lut(tolerance).flags.writeable
 
+
+def test_unpack_rgb_of_known_codes():
+    """Code r | g << 8 | b << 16: 0x563412 is r 0x12, g 0x34, b 0x56; the channel axis comes last, in uint8."""
+    rgb = unpack_rgb(np.array([[0x563412, 0xFFFFFF, 0x000100]], np.uint32))
+    assert rgb.dtype == np.uint8 and rgb.shape == (1, 3, 3)
+    assert rgb.tolist() == [[[0x12, 0x34, 0x56], [255, 255, 255], [0, 1, 0]]]
+
+
+def test_lookup_masks_of_palette_colours_in_an_image_of_any_width():
+    """A 1 x 2 image of chair and background: classes 2 and 9 (the last axis is the colour, whatever the others)."""
+    assert rgb_to_mask_lut(PALETTE[None, [2, 9]]).tolist() == [[2, 9]]
+
+
+@pytest.mark.parametrize("bad", [np.zeros((2, 2, 3), np.float32), np.zeros((2, 2, 4), np.uint8)])
+def test_lookup_masks_refuse_other_than_uint8_rgb(bad):
+    want = f"rgb_to_mask_lut wants uint8 (..., 3), got {bad.dtype} {bad.shape}"
+    with pytest.raises(ValueError, match=f"^{re.escape(want)}$"):
+        rgb_to_mask_lut(bad)
 
 def test_default_workers_follow_the_job_allocation(monkeypatch):
     monkeypatch.delenv("LSB_DJOB_NUMPROC", raising=False)

@@ -120,3 +120,12 @@ def test_prefetched_batches_equal_direct_indexing_in_order(tmp_path, labelled_ma
     for (images, masks, labels), i in zip(got, idx):
         assert torch.equal(images, data.to_model_input(d.images[i])) and images.dtype == torch.float32
         assert torch.equal(masks, d.masks[i].long()) and torch.equal(labels, d.labels[i].long())
+
+
+def test_torch_snapping_stays_on_the_device_of_the_images():
+    """A CUDA batch is snapped on the GPU: the palette is made where the images are, not on the default device
+    ("meta" as the default stands in for a device other than the images'). Chair and background: classes 2, 9."""
+    x = torch.from_numpy(PALETTE[None, [[2, 9]]]).permute(0, 3, 1, 2).float() / 127.5 - 1  # (1, 3, 1, 2) on the CPU
+    with torch.device("meta"):
+        classes = data.rgb_to_classes_torch(x)
+    assert classes.device.type == "cpu" and classes.tolist() == [[[2, 9]]]

@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from imginav_lib import files
-from imginav_lib.files import UMASK, atomic_path, atomic_write, atomic_write_text
+from imginav_lib.errors import InputError
+from imginav_lib.files import UMASK, atomic_path, atomic_write, atomic_write_text, check_output_dir, check_output_file
 from imginav_lib.runfolder import write_csv, write_json
 
 
@@ -238,3 +239,73 @@ def test_generated_layouts_are_written_beside_and_renamed(tmp_path, writes):
     make_layouts(tmp_path / "layouts", n=3, size=32, seed=0)
     assert _not_atomic(writes, tmp_path) == []
     assert {"layout_00001.png", "manifest.csv"} <= {Path(p).name for kind, p in writes if kind == "rename"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# check_output_dir / check_output_file: the error names the option and what is wrong with the path.
+
+
+def test_check_output_dir_names_a_file_in_the_way(tmp_path):
+    """A file where the folder should be, or a file above it (cannot mkdir through it): each said plainly."""
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match=f"^cache: {re.escape(str(tmp_path / 'f'))} is an existing file, not a folder$"):
+        check_output_dir(tmp_path / "f", "cache")
+    want = f"cache: cannot create {tmp_path / 'f' / 'a' / 'b'}: {tmp_path / 'f'} is a file, not a folder"
+    with pytest.raises(InputError, match=f"^{re.escape(want)}$"):
+        check_output_dir(tmp_path / "f" / "a" / "b", "cache")
+    check_output_dir(tmp_path / "new" / "sub", "cache")  # made later, under a folder we can write into: fine
+
+
+def test_a_read_only_folder_is_refused_where_writing_is_wanted(tmp_path, monkeypatch):
+    """The nearest existing folder is read-only (faked: the tests run as root, which may write anywhere):
+    refused for a folder to write into and for a file, accepted for a folder that is only read."""
+    asked = []
+
+    def access(path, mode):
+        asked.append((Path(path), mode))
+        return not mode & os.W_OK  # may list and enter, not write
+
+    monkeypatch.setattr(os, "access", access)
+    want = f"runs: cannot create or write {tmp_path / 'a' / 'b'}: {tmp_path} is not writable"
+    with pytest.raises(InputError, match=f"^{re.escape(want)}$"):
+        check_output_dir(tmp_path / "a" / "b", "runs")
+    assert asked == [(tmp_path, os.W_OK | os.X_OK)]  # the nearest part of the path that exists
+    check_output_dir(tmp_path / "a", "runs", writable=False)
+    with pytest.raises(InputError, match="^report: cannot create or write .* is not writable$"):
+        check_output_file(tmp_path / "report.html", "report")
+
+
+def test_a_folder_we_may_not_look_into_is_an_input_error(tmp_path, monkeypatch):
+    """An OSError while looking (a parent we may not list; faked, as root may list anything) is reported with the
+    system's reason, not as a traceback."""
+
+    def exists(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "exists", exists)
+    with pytest.raises(InputError, match=f"^logs: {re.escape(str(tmp_path / 'x'))}: Permission denied$"):
+        check_output_dir(tmp_path / "x", "logs")
+
+
+def test_check_output_file_wants_a_file_in_a_folder_that_can_be_made(tmp_path):
+    """A folder at the path, or a file above it, is refused naming the option; a folder yet to be made is fine."""
+    check_output_file(tmp_path / "new" / "report.html", "report")
+    with pytest.raises(InputError, match=f"^report: {re.escape(str(tmp_path))} is a folder, not a file$"):
+        check_output_file(tmp_path, "report")
+    (tmp_path / "f").write_text("x")
+    want = f"--out: cannot create {tmp_path / 'f' / 'sub'}: {tmp_path / 'f'} is a file, not a folder"
+    with pytest.raises(InputError, match=f"^{re.escape(want)}$"):
+        check_output_file(tmp_path / "f" / "sub" / "report.html", "--out")
+
+
+def test_a_block_that_removed_its_temp_file_fails_with_its_own_error(tmp_path):
+    """The clean-up of a failed block finds no temp file: the block's error comes out, not one of the clean-up;
+    the same when the temp file went away before the rename."""
+    with pytest.raises(ValueError, match="the block's own"):
+        with atomic_path(tmp_path / "a.json") as tmp:
+            os.unlink(tmp)
+            raise ValueError("the block's own")
+    with pytest.raises(FileNotFoundError):
+        with atomic_path(tmp_path / "a.json") as tmp:
+            os.unlink(tmp)
+    assert _listing(tmp_path) == {}

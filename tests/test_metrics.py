@@ -158,3 +158,72 @@ def test_train_metrics_of_the_hand_made_batch():
     unlabelled.update({"rgb": out["rgb"], "cls": out["cls"]}, masks, torch.tensor([-1, -1]), {"cls_ce": torch.tensor(0.0)}, torch.tensor(0.0))
     u = unlabelled.compute(n=2)
     assert math.isnan(u["train_cls_acc"]) and math.isnan(u["train_cls_ce"]) and math.isnan(u["train_seg_acc"])
+
+
+def test_train_accuracy_without_a_cls_head_and_of_a_single_labelled_pixel():
+    """A seg-only epoch: no cls sums at all, so the cls columns are empty; 1 labelled pixel, right: seg acc 1/1."""
+    masks = torch.tensor([[[3, IGNORE_INDEX]]])  # (1, 1, 2): one labelled pixel, one ignored
+    seg = torch.nn.functional.one_hot(torch.tensor([[[3, 3]]]), 10).permute(0, 3, 1, 2).float()
+    tm = TrainMetrics({})
+    tm.update({"rgb": torch.zeros(1, 3, 1, 2), "seg": seg}, masks, torch.tensor([UNKNOWN_LABEL]), {"seg_ce": torch.tensor(0.5)}, torch.tensor(0.5))
+    m = tm.compute(n=1)
+    assert m["train_seg_acc"] == 1.0 and m["train_seg_ce"] == 0.5
+    assert math.isnan(m["train_cls_acc"]) and math.isnan(m["train_cls_ce"])
+
+
+def _halves_batch(seg_split: int):
+    """One 12x12 image: bed (class 0) in columns 0..5, cabinet (class 1) from column 6; the reconstruction is
+    exact, the seg head puts the edge at column `seg_split`."""
+    masks = torch.ones(1, 12, 12, dtype=torch.long)
+    masks[..., :6] = 0
+    images = to_model_input(torch.from_numpy(PALETTE[masks.numpy()]).permute(0, 3, 1, 2))
+    seg_pred = torch.ones(1, 12, 12, dtype=torch.long)
+    seg_pred[..., :seg_split] = 0
+    out = {"rgb": images.clone(), "seg": torch.nn.functional.one_hot(seg_pred, 10).permute(0, 3, 1, 2).float()}
+    return out, images, masks, torch.tensor([UNKNOWN_LABEL])
+
+
+def test_boundary_f_of_a_hand_made_batch():
+    """12x12 px: tolerance ceil(0.008 x 17.0) = 1 px. The reconstruction keeps the edge (bed and cabinet F 1); the
+    seg edge is 2 px off (column 8 for 6), beyond the tolerance: F 0 for both. The other 8 classes: no edge, NaN."""
+    out, images, masks, labels = _halves_batch(seg_split=8)
+    vm = ValMetrics(("rgb", "seg"), torch.device("cpu"))
+    vm.update(out, images, masks, labels, {"mse": torch.tensor(0.0)}, torch.tensor(0.0))
+    m, b = vm.compute(), vm.boundaries()
+    assert m["val_sem_bf"] == 1.0 and m["val_seg_bf"] == 0.0
+    assert b["tolerance_px"] == 1 and set(b) == {"tolerance_px", "sem", "seg"}
+    assert b["sem"][:2] == [1.0, 1.0] and b["seg"][:2] == [0.0, 0.0]
+    assert all(math.isnan(v) for v in b["sem"][2:] + b["seg"][2:]) and len(b["sem"]) == len(b["seg"]) == 10
+    no_seg = ValMetrics(("rgb",), torch.device("cpu"))  # a seg head not trained: its boundary F is empty
+    no_seg.update({"rgb": out["rgb"]}, images, masks, labels, {"mse": torch.tensor(0.0)}, torch.tensor(0.0))
+    m, b = no_seg.compute(), no_seg.boundaries()
+    assert m["val_sem_bf"] == 1.0 and math.isnan(m["val_seg_bf"]) and b["seg"] is None and b["sem"][:2] == [1.0, 1.0]
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method")
+def test_metrics_before_any_batch_have_no_boundary_f():
+    """Nothing validated yet: no tolerance is known (it comes from the first batch's size), so no boundary F."""
+    vm = ValMetrics(("rgb", "seg"), torch.device("cpu"))
+    m = vm.compute()
+    assert math.isnan(m["val_sem_bf"]) and math.isnan(m["val_seg_bf"]) and vm.boundaries() == {}
+
+
+def test_every_accumulator_is_on_the_validation_device(monkeypatch):
+    """The metrics must live where the batches are (a CUDA run validates on the GPU). The "meta" device stands in
+    for a GPU on a CPU-only machine; the boundary F metrics are made at the first batch, so their move is recorded."""
+    from imginav_lib import metrics
+
+    vm = ValMetrics(("rgb", "seg", "cls"), torch.device("meta"))
+    assert [a.device.type for a in (vm.psnr, vm.ssim, vm.sem_cm, vm.seg_cm, vm.cls_acc)] == ["meta"] * 5
+    moved = []
+
+    class RecordingBoundaryF(metrics.BoundaryFScore):
+        def to(self, *args, **kwargs):
+            moved.append(args)
+            return super().to(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "BoundaryFScore", RecordingBoundaryF)
+    out, images, masks, labels = _halves_batch(seg_split=6)
+    vm = ValMetrics(("rgb", "seg"), torch.device("cpu"))
+    vm.update(out, images, masks, labels, {"mse": torch.tensor(0.0)}, torch.tensor(0.0))
+    assert moved == [(torch.device("cpu"),)] * 2
