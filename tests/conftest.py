@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "real_layouts"
+# ../shared beside the checkout; under `make mutate` the tests run from the checkout's mutants/ folder
+REAL = (REPO.parent.parent if REPO.name == "mutants" else REPO.parent) / "shared" / "real_layouts"
 
 
 def tiny_params(tmp: Path, manifest: Path, **over) -> Path:
