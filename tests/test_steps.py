@@ -131,6 +131,13 @@ def test_what_each_step_adds_on_known_configs():
     assert what_is_added({}, {"architecture": {"latent_channels": 8}}) == "changes architecture.latent_channels None → 8"
 
 
+def test_what_is_added_with_a_missing_section_and_several_changes():
+    """A section the later config lacks reads as None there; several changed settings are listed with commas."""
+    assert what_is_added({"architecture": {"latent_channels": 4}}, {}) == "changes architecture.latent_channels 4 → None"
+    earlier, later = {"architecture": {"latent_channels": 4, "base": 32}}, {"architecture": {"latent_channels": 8, "base": 64}}
+    assert what_is_added(earlier, later) == "changes architecture.base 32 → 64, architecture.latent_channels 4 → 8"
+
+
 def test_step_rows_and_sentences_on_known_values():
     """F2 against F1: per-seed changes -4/-5/-6% (mean -5%, 95% CI -7.48% to -2.52%: better). F3 against F2:
     +1/+1/+1% exactly (similar). F3 against F1 with one seed of F1: no interval, the ratio of the means
@@ -166,3 +173,31 @@ def test_step_rows_and_sentences_on_known_values():
     worse["change"] = "worse"
     assert step_sentence(worse, Decision(similar_tolerance=0.05), 0.95).startswith("F2 against F1 (adds the segmentation loss) degrades reconstruction: ")
     assert classification_sentence(steps.iloc[:1], rules, 0.95) is None
+
+
+def test_step_columns_level_and_steps_without_runs_or_configs():
+    """F2 against F1 at the 90% level: per-seed changes -4/-5/-6% (mean -5%, SD 1%), interval
+    -5% -+ t_{0.95,2} x 1% / sqrt(3) = -5% -+ 2.919986 x 0.57735%. F9 has no finished run and no experiment has a
+    config: the step says n/a and what it adds is "nothing". No pairs: an empty table with the step columns."""
+    import pandas as pd
+
+    from imginav_lib.schema import Decision
+    from imginav_lib.steps import COLUMNS, compare_steps, step_sentence
+
+    base = {1: 0.0040, 2: 0.0046, 3: 0.0037}
+    f2 = {s: base[s] * (1 + c) for s, c in zip(base, (-0.04, -0.05, -0.06))}
+    rows = [{"experiment": e, "seed": s, "best_val_mse": v[s]} for e, v in (("F1", base), ("F2", f2)) for s in base]
+    table = pd.DataFrame(rows)
+    rules = Decision()
+    steps = compare_steps(table, [("F1", "F2"), ("F1", "F9")], {}, rules, 0.90)
+    assert list(steps.columns) == ["earlier", "later", "added", "n_pairs", "rel_change", "ci_low", "ci_high", "p_value", "test",
+                                   "change", "n", "n_baseline", "effect_size", "sd_rel", "p_improve", "wins"]
+    half = 2.919986 * 0.01 / 3**0.5
+    assert (steps.ci_low[0], steps.ci_high[0]) == pytest.approx((-0.05 - half, -0.05 + half), abs=1e-6)
+    assert steps.added.tolist() == ["changes nothing in loss or architecture"] * 2
+    assert steps.test[1] == "no finished runs" and steps.change[1] == "unclear"
+    assert step_sentence(steps.iloc[1], rules, 0.90) == (
+        "F9 against F1 (changes nothing in loss or architecture) may or may not degrade reconstruction: the interval is too "
+        "wide to call it similar (±2%) or worse: val MSE n/a, no interval: fewer than 2 seeds.")
+    empty = compare_steps(table, [], {}, rules, 0.95)
+    assert len(empty) == 0 and list(empty.columns) == COLUMNS
