@@ -86,6 +86,7 @@ def test_late_wobble_and_epochs_to_converge_on_hand_values():
     the first epoch at or below 1.1 x best (1.1 itself counts), NaN skipped, read from the epochs given."""
     nan = math.nan
     assert late_wobble(np.array([5, 4, 3, 2, 2.4, nan, 1.6, 2.2, 1.8])) == pytest.approx(0.202485, abs=1e-6)
+    assert late_wobble([5, 4, 3, 2, 2.4, None, 1.6, 2.2, 1.8]) == pytest.approx(0.202485, abs=1e-6)  # None: missing too
     assert late_wobble(np.array([9, 9, 3.0, 2.0, 2.5])) == pytest.approx(0.244949, abs=1e-6)
     assert math.isnan(late_wobble(np.array([9, 9, 3.0, 2.0]))) and math.isnan(late_wobble(np.array([9, 9, 9, 3.0, nan, 2.0])))
     epochs = np.array([5, 10, 15, 20])
@@ -96,12 +97,12 @@ def test_late_wobble_and_epochs_to_converge_on_hand_values():
 
 
 def test_t_interval_on_known_values():
-    """[1, 2, 3, NaN] at 90%: mean 2, SD 1, 2 -+ t_{0.95,2} / sqrt(3) = 2 -+ 2.919986 / 1.732051, n 3.
+    """[1, 2, 3, None] at 90%: mean 2, SD 1, 2 -+ t_{0.95,2} / sqrt(3) = 2 -+ 2.919986 / 1.732051, n 3.
     [1, 3] at 95%: mean 2, SD sqrt(2), 2 -+ t_{0.975,1} sqrt(2) / sqrt(2) = 2 -+ 12.706205. One value: its mean,
     no SD or interval; none: NaN, n 0."""
     from imginav_lib.stats import t_interval, t_pvalue, t_quantile
 
-    mean, sd, lo, hi, n = t_interval([1.0, 2.0, 3.0, math.nan], 0.90)
+    mean, sd, lo, hi, n = t_interval([1.0, 2.0, 3.0, None], 0.90)  # None or NaN: a missing value
     half = 2.919986 / math.sqrt(3)
     assert (mean, sd, n) == (2.0, 1.0, 3) and (lo, hi) == pytest.approx((2 - half, 2 + half), abs=1e-6)
     mean, sd, lo, hi, n = t_interval([1.0, 3.0])
