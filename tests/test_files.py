@@ -309,3 +309,17 @@ def test_a_block_that_removed_its_temp_file_fails_with_its_own_error(tmp_path):
         with atomic_path(tmp_path / "a.json") as tmp:
             os.unlink(tmp)
     assert _listing(tmp_path) == {}
+
+
+def test_atomic_writes_make_missing_folders_and_are_not_executable_unless_asked(tmp_path):
+    """A file is written as open() would write it (0o666 less the umask), a job script with the x bits too, and the
+    folders above it are made (a run's checkpoints/ or samples/ folder on its first write)."""
+
+    atomic_write(tmp_path / "a" / "b" / "data.bin", lambda f: f.write(b"x"))
+    atomic_write_text(tmp_path / "c" / "d" / "job.sh", "#!/bin/sh\n", executable=True)
+    with atomic_path(tmp_path / "e" / "f" / "plain.txt") as tmp:
+        Path(tmp).write_text("y")
+    assert (tmp_path / "a" / "b" / "data.bin").read_bytes() == b"x"
+    assert (tmp_path / "a" / "b" / "data.bin").stat().st_mode & 0o777 == 0o666 & ~UMASK
+    assert (tmp_path / "e" / "f" / "plain.txt").stat().st_mode & 0o777 == 0o666 & ~UMASK
+    assert (tmp_path / "c" / "d" / "job.sh").stat().st_mode & 0o777 == 0o777 & ~UMASK
