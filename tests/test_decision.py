@@ -455,3 +455,156 @@ def test_head_to_head_on_known_values():
     lead, other = (f3, f2) if f3.mean() < f2.mean() else (f2, f3)
     assert h2h.test.startswith("Welch") and h2h.n == 2 and h2h.n_baseline == 2 and h2h.n_pairs == 1
     assert h2h.rel_change == pytest.approx(lead.mean() / other.mean() - 1)
+
+
+def _table(values: dict, heads: dict) -> pd.DataFrame:
+    """Finished runs: values is experiment -> {seed: best val MSE}; heads is experiment -> {gate column: value} (every
+    seed); the stability columns equal the baseline's."""
+    rows = [{"experiment": e, "seed": s, "best_val_mse": v, **heads.get(e, {})} for e, per in values.items() for s, v in per.items()]
+    return pd.DataFrame(rows).assign(spikes=0.0, late_wobble=0.01, epochs_to_10pct=3.0)
+
+
+HEADS = {F1: (), F2: ("seg",), F3: ("seg", "cls"), "F4": ()}
+GOOD = {F2: {"val_seg_miou": 0.7}, F3: {"val_seg_miou": 0.7, "val_cls_acc": 0.9}}
+SURE = "Sure enough to pick the winner: no other experiment can still beat it at this level. "
+INTERVALS = "95% confidence intervals (t-interval across seeds, paired by seed where the seeds match)."
+TWO_SEEDS = " With 2 seeds a t-interval is very wide (t = 12.7); 3 or more seeds are needed for a useful interval."
+
+
+def test_head_gates_on_the_bar_and_a_similar_reconstruction():
+    """Per-seed changes 0/+0.5/+1% for F2 and F3 (mean 0.5%, SD 0.5%): the 95% interval is 0.5% ± 4.3027 x 0.5% /
+    sqrt(3) = -0.74% to +1.74%, inside ±2%: similar, which passes both val MSE rows. F2's seg mIoU sits exactly on the
+    bar (0.5 passes): helps. F3's seg mIoU misses it (0.45) while its cls accuracy passes (0.9): one weak gate is
+    enough for "no gain", and with a similar interval nothing about F3 stays open. F2 is the only helper: decided.
+    Means: (0.0040 + 0.0046 x 1.005 + 0.0037 x 1.01) / 3 = 0.00412 against (0.0040 + 0.0046 + 0.0037) / 3 = 0.0041."""
+    change = {1: 0.0, 2: 0.005, 3: 0.01}
+    mse = {s: BASE[s] * (1 + c) for s, c in change.items()}
+    table = _table({F1: base(3), F2: mse, F3: mse}, {F2: {"val_seg_miou": 0.5}, F3: {"val_seg_miou": 0.45, "val_cls_acc": 0.9}})
+    v = decide(table, [F1, F2, F3], F1, HEADS, Decision())
+    assert v.calls == {F1: "baseline", F2: "helps", F3: "no gain"}
+    assert (v.winner, v.status, v.seeds_needed) == (F2, "decided", None)
+    ci = "+0.5% (CI -0.7% to +1.7%)"
+    crit = v.criteria
+    got = {e: [tuple(r) for r in crit[crit.experiment == e][["criterion", "value", "result"]].itertuples(index=False)][:4]
+           for e in (F2, F3)}
+    mse_rows = [("val MSE not worse than baseline", ci, "pass"), ("val MSE similar (within ±2%) or better", ci, "pass")]
+    assert got[F2] == mse_rows + [("seg mIoU good", "0.500", "pass"), ("loss spikes per run not worse", "0.0", "pass")]
+    assert got[F3] == mse_rows + [("seg mIoU good", "0.450", "fail"), ("cls accuracy good", "0.900", "pass")]
+    assert v.sureness == SURE + "3 finished seeds per experiment; " + INTERVALS
+    row = v.comparisons.set_index("experiment").loc[F2]
+    assert row["mean"] == pytest.approx(0.00412) and row.mean_baseline == pytest.approx(0.0041)
+
+
+def test_a_weak_head_with_an_open_val_mse_cannot_win_and_says_what_stays_open():
+    """Weak seg head, per-seed changes 0/+1/+2% (mean 1%, SD 1%): interval 1% ± 4.3027 x 1% / sqrt(3) = -1.48% to
+    +3.48%: unclear (past +2%, not above 0), but any gain is within -2%: no gain, and the baseline wins, decided.
+    Whether F2 hurts stays open: similar needs a half-width below tol - m = 1%, worse one below m = 1%, so 1 SD:
+    the smallest n with t(0.975, n-1) + z(0.8) <= sqrt(n) is 10 (2.262 + 0.842 = 3.104 <= 3.162; n = 9: 3.148 > 3).
+    Those seeds are not asked for: F2 cannot win either way."""
+    v = _verdict(np.array([0.0, 0.01, 0.02]), None, 0.2, 0.9, Decision())
+    assert (v.calls[F2], v.winner, v.status, v.seeds_needed) == ("no gain", F1, "decided", None)
+    assert v.sureness == (SURE + "3 finished seeds per experiment; " + INTERVALS + f" Whether {F2} hurts reconstruction "
+                          "stays open (its val MSE interval is too wide; ≈10 seeds per experiment would tell), but it "
+                          "cannot win with its heads below the bar.")
+
+
+def test_a_comparison_counts_every_finished_seed_of_each_side():
+    """F2 finished seeds 1-4, the baseline 1-3: paired over the 3 common seeds (each exactly -10%), with n = 4 and
+    n_baseline = 3; each mean is over all of its side's seeds: 0.9 x (0.0040 + 0.0046 + 0.0037 + 0.0043) / 4 = 0.003735
+    against (0.0040 + 0.0046 + 0.0037) / 3 = 0.0041."""
+    table = _table({F1: base(3), F2: {s: BASE[s] * 0.9 for s in (1, 2, 3, 4)}}, GOOD)
+    v = decide(table, [F1, F2], F1, HEADS, Decision())
+    row = v.comparisons.set_index("experiment").loc[F2]
+    assert (row.versus, row.n, row.n_baseline, row.n_pairs, row.test, row.change, row.call) == (
+        F1, 4, 3, 3, "paired t (3 seeds)", "better", "helps")
+    assert row.rel_change == pytest.approx(-0.1) and row["mean"] == pytest.approx(0.003735) and row.mean_baseline == pytest.approx(0.0041)
+
+
+def test_two_paired_seeds_can_decide():
+    """F2 10% below the baseline in both of 2 seeds: the interval has no width, better, helps; 2 paired seeds are
+    enough to decide, with the caveat on 2-seed intervals."""
+    v = _verdict(np.array([-0.10, -0.10]), None, 0.7, 0.9, Decision())
+    assert (v.calls[F2], v.winner, v.status, v.seeds_needed) == ("helps", F2, "decided", None)
+    assert v.sureness == SURE + "2 finished seeds per experiment; " + INTERVALS + TWO_SEEDS
+
+
+def test_what_is_missing_is_said_comparison_by_comparison():
+    """Baseline seeds 1-3. F2 finished only seed 1 and F3 only seed 2: 1 paired seed each, no interval, unclear, and
+    with no spread known the minimum of 3 seeds is asked for. F4 (no auxiliary loss) finished seeds 4 and 5 at half
+    the baseline's val MSE: 0 paired seeds, but Welch over 2 against 3 seeds is clearly better (about -49% ± 27%),
+    so F4 wins, provisionally. Seeds per experiment run from 1 to 3."""
+    table = _table({F1: base(3), F2: {1: BASE[1]}, F3: {2: BASE[2]}, "F4": {4: BASE[4] * 0.5, 5: BASE[5] * 0.5}}, GOOD)
+    v = decide(table, [F1, F2, F3, "F4"], F1, HEADS, Decision())
+    assert v.calls == {F1: "baseline", F2: "unclear", F3: "unclear", "F4": "helps"}
+    assert (v.winner, v.status, v.seeds_needed) == ("F4", "provisional", 3)
+    assert v.comparisons.set_index("experiment").loc["F4", ["n_pairs", "test", "change"]].tolist() == [
+        0, "Welch t (seeds not paired)", "better"]
+    assert v.sureness == (f"Not sure yet: the intervals of {F2}, {F3} are too wide to decide; {F2} against {F1} rests on "
+                          f"1 paired seed; {F3} against {F1} rests on 1 paired seed; F4 against {F1} rests on 0 paired "
+                          "seeds; needs more seeds (≈3 per experiment). 1 to 3 finished seeds per experiment; "
+                          + INTERVALS + TWO_SEEDS)
+
+
+def test_the_seeds_asked_for_in_words_up_to_the_cap():
+    """Up to 200 seeds the count is given; past it (seeds_needed's 201) the change sits on a boundary; with no count
+    (nothing undecided to size) at least 3."""
+    from imginav_lib.decision import _sureness
+
+    by = {F1: pd.DataFrame(index=[1, 2, 3]), F2: pd.DataFrame(index=[1, 2, 3])}
+    for need, more in ((200, "needs more seeds (≈200 per experiment)"),
+                       (201, "needs more seeds (the observed change sits on a boundary: more than 200 seeds would be "
+                             "needed; treat them as equal)"),
+                       (None, "needs more seeds (≥ 3 per experiment)")):
+        assert _sureness(by, [F1, F2], F1, "provisional", need, Decision(), [F2], [], False) == (
+            f"Not sure yet: the intervals of {F2} are too wide to decide; {more}. 3 finished seeds per experiment; " + INTERVALS)
+
+
+def test_weak_heads_give_no_gain_from_a_lower_end_exactly_at_the_tolerance():
+    from imginav_lib.decision import call_for
+
+    assert call_for("unclear", -0.02, False, True, 0.02) == "no gain"  # any gain within -tol, the end included
+    assert call_for("unclear", -0.0201, False, True, 0.02) == "unclear"
+    assert call_for("unclear", math.nan, False, True, 0.02) == "unclear"
+
+
+def test_indistinguishable_candidates_ask_for_the_seeds_that_would_tell_them_apart():
+    """F2 is 10% below the baseline in every seed, F3 is F2 x (1 - 1/0/2%): F3 against F2 has mean -1%, SD 1%, interval
+    -1% ± 4.3027 x 1% / sqrt(3) = -3.48% to +1.48%, past -2%: indistinguishable. Telling them apart needs a half-width
+    below max(|m|, tol - |m|) = 1% = 1 SD: the smallest n with t(0.975, n-1) + z(power) <= sqrt(n), 10 at power 0.8
+    (2.262 + 0.842 = 3.104 <= 3.162; n = 9: 3.148 > 3) and 13 at power 0.9 (2.179 + 1.282 = 3.460 <= 3.606; n = 12:
+    3.483 > 3.464). Means: 0.9 x (0.0040 x 0.99 + 0.0046 + 0.0037 x 0.98) / 3 = 0.0036558 (F3, the lead) against
+    0.9 x 0.0041 = 0.00369. F3 is listed before F2, and the sentence names them in that order."""
+    d = {1: -0.01, 2: 0.0, 3: -0.02}
+    table = _table({F1: base(3), F2: {s: BASE[s] * 0.9 for s in d}, F3: {s: BASE[s] * 0.9 * (1 + c) for s, c in d.items()}}, GOOD)
+    exps = [F1, F3, F2]
+    v = decide(table, exps, F1, HEADS, Decision())
+    assert v.calls == {F1: "baseline", F3: "helps", F2: "helps"}
+    h2h = v.comparisons[v.comparisons.call == "head to head"]
+    assert h2h[["experiment", "versus", "change", "n_pairs"]].values.tolist() == [[F3, F2, "indistinguishable", 3]]
+    assert (h2h["mean"].item(), h2h.mean_baseline.item()) == (pytest.approx(0.0036558), pytest.approx(0.00369))
+    assert (v.winner, v.status, v.seeds_needed) == (F2, "provisional", 10)
+    tie = (f"{F3} and {F2} are indistinguishable (interval -3.5% to +1.5% of {F3}'s val MSE against {F2}'s): "
+           "{} is picked by {}, provisionally.")
+    assert tie.format(F2, "fewest auxiliary losses") in v.paragraph
+    assert v.sureness == ("Not sure yet: the best candidates cannot be told apart head to head; needs more seeds (≈10 per "
+                          "experiment). 3 finished seeds per experiment; " + INTERVALS)
+    v = decide(table, exps, F1, HEADS, Decision(power=0.9, preference=[F3, F2, F1]))
+    assert (v.winner, v.status, v.seeds_needed) == (F3, "provisional", 13)
+    assert tie.format(F3, "decision.preference") in v.paragraph
+
+
+def test_head_to_head_at_the_rules_level_and_every_pair_said():
+    """alpha = 0.1: 90% intervals, t(0.95, 2) = 2.9200. F2 is 10% below the baseline in every seed; F3 is F2 x
+    (1 - 1/2/3%): mean -2%, SD 1%, interval -2% ± 2.92 x 1% / sqrt(3) = -3.69% to -0.31%, so F3 beats F2 (a 95%
+    interval would reach +0.48%). F4 (no auxiliary loss) equals F3 in every seed: equivalent (interval [0, 0]), and
+    the fewest auxiliary losses pick F4. Both head-to-head sentences are said, in the order of the experiments."""
+    d = {1: -0.01, 2: -0.02, 3: -0.03}
+    f3 = {s: BASE[s] * 0.9 * (1 + c) for s, c in d.items()}
+    table = _table({F1: base(3), F2: {s: BASE[s] * 0.9 for s in d}, F3: f3, "F4": f3}, GOOD)
+    v = decide(table, [F1, F2, F3, "F4"], F1, HEADS, Decision(alpha=0.1))
+    h2h = v.comparisons[v.comparisons.call == "head to head"]
+    assert h2h[["experiment", "versus", "change"]].values.tolist() == [[F3, F2, "better"], [F3, "F4", "equivalent"]]
+    assert (v.winner, v.status, v.seeds_needed) == ("F4", "decided", None)
+    assert (f"{F3} beats {F2} head to head: val MSE -2.0% (CI -3.7% to -0.3%, paired by seed). {F3} and F4 are "
+            f"equivalent (interval +0.0% to +0.0% of {F3}'s val MSE against F4's, within ±2%): F4 is picked by fewest "
+            "auxiliary losses.") in v.paragraph
