@@ -44,7 +44,9 @@ EXPERIMENT, SEED = "F3", 1  # every head trained: all metric columns and confusi
 def _child(params: str, target: list | None, trace: str | None) -> None:
     """Train (resuming) with probes at every kill window. An event is [phase, epoch, what]; the child waits at
     `target` for the parent's SIGKILL, or writes every event to `trace` (the uninterrupted run)."""
-    from imginav_lib import files, params as P, trainer
+    from imginav_lib.runs import files
+    from imginav_lib.config import params as P
+    from imginav_lib.train import trainer
 
     at = {"epoch": 0, "step": 0, "phase": "start-up"}  # where the run is (epoch 0: start-up, resume, final evaluation)
     events = []
@@ -240,9 +242,9 @@ def compare(ref: Path, run: Path) -> list[str]:
 
 def soak(kills: int, epochs: int, seed: int, root: Path, phases: tuple[str, ...] = PHASES, timeout_s: float = 300) -> dict:
     """Run the soak in `root`; returns its figures (kills, resumes, mismatches, per phase, problems)."""
-    from imginav_lib.launch import prepare_phase_data
-    from imginav_lib.layouts import make_layouts
-    from imginav_lib.params import load_phase, resolve_run
+    from imginav_lib.launch.runner import prepare_phase_data
+    from imginav_lib.demo.layouts import make_layouts
+    from imginav_lib.config.params import load_phase, resolve_run
 
     rng = random.Random(seed)
     t0 = time.monotonic()

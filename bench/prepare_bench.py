@@ -80,7 +80,7 @@ def child(variant: str, manifest_csv: Path, size: int, workers: int, out: Path) 
     base_kb = _rss_kb("VmRSS")
     setup = 0.0
     if variant == "new":
-        from imginav_lib import cache
+        from imginav_lib.data import cache
         from imginav_lib.palette import mask_lut
 
         t = time.perf_counter()
@@ -123,7 +123,7 @@ def main():
     tmp = Path(tempfile.mkdtemp(prefix="imginav-prepare-bench-"))
     manifest = a.manifest
     if manifest is None:
-        from imginav_lib.layouts import make_layouts
+        from imginav_lib.demo.layouts import make_layouts
 
         manifest = make_layouts(tmp / "layouts", n=a.n, size=a.size, seed=0)
     variants = [("old", 1)] + [("new", w) for w in a.workers]

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from imginav_lib.report import build_report
-from imginav_lib.synthetic import simulate_decisions, write_synthetic_phase
+from imginav_lib.report.sections import build_report
+from imginav_lib.testing.synthetic import simulate_decisions, write_synthetic_phase
 
 DEMO_NOISE = {"seed_sd": 0.094, "run_sd": 0.022}  # measured on the 9 demo runs (tests/test_analysis.py)
 

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from imginav_lib.data import load_cache, prepare_cache, read_manifest, to_model_input, train_val_split
-from imginav_lib.layouts import make_layouts
-from imginav_lib.losses import total_loss
-from imginav_lib.model import build_model, heads_for
-from imginav_lib.schema import Architecture, Data, Loss, RunConfig, Training
-from imginav_lib.data import RunData
-from imginav_lib.device import precision, setup_device
-from imginav_lib.trainer import StopFlag, TrainState, _Hooks, train_one_epoch
+from imginav_lib.data.dataset import load_cache, prepare_cache, read_manifest, to_model_input, train_val_split
+from imginav_lib.demo.layouts import make_layouts
+from imginav_lib.model.losses import total_loss
+from imginav_lib.model.autoencoder import build_model, heads_for
+from imginav_lib.config.schema import Architecture, Data, Loss, RunConfig, Training
+from imginav_lib.data.dataset import RunData
+from imginav_lib.train.device import precision, setup_device
+from imginav_lib.train.trainer import StopFlag, TrainState, _Hooks, train_one_epoch
 
 EXPERIMENTS = {"F1": Loss(mse=1.0), "F3": Loss(mse=1.0, seg=0.05, cls=0.01)}
 

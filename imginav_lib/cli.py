@@ -7,21 +7,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import InputError
-from .schedulers import BACKENDS
+from imginav_lib.errors import InputError
+from imginav_lib.launch.schedulers import BACKENDS
 
 
 def _make_layouts(a):
-    from .layouts import make_layouts
+    from imginav_lib.demo.layouts import make_layouts
 
     manifest = make_layouts(a.out, n=a.n, size=a.size, seed=a.seed)
     print(f"wrote {a.n} layouts and {manifest}")
 
 
 def _validate(a):
-    from .data import manifest_summary
-    from .params import load_phase, runs_of
-    from .status import plural
+    from imginav_lib.data.dataset import manifest_summary
+    from imginav_lib.config.params import load_phase, runs_of
+    from imginav_lib.launch.status import plural
 
     phase = load_phase(a.params, overrides=a.set)
     runs = runs_of(phase)
@@ -32,15 +32,15 @@ def _validate(a):
 
 
 def _prepare(a):
-    from .launch import prepare_phase_data
-    from .params import load_phase
+    from imginav_lib.launch.runner import prepare_phase_data
+    from imginav_lib.config.params import load_phase
 
     cache = prepare_phase_data(load_phase(a.params), workers=a.workers)
     print(f"cache: {cache}")
 
 
 def _run(a):
-    from .launch import run_phase
+    from imginav_lib.launch.runner import run_phase
 
     return run_phase(a.params, backend=a.backend, jobs=a.jobs, only=a.only, dry_run=a.dry_run, runs_root=a.runs_root,
                      force=a.force, report=not a.no_report,
@@ -48,16 +48,16 @@ def _run(a):
 
 
 def _run_one(a):
-    from .stopping import block_stop_signals
+    from imginav_lib.train.stopping import block_stop_signals
 
     block_stop_signals()  # before the slow imports: a scheduler's signal now waits for run-one (stopping.py)
-    from .launch import run_one
+    from imginav_lib.launch.runner import run_one
 
     return run_one(a.index, a.i)
 
 
 def _report(a):
-    from .report import build_report
+    from imginav_lib.report.sections import build_report
 
     dest = build_report(a.runs_dir, params_file=a.params, out=a.out)
     print(f"report: {dest.report}")
@@ -65,7 +65,7 @@ def _report(a):
 
 
 def _status(a):
-    from .status import print_status
+    from imginav_lib.launch.status import print_status
 
     return print_status(a.runs_dir, stale_after_s=a.stale_after)
 

@@ -63,7 +63,7 @@ GATE_CELL = '''# test gate (written by tests/conftest.py): holds the run at one 
 import time as _time
 from pathlib import Path as _Path
 
-import imginav_lib.trainer as _trainer
+import imginav_lib.train.trainer as _trainer
 
 _gates, _moment = _Path({gates!r}), {moments!r}.get(experiment)
 

@@ -10,15 +10,15 @@ from scipy import stats
 
 from imginav_lib.analysis import analyse
 from imginav_lib.cli import main
-from imginav_lib.decision import decide
+from imginav_lib.analysis.decision import decide
 from imginav_lib.errors import InputError
-from imginav_lib.handoff import write_handoff
-from imginav_lib.params import load_phase
-from imginav_lib.schema import Decision
-from imginav_lib.phase import load_phase_runs, run_table
-from imginav_lib.stats import (compare, count_spikes, epochs_to_within, late_wobble, probability_of_improvement, seeds_needed,
+from imginav_lib.analysis.handoff import write_handoff
+from imginav_lib.config.params import load_phase
+from imginav_lib.config.schema import Decision
+from imginav_lib.analysis.phase import load_phase_runs, run_table
+from imginav_lib.analysis.stats import (compare, count_spikes, epochs_to_within, late_wobble, probability_of_improvement, seeds_needed,
                                 summarize)
-from imginav_lib.synthetic import simulate_decisions, write_synthetic_phase
+from imginav_lib.testing.synthetic import simulate_decisions, write_synthetic_phase
 
 F = ("F1_rgb_only", "F2_rgb_seg", "F3_rgb_seg_cls")
 
@@ -102,7 +102,7 @@ def test_t_interval_on_known_values():
     """[1, 2, 3, None] at 90%: mean 2, SD 1, 2 -+ t_{0.95,2} / sqrt(3) = 2 -+ 2.919986 / 1.732051, n 3.
     [1, 3] at 95%: mean 2, SD sqrt(2), 2 -+ t_{0.975,1} sqrt(2) / sqrt(2) = 2 -+ 12.706205. One value: its mean,
     no SD or interval; none: NaN, n 0."""
-    from imginav_lib.stats import t_interval, t_pvalue, t_quantile
+    from imginav_lib.analysis.stats import t_interval, t_pvalue, t_quantile
 
     mean, sd, lo, hi, n = t_interval([1.0, 2.0, 3.0, None], 0.90)  # None or NaN: a missing value
     half = 2.919986 / math.sqrt(3)

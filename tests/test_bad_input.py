@@ -11,7 +11,7 @@ import papermill
 import pytest
 import yaml
 
-from imginav_lib import synthetic as S
+from imginav_lib.testing import synthetic as S
 from imginav_lib.cli import main
 
 from conftest import tiny_params

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from imginav_lib.cli import main
-from imginav_lib.schedulers import Lsf
+from imginav_lib.launch.schedulers import Lsf
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bjobs"
 # Array 101 (elements 1-10) and one job that is not an array element (103, index 0).
@@ -48,7 +48,7 @@ def iso_ago(seconds: float) -> str:
 def lsf_phase(tmp_path, monkeypatch):
     """A phase folder of 10 runs submitted to LSF as array 101; run.json files as the runs left them; a `bjobs`
     stand-in (tests only) that prints a recorded output."""
-    from imginav_lib.layouts import make_layouts
+    from imginav_lib.demo.layouts import make_layouts
 
     manifest = make_layouts(tmp_path / "layouts", n=8, size=32, seed=0)
     params = {"phase": "t", "runs_root": str(tmp_path / "runs my scratch"), "seeds": list(range(1, 11)),
@@ -114,7 +114,7 @@ def test_status_warns_when_a_checkpoint_takes_more_than_half_the_warning_time(ls
 def test_a_failed_prepare_job_blocks_the_arrays_and_status_says_why(tmp_path, monkeypatch, capsys):
     """No cache: the decode is job 101 and the array (102) waits for done(101). The decode failed; LSF keeps the
     array pending for ever (bjobs: PEND; the prepare job itself is gone: "not found")."""
-    from imginav_lib.layouts import make_layouts
+    from imginav_lib.demo.layouts import make_layouts
 
     manifest = make_layouts(tmp_path / "layouts", n=8, size=32, seed=0)
     params = {"phase": "t", "runs_root": str(tmp_path / "runs"), "seeds": [1, 2],

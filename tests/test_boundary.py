@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from imginav_lib.boundary import BoundaryFScore, boundary_counts, boundary_f, tolerance_px
+from imginav_lib.model.boundary import BoundaryFScore, boundary_counts, boundary_f, tolerance_px
 from imginav_lib.palette import IGNORE_INDEX
 
 

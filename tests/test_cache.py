@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imginav_lib import cache
-from imginav_lib.data import load_cache, read_manifest
+from imginav_lib.data import cache
+from imginav_lib.data.dataset import load_cache, read_manifest
 from imginav_lib.errors import InputError
 from imginav_lib.palette import IGNORE_INDEX, PALETTE, mask_lut, rgb_to_mask, rgb_to_mask_lut, unpack_rgb
 
@@ -138,7 +138,7 @@ def test_a_build_folder_with_its_marker_is_never_taken_for_a_cache(tmp_path, lab
 # A prepare in another process. SLOW_S slows each decode so that the test can act mid-build on any machine.
 CHILD = """
 import sys, time, pandas as pd
-from imginav_lib import cache
+from imginav_lib.data import cache
 cache.MIN_PIXELS_PER_WORKER = 1
 slow, decode = float(sys.argv[3]), cache.decode_image
 def slow_decode(path, size):

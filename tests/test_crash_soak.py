@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from imginav_lib import runfolder as rf
-from imginav_lib import trainer
-from imginav_lib.params import resolve_run
-from imginav_lib.trainer import fit
+from imginav_lib.runs import runfolder as rf
+from imginav_lib.train import trainer
+from imginav_lib.config.params import resolve_run
+from imginav_lib.train.trainer import fit
 
 from conftest import tiny_params
 

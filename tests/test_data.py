@@ -3,8 +3,10 @@ import pytest
 import torch
 from PIL import Image
 
-from imginav_lib import cache, data
-from imginav_lib.data import read_manifest
+from imginav_lib.data import cache
+
+from imginav_lib.data import dataset as data
+from imginav_lib.data.dataset import read_manifest
 from imginav_lib.palette import IGNORE_INDEX, PALETTE, UNKNOWN_LABEL, rgb_to_mask
 from imginav_lib.errors import InputError
 

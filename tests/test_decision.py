@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from imginav_lib import analysis as A
-from imginav_lib.decision import decide
-from imginav_lib.synthetic import simulate_decisions
-from imginav_lib.metrics import metric_columns
-from imginav_lib.params import params_hash
-from imginav_lib.schema import Decision
-from imginav_lib.runfolder import write_csv, write_json
+from imginav_lib.analysis.decision import decide
+from imginav_lib.testing.synthetic import simulate_decisions
+from imginav_lib.model.metrics import metric_columns
+from imginav_lib.config.params import params_hash
+from imginav_lib.config.schema import Decision
+from imginav_lib.runs.runfolder import write_csv, write_json
 
 F1, F2, F3 = "F1_rgb_only", "F2_rgb_seg", "F3_rgb_seg_cls"
 LOSS = {F1: {}, F2: {"seg": 0.05}, F3: {"seg": 0.05, "cls": 0.01}}
@@ -258,8 +258,8 @@ def test_the_report_says_which_variance_the_intervals_cover(tmp_path):
 
 def test_a_per_seed_split_differs_between_seeds_and_is_shared_by_experiments(tmp_path, real_manifest):
     from conftest import tiny_params
-    from imginav_lib.params import resolve_run
-    from imginav_lib.trainer import load_run_data
+    from imginav_lib.config.params import resolve_run
+    from imginav_lib.train.trainer import load_run_data
 
     params = tiny_params(tmp_path, real_manifest, data={"split": "per_seed"})
     val = {(e, s): load_run_data(resolve_run(params, e, s), progress=False).val_idx.tolist() for e in ("F1", "F3") for s in (1, 2)}
@@ -377,7 +377,7 @@ def test_without_the_stability_rule_the_stability_rows_only_inform():
 
 
 def test_interval_classes_at_their_exact_boundaries():
-    from imginav_lib.stats import classify_change
+    from imginav_lib.analysis.stats import classify_change
 
     tol = 0.02
     assert classify_change(-0.05, -0.001, tol) == "better"
@@ -548,7 +548,7 @@ def test_what_is_missing_is_said_comparison_by_comparison():
 def test_the_seeds_asked_for_in_words_up_to_the_cap():
     """Up to 200 seeds the count is given; past it (seeds_needed's 201) the change sits on a boundary; with no count
     (nothing undecided to size) at least 3."""
-    from imginav_lib.decision import _sureness
+    from imginav_lib.analysis.decision import _sureness
 
     by = {F1: pd.DataFrame(index=[1, 2, 3]), F2: pd.DataFrame(index=[1, 2, 3])}
     for need, more in ((200, "needs more seeds (≈200 per experiment)"),
@@ -560,7 +560,7 @@ def test_the_seeds_asked_for_in_words_up_to_the_cap():
 
 
 def test_weak_heads_give_no_gain_from_a_lower_end_exactly_at_the_tolerance():
-    from imginav_lib.decision import call_for
+    from imginav_lib.analysis.decision import call_for
 
     assert call_for("unclear", -0.02, False, True, 0.02) == "no gain"  # any gain within -tol, the end included
     assert call_for("unclear", -0.0201, False, True, 0.02) == "unclear"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from imginav_lib.jobs import plan_jobs
-from imginav_lib.params import load_phase, runs_of
+from imginav_lib.launch.jobs import plan_jobs
+from imginav_lib.config.params import load_phase, runs_of
 
 from conftest import REPO
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image
 
-from imginav_lib import files
+from imginav_lib.runs import files
 from imginav_lib.errors import InputError
-from imginav_lib.files import UMASK, atomic_path, atomic_write, atomic_write_text, check_output_dir, check_output_file
-from imginav_lib.runfolder import write_csv, write_json
+from imginav_lib.runs.files import UMASK, atomic_path, atomic_write, atomic_write_text, check_output_dir, check_output_file
+from imginav_lib.runs.runfolder import write_csv, write_json
 
 
 def _checkpoint(path, v):
@@ -220,8 +220,8 @@ def _not_atomic(events, root: Path) -> list[str]:
 
 def test_every_file_a_run_writes_is_written_beside_and_renamed(tmp_path, labelled_manifest, writes):
     from conftest import tiny_params
-    from imginav_lib.params import resolve_run
-    from imginav_lib.trainer import fit
+    from imginav_lib.config.params import resolve_run
+    from imginav_lib.train.trainer import fit
 
     cfg = resolve_run(tiny_params(tmp_path, labelled_manifest, training={"epochs": 1}), "F3", 1)
     fit(cfg, progress=False)
@@ -234,7 +234,7 @@ def test_every_file_a_run_writes_is_written_beside_and_renamed(tmp_path, labelle
 
 
 def test_generated_layouts_are_written_beside_and_renamed(tmp_path, writes):
-    from imginav_lib.layouts import make_layouts
+    from imginav_lib.demo.layouts import make_layouts
 
     make_layouts(tmp_path / "layouts", n=3, size=32, seed=0)
     assert _not_atomic(writes, tmp_path) == []

@@ -9,13 +9,13 @@ import yaml
 
 from imginav_lib import heads as H
 from imginav_lib.analysis import Analysis
-from imginav_lib.decision import decide
-from imginav_lib.metrics import metric_columns
-from imginav_lib.schema import Decision
-from imginav_lib.phase import load_phase_runs, run_table
-from imginav_lib.report import criteria_html, stats_html
-from imginav_lib.stats import summarize
-from imginav_lib.synthetic import write_synthetic_phase
+from imginav_lib.analysis.decision import decide
+from imginav_lib.model.metrics import metric_columns
+from imginav_lib.config.schema import Decision
+from imginav_lib.analysis.phase import load_phase_runs, run_table
+from imginav_lib.report.sections import criteria_html, stats_html
+from imginav_lib.analysis.stats import summarize
+from imginav_lib.testing.synthetic import write_synthetic_phase
 
 LIB = Path(__file__).resolve().parents[1] / "imginav_lib"
 F3 = "F3_rgb_seg_cls"

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from imginav_lib.latent import downsample_mask, latent_report, latent_stats, linear_probe
-from imginav_lib.model import build_model
+from imginav_lib.model.latent import downsample_mask, latent_report, latent_stats, linear_probe
+from imginav_lib.model.autoencoder import build_model
 from imginav_lib.palette import IGNORE_INDEX, NUM_CLASSES
-from imginav_lib.schema import Architecture
+from imginav_lib.config.schema import Architecture
 
 
 def test_scaling_factor_brings_the_latent_to_unit_variance():

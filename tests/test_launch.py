@@ -19,17 +19,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from imginav_lib import launch
+from imginav_lib.launch import runner as launch
 from imginav_lib.cli import main
 from imginav_lib.errors import InputError
-from imginav_lib.launch import read_index, run_one, run_phase, write_index
-from imginav_lib.status import run_state, status_rows
-from imginav_lib.params import load_phase
+from imginav_lib.launch.runner import read_index, run_one, run_phase, write_index
+from imginav_lib.launch.status import run_state, status_rows
+from imginav_lib.config.params import load_phase
 
 
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory) -> Path:
-    from imginav_lib.layouts import make_layouts
+    from imginav_lib.demo.layouts import make_layouts
 
     return make_layouts(tmp_path_factory.mktemp("layouts"), n=24, size=32, seed=0)
 
@@ -140,7 +140,7 @@ def fake_notebook(tmp: Path, body: str, first: str | None = None) -> Path:
     params = nbformat.v4.new_code_cell('params_file = ""\nexperiment = ""\nseed = 0\nruns_root = None\nprogress = True')
     params.metadata["tags"] = ["parameters"]
     setup = (
-        "import json, os, time\nfrom pathlib import Path\nfrom imginav_lib.params import resolve_run\n"
+        "import json, os, time\nfrom pathlib import Path\nfrom imginav_lib.config.params import resolve_run\n"
         "run_dir = Path(resolve_run(params_file, experiment, seed, runs_root).run_dir)\n"
         "run_dir.mkdir(parents=True, exist_ok=True)\n"
         "def status(s, **kw):\n"
@@ -225,7 +225,7 @@ def test_a_signal_while_the_kernel_starts_waits_and_becomes_a_stop_request(tmp_p
     stop_on_signals() turns it into the STOP file."""
     index_file, run_dir = one_run
     pid_file = tmp_path / "kernel.pid"
-    body = ("from imginav_lib.stopping import stop_on_signals\n"
+    body = ("from imginav_lib.train.stopping import stop_on_signals\n"
             "stop_on_signals(run_dir)\n"
             "time.sleep(0.5)\n"
             "status('preempted' if (run_dir / 'STOP').exists() else 'done')\n"

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imginav_lib.data import read_manifest
+from imginav_lib.data.dataset import read_manifest
 from imginav_lib.palette import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE, rgb_to_mask
 from imginav_lib.errors import InputError
-from imginav_lib.layouts import make_layouts
+from imginav_lib.demo.layouts import make_layouts
 
 # The repo is <root>/main and the shared data <root>/shared, here and in CI.
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real_layouts"

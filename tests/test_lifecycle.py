@@ -10,19 +10,19 @@ import pandas as pd
 import pytest
 import yaml
 
-from imginav_lib import launch
+from imginav_lib.launch import runner as launch
 from imginav_lib.cli import build_parser, main
 from imginav_lib.errors import InputError
-from imginav_lib.params import resolve_run
-from imginav_lib.runfolder import RunFolder, read_index
-from imginav_lib.trainer import fit
+from imginav_lib.config.params import resolve_run
+from imginav_lib.runs.runfolder import RunFolder, read_index
+from imginav_lib.train.trainer import fit
 
 EXPERIMENTS = {"F1": {"note": "baseline"}, "F3": {"note": "all heads", "loss": {"seg": 0.05, "cls": 0.01}}}
 
 
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory) -> Path:
-    from imginav_lib.layouts import make_layouts
+    from imginav_lib.demo.layouts import make_layouts
 
     return make_layouts(tmp_path_factory.mktemp("layouts"), n=24, size=32, seed=0)
 
@@ -68,7 +68,7 @@ def recording_notebook(tmp: Path) -> Path:
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell('params_file = ""\nexperiment = ""\nseed = 0\nruns_root = None\nprogress = True')
     cell.metadata["tags"] = ["parameters"]
-    body = ("from pathlib import Path\nfrom imginav_lib.params import resolve_run\nfrom imginav_lib.runfolder import RunFolder\n"
+    body = ("from pathlib import Path\nfrom imginav_lib.config.params import resolve_run\nfrom imginav_lib.runs.runfolder import RunFolder\n"
             "cfg = resolve_run(params_file, experiment, seed, runs_root)\nf = RunFolder(cfg.run_dir)\n"
             "f.write_config(cfg.model_dump())\n"
             "f.write_info({'status': 'done', 'epoch': cfg.training.epochs, 'epochs': cfg.training.epochs})\n"

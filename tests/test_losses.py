@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from imginav_lib.losses import cls_loss, mse_loss, seg_loss, total_loss
-from imginav_lib.model import DiagonalGaussian
+from imginav_lib.model.losses import cls_loss, mse_loss, seg_loss, total_loss
+from imginav_lib.model.autoencoder import DiagonalGaussian
 from imginav_lib.palette import IGNORE_INDEX, UNKNOWN_LABEL
 
 LN2, LN10 = math.log(2), math.log(10)

@@ -20,7 +20,7 @@ import yaml
 
 from conftest import gate_reached, gated_notebook, open_gate
 from imginav_lib.cli import main
-from imginav_lib.launch import NOTEBOOK_ENV, read_index, run_phase
+from imginav_lib.launch.runner import NOTEBOOK_ENV, read_index, run_phase
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ["epoch_time_s", "train_images_per_s"]  # wall-clock columns: differ between any two runs
@@ -129,7 +129,7 @@ MOMENTS = {"F1": "done", "S": "startup", "E": "between_epochs", "V": "final_eval
 def submitted(tmp_path_factory):
     """A 5-run phase submitted through the recording bsub, into a runs folder whose name has a space; the cache
     does not exist yet, so the decode is a job of its own that the arrays wait for."""
-    from imginav_lib.layouts import make_layouts
+    from imginav_lib.demo.layouts import make_layouts
 
     tmp = tmp_path_factory.mktemp("lsf")
     manifest = make_layouts(tmp / "layouts", n=64, size=32, seed=0)
@@ -289,7 +289,7 @@ def test_the_prepare_job_decodes_and_then_every_warning_ends_in_a_requeue_or_don
 
 
 def test_resubmitting_skips_runs_that_are_done_and_a_cache_that_exists(tmp_path, monkeypatch, capsys):
-    from imginav_lib.layouts import make_layouts
+    from imginav_lib.demo.layouts import make_layouts
 
     manifest = make_layouts(tmp_path / "layouts", n=8, size=32, seed=0)
     params = {"phase": "t", "runs_root": str(tmp_path / "runs"), "seeds": [1, 2],

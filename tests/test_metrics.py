@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from imginav_lib.data import to_model_input
-from imginav_lib.metrics import TrainMetrics, ValMetrics, iou_from_confusion, metric_columns
+from imginav_lib.data.dataset import to_model_input
+from imginav_lib.model.metrics import TrainMetrics, ValMetrics, iou_from_confusion, metric_columns
 from imginav_lib.palette import CLASS_NAMES, IGNORE_INDEX, PALETTE, UNKNOWN_LABEL
 
 from conftest import REPO
@@ -211,7 +211,7 @@ def test_metrics_before_any_batch_have_no_boundary_f():
 def test_every_accumulator_is_on_the_validation_device(monkeypatch):
     """The metrics must live where the batches are (a CUDA run validates on the GPU). The "meta" device stands in
     for a GPU on a CPU-only machine; the boundary F metrics are made at the first batch, so their move is recorded."""
-    from imginav_lib import metrics
+    from imginav_lib.model import metrics
 
     vm = ValMetrics(("rgb", "seg", "cls"), torch.device("meta"))
     assert [a.device.type for a in (vm.psnr, vm.ssim, vm.sem_cm, vm.seg_cm, vm.cls_acc)] == ["meta"] * 5

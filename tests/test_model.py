@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from imginav_lib.losses import cls_loss, seg_loss, total_loss
-from imginav_lib.model import build_model, heads_for
-from imginav_lib.schema import Architecture, Loss
+from imginav_lib.model.losses import cls_loss, seg_loss, total_loss
+from imginav_lib.model.autoencoder import build_model, heads_for
+from imginav_lib.config.schema import Architecture, Loss
 
 
 @pytest.mark.parametrize(

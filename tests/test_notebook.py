@@ -5,8 +5,8 @@ import nbformat
 import papermill as pm
 import pandas as pd
 
-from imginav_lib.params import resolve_run
-from imginav_lib.trainer import fit
+from imginav_lib.config.params import resolve_run
+from imginav_lib.train.trainer import fit
 
 from conftest import REPO, tiny_params
 

@@ -11,9 +11,10 @@ import yaml
 from nbclient import NotebookClient
 
 from imginav_lib.cli import main
-from imginav_lib.phase import load_phase_runs
-from imginav_lib.publish import CHECKOUT, destinations, record_path, recorded_path
-from imginav_lib.synthetic import write_synthetic_phase
+from imginav_lib.analysis.phase import load_phase_runs
+from imginav_lib.report.publish import destinations
+from imginav_lib.runs.runfolder import record_path, recorded_path
+from imginav_lib.testing.synthetic import write_synthetic_phase
 
 from conftest import REPO
 
@@ -68,7 +69,7 @@ def test_smoke_test_in_another_runs_root_leaves_the_published_report_and_handoff
     assert (quick / "report.html").is_file() and yaml.safe_load((quick / "winner.yaml").read_text())["winner"] == F1
 
 
-def test_report_of_runs_from_another_machine_writes_only_into_the_phase_folder(tmp_path):
+def test_report_of_runs_from_another_machine_writes_only_into_the_phase_folder(tmp_path, monkeypatch):
     # index.json names a params file on the cluster: not here, so nothing is published anywhere.
     runs = write_synthetic_phase(tmp_path / "copied", phase="p", seeds=(1, 2), epochs=2)
     index = json.loads((runs / "index.json").read_text())
@@ -76,9 +77,10 @@ def test_report_of_runs_from_another_machine_writes_only_into_the_phase_folder(t
     before = set(tmp_path.rglob("*"))
     assert main(["report", str(runs)]) == 0
     assert {p for p in set(tmp_path.rglob("*")) - before if not p.is_relative_to(runs)} == set()
-    # A params file inside the checkout is recorded relative to it and resolved in the checkout at hand.
+    # A params file inside the working folder (the checkout) is recorded relative to it and resolved there.
+    monkeypatch.chdir(REPO)
     assert record_path(REPO / "params" / "phase1_4.yaml") == "params/phase1_4.yaml"
-    assert recorded_path("params/phase1_4.yaml") == CHECKOUT / "params" / "phase1_4.yaml"
+    assert recorded_path("params/phase1_4.yaml") == Path.cwd() / "params" / "phase1_4.yaml"
     (runs / "index.json").write_text(json.dumps({**index, "params_file": "params/phase1_4_demo.yaml"}))
     d = destinations(runs, "p")
     assert (d.report, d.report_copy, d.handoff_copy_dir) == (runs / "report.html", None, None)  # not its runs root

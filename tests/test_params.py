@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from imginav_lib.errors import InputError
-from imginav_lib.params import load_phase, resolve_run, runs_of
+from imginav_lib.config.params import load_phase, resolve_run, runs_of
 
 from conftest import REPO
 
@@ -152,9 +152,9 @@ def test_bad_set_on_the_cli_is_exit_2_one_line_and_creates_nothing(tmp_path, tin
 
 
 def test_a_run_made_under_other_overrides_is_refused_naming_the_field(tmp_path, tiny):
-    from imginav_lib.launch import run_phase
-    from imginav_lib.params import resolve_run
-    from imginav_lib.runfolder import RunFolder
+    from imginav_lib.launch.runner import run_phase
+    from imginav_lib.config.params import resolve_run
+    from imginav_lib.runs.runfolder import RunFolder
 
     cfg = resolve_run(tiny, "F3", 1, overrides=["experiments.F3.loss.seg=0.1"])
     RunFolder(cfg.run_dir).write_config(cfg.model_dump())  # a run started under that --set

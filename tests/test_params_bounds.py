@@ -18,8 +18,8 @@ import yaml
 from pydantic import BaseModel
 
 from imginav_lib.errors import InputError
-from imginav_lib.params import load_phase
-from imginav_lib.schema import Loss, Phase
+from imginav_lib.config.params import load_phase
+from imginav_lib.config.schema import Loss, Phase
 
 # Numeric fields that are meant to take any value.
 UNBOUNDED = {"data.split_seed"}

@@ -9,13 +9,13 @@ from pathlib import Path
 import yaml
 
 from imginav_lib.cli import main
-from imginav_lib.params import load_phase
+from imginav_lib.config.params import load_phase
 
 from conftest import REPO
 
 
 def test_phase_chain_from_architecture_to_final_training(tmp_path, monkeypatch, capsys):
-    from imginav_lib.layouts import make_layouts
+    from imginav_lib.demo.layouts import make_layouts
 
     manifest = make_layouts(tmp_path / "data", n=30, size=32, seed=0)
     params = tmp_path / "params"

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from imginav_lib.data import to_model_input
-from imginav_lib.model import build_model
-from imginav_lib.params import resolve_run
-from imginav_lib.device import precision
-from imginav_lib.trainer import fit
+from imginav_lib.data.dataset import to_model_input
+from imginav_lib.model.autoencoder import build_model
+from imginav_lib.config.params import resolve_run
+from imginav_lib.train.device import precision
+from imginav_lib.train.trainer import fit
 
 from conftest import tiny_params
 

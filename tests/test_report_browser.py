@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from imginav_lib.analysis import analyse
-from imginav_lib.report import build_report
-from imginav_lib.synthetic import write_synthetic_phase
+from imginav_lib.report.sections import build_report
+from imginav_lib.testing.synthetic import write_synthetic_phase
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -36,7 +36,7 @@ def report(tmp_path_factory):
     info.write_text(json.dumps({**json.loads(info.read_text()), "error": "</script><script>alert(3)</script>"}))
     out = build_report(runs, out=tmp / "report.html").report
     a = analyse(runs)
-    from imginav_lib.figures import figures
+    from imginav_lib.report.figures import figures
 
     return out, len(figures(a)), [evil, note, "</script><script>alert(3)</script>"]
 

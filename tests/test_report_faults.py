@@ -8,10 +8,18 @@ import shutil
 
 import pytest
 
-from imginav_lib import analysis, browser, figures, handoff, report
+from imginav_lib import analysis
+
+from imginav_lib.report import browser
+
+from imginav_lib.report import figures
+
+from imginav_lib.analysis import handoff
+
+from imginav_lib.report import sections as report
 from imginav_lib.cli import main
-from imginav_lib.phase import load_phase_runs
-from imginav_lib.synthetic import write_synthetic_phase
+from imginav_lib.analysis.phase import load_phase_runs
+from imginav_lib.testing.synthetic import write_synthetic_phase
 
 F1, F2, F3 = "F1_rgb_only", "F2_rgb_seg", "F3_rgb_seg_cls"
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from imginav_lib import analysis as A
-from imginav_lib.launch import write_index
-from imginav_lib.params import load_phase, resolve_run
-from imginav_lib.trainer import fit
+from imginav_lib.launch.runner import write_index
+from imginav_lib.config.params import load_phase, resolve_run
+from imginav_lib.train.trainer import fit
 
 from conftest import tiny_params
 

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from imginav_lib import runfolder as rf
+from imginav_lib.runs import runfolder as rf
 from imginav_lib.cli import main
-from imginav_lib.launch import write_index
-from imginav_lib.params import load_phase, resolve_run
-from imginav_lib.runlock import LOCK_ENV, FolderLock, RunLocked, holder
-from imginav_lib.schedulers import Slurm
-from imginav_lib.trainer import fit
+from imginav_lib.launch.runner import write_index
+from imginav_lib.config.params import load_phase, resolve_run
+from imginav_lib.runs.runlock import LOCK_ENV, FolderLock, RunLocked, holder
+from imginav_lib.launch.schedulers import Slurm
+from imginav_lib.train.trainer import fit
 
 from conftest import tiny_params
 
 HOLD = """
 import sys
-from imginav_lib.runlock import FolderLock
+from imginav_lib.runs.runlock import FolderLock
 with FolderLock(sys.argv[1], "training", name=sys.argv[2]):
     print("held", flush=True)
     sys.stdin.read()  # until the test closes stdin (or kills us)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from imginav_lib.analysis import analyse
-from imginav_lib.sidebyside import comparison_data, comparison_widget, image_mse
-from imginav_lib.synthetic import write_synthetic_phase
+from imginav_lib.report.sidebyside import comparison_data, comparison_widget, image_mse
+from imginav_lib.testing.synthetic import write_synthetic_phase
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from imginav_lib.launch import NOTEBOOK_ENV, read_index, run_phase
-from imginav_lib.status import status_rows
+from imginav_lib.launch.runner import NOTEBOOK_ENV, read_index, run_phase
+from imginav_lib.launch.status import status_rows
 
 TIMING = ["epoch_time_s", "train_images_per_s"]  # wall-clock columns: differ between any two runs
 
@@ -147,7 +147,7 @@ def submit(tmp: Path, path: Path, env: dict[str, str]) -> dict:
 def phase_run(slurm, tmp_path_factory):
     """Submit; stop each task at its moment; let S, E and V requeue and resume; wait for everything (bounded)."""
     from conftest import gate_reached, gated_notebook, open_gate
-    from imginav_lib.layouts import make_layouts
+    from imginav_lib.demo.layouts import make_layouts
 
     tmp = tmp_path_factory.mktemp("slurm")
     manifest = make_layouts(tmp / "layouts", n=64, size=32, seed=0)
@@ -267,7 +267,7 @@ def test_status_states_during_and_after(phase_run, capsys):
 
 def test_a_failed_prepare_job_keeps_the_array_from_starting_and_status_says_why(slurm, tmp_path, capsys):
     from imginav_lib.cli import main
-    from imginav_lib.layouts import make_layouts
+    from imginav_lib.demo.layouts import make_layouts
 
     manifest = make_layouts(tmp_path / "layouts", n=8, size=32, seed=0)
     broken = manifest.parent / pd.read_csv(manifest)["layout_path"].iloc[0]

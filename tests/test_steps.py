@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from imginav_lib.analysis import analyse
-from imginav_lib.handoff import write_handoff
-from imginav_lib.report import steps_html
-from imginav_lib.steps import what_is_added
-from imginav_lib.synthetic import write_synthetic_phase
+from imginav_lib.analysis.handoff import write_handoff
+from imginav_lib.report.sections import steps_html
+from imginav_lib.analysis.ablation import what_is_added
+from imginav_lib.testing.synthetic import write_synthetic_phase
 
 EXPS = {"F1": {}, "F2": {"seg": 0.05}, "F3": {"seg": 0.05, "cls": 0.01}}
 
@@ -22,7 +22,7 @@ def _set_params(runs, **decision):
     index = runs / "index.json"
     import json
 
-    from imginav_lib.params import params_hash
+    from imginav_lib.config.params import params_hash
 
     data = json.loads(index.read_text())
     data["params_hash"] = params_hash(p)
@@ -104,7 +104,7 @@ def test_next_phase_params_carry_the_winners_latent_scale(tmp_path):
 
 
 def test_the_call_of_an_experiment_with_the_baselines_heads_is_said_of_what_it_changes():
-    from imginav_lib.decision import _same_heads_call
+    from imginav_lib.analysis.decision import _same_heads_call
 
     what = "changes architecture.latent_channels 4 → 8"
     assert _same_heads_call("helps", "similar", False, what) == f"it {what}, which does not hurt"
@@ -144,8 +144,8 @@ def test_step_rows_and_sentences_on_known_values():
     (0.0039349 / 0.0040 - 1 = -1.6%)."""
     import pandas as pd
 
-    from imginav_lib.schema import Decision
-    from imginav_lib.steps import classification_sentence, compare_steps, step_sentence
+    from imginav_lib.config.schema import Decision
+    from imginav_lib.analysis.ablation import classification_sentence, compare_steps, step_sentence
 
     base = {1: 0.0040, 2: 0.0046, 3: 0.0037}
     f2 = {s: base[s] * (1 + c) for s, c in zip(base, (-0.04, -0.05, -0.06))}
@@ -181,8 +181,8 @@ def test_step_columns_level_and_steps_without_runs_or_configs():
     config: the step says n/a and what it adds is "nothing". No pairs: an empty table with the step columns."""
     import pandas as pd
 
-    from imginav_lib.schema import Decision
-    from imginav_lib.steps import COLUMNS, compare_steps, step_sentence
+    from imginav_lib.config.schema import Decision
+    from imginav_lib.analysis.ablation import COLUMNS, compare_steps, step_sentence
 
     base = {1: 0.0040, 2: 0.0046, 3: 0.0037}
     f2 = {s: base[s] * (1 + c) for s, c in zip(base, (-0.04, -0.05, -0.06))}

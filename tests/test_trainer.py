@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from imginav_lib import trainer
+from imginav_lib.train import trainer
 from imginav_lib.errors import InputError
-from imginav_lib.params import resolve_run
-from imginav_lib.trainer import Diverged, Preempted, fit
+from imginav_lib.config.params import resolve_run
+from imginav_lib.train.trainer import Diverged, Preempted, fit
 
 from conftest import tiny_params
 
@@ -112,8 +112,8 @@ def test_non_finite_loss_marks_run_diverged(tmp_path, labelled_manifest):
 KILL_SCRIPT = """
 import sys
 from imginav_lib.errors import InputError
-from imginav_lib.params import resolve_run
-from imginav_lib.trainer import fit
+from imginav_lib.config.params import resolve_run
+from imginav_lib.train.trainer import fit
 fit(resolve_run(sys.argv[1], "F3", 1), progress=False)
 """
 

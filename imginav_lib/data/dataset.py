@@ -1,0 +1,201 @@
+"""Layouts: the researchers' manifest and the decoded cache as tensors (palette and masks: palette.py).
+
+Every PNG is decoded once by `prepare_cache` (cache.py) into uint8 arrays (images N x 3 x H x W, masks N x H x W,
+labels N) that every experiment of a phase and every later run reuse. Training steps only index tensors
+(`load_run_data` gives a run its cache and split, `iter_batches` its batches).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+
+from imginav_lib.data.cache import open_cache, prepare_cache
+from imginav_lib.errors import InputError
+from imginav_lib.palette import PALETTE, SCENE_TYPES, UNKNOWN_LABEL
+
+if TYPE_CHECKING:
+    from imginav_lib.config.schema import RunConfig
+
+
+def rgb_to_classes_torch(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float in [-1, 1] -> (B, H, W) long nearest palette class (no tolerance).
+
+    Used for the semantic fidelity of reconstructions: what a reader of the image would call each pixel.
+    """
+    palette = torch.as_tensor(PALETTE, device=rgb.device, dtype=rgb.dtype) / 127.5 - 1.0  # (K, 3)
+    dist = (rgb[:, None] - palette[None, :, :, None, None]).square().sum(2)  # (B, K, H, W)
+    return dist.argmin(1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Manifest
+
+
+def read_manifest(path: str | Path, filters: dict[str, list] | None = None) -> pd.DataFrame:
+    """Read the researchers' manifest CSV (layout_path, type, is_empty; other columns ignored).
+
+    Returns columns: path (absolute), type ('' when unknown), is_empty (bool), label (int), row (1-based CSV line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"manifest not found: {path}")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as e:  # pandas raises several types for malformed CSV
+        raise InputError(f"manifest {path}: cannot parse CSV: {e}") from None
+    missing = [c for c in ("layout_path", "type", "is_empty") if c not in df.columns]
+    if missing:
+        raise InputError(f"manifest {path}: missing column(s) {', '.join(missing)}")
+    out = pd.DataFrame({"row": np.arange(2, len(df) + 2)})
+    layout = df["layout_path"].str.strip()
+    if (layout == "").any():
+        raise InputError(f"manifest {path}: row {int(out['row'][(layout == '').to_numpy()].iloc[0])}: empty layout_path")
+    out["path"] = [str(p if os.path.isabs(p) else (path.parent / p)) for p in layout]
+    out["type"] = df["type"].str.strip().str.lower()
+    bad_type = out.loc[~out["type"].isin(["", *SCENE_TYPES]), ["row", "type"]]
+    if len(bad_type):
+        r = bad_type.iloc[0]
+        raise InputError(f"manifest {path}: row {r.row}: type {r.type!r} is not room, scene or empty")
+    empty = df["is_empty"].str.strip().str.lower()
+    bad_empty = ~empty.isin(["true", "false", "1", "0", ""])
+    if bad_empty.any():
+        row = int(out["row"][bad_empty.to_numpy()].iloc[0])
+        raise InputError(f"manifest {path}: row {row}: is_empty {df['is_empty'][bad_empty].iloc[0]!r} is not true/false")
+    out["is_empty"] = empty.isin(["true", "1"])
+    out["label"] = out["type"].map(lambda t: SCENE_TYPES.get(t, UNKNOWN_LABEL)).astype(int)
+    for column, allowed in (filters or {}).items():
+        if column not in out.columns:
+            raise InputError(f"data.filters: unknown manifest column {column!r} (use type or is_empty)")
+        out = out[out[column].isin(allowed)]
+    if len(out) == 0:
+        raise InputError(f"manifest {path}: no rows left after filters {filters}")
+    out = out.reset_index(drop=True)
+    out.attrs["manifest"] = str(path)  # so that errors about its images can name it
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Decoded cache
+
+
+@dataclass
+class LayoutData:
+    """The decoded layouts of one manifest (after filters), ready to index."""
+
+    images: torch.Tensor  # (N, 3, H, W) uint8, memory-mapped
+    masks: torch.Tensor  # (N, H, W) uint8, IGNORE_INDEX where no palette colour is near
+    labels: torch.Tensor  # (N,) int64, UNKNOWN_LABEL where `type` is empty
+    paths: list[str]
+    skipped: list[str]  # files skipped because they were unreadable (only with on_bad_image: skip)
+    cache_dir: Path
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+
+def load_cache(cache_dir: str | Path) -> LayoutData:
+    """Memory-map a cache folder written by `prepare_cache` (cache.py)."""
+    images, masks, labels, meta = open_cache(cache_dir)
+    return LayoutData(
+        images=torch.from_numpy(images),
+        masks=torch.from_numpy(masks),
+        labels=torch.from_numpy(labels),
+        paths=meta["paths"],
+        skipped=meta["skipped"],
+        cache_dir=Path(cache_dir),
+    )
+
+
+def train_val_split(n: int, val_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic 80/20-style split of range(n) -> (train indices, val indices)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    n_val = max(1, round(n * val_fraction)) if n > 1 else 0
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def _fetch(layouts: LayoutData, idx: torch.Tensor, pin: bool):
+    """Index one batch out of the memory-mapped cache; into page-locked memory when it goes to a GPU."""
+    out = []
+    for src in (layouts.images, layouts.masks, layouts.labels):
+        buf = torch.empty((len(idx), *src.shape[1:]), dtype=src.dtype, pin_memory=pin)
+        out.append(torch.index_select(src, 0, idx, out=buf))
+    return out
+
+
+def iter_batches(layouts: LayoutData, batches, device: torch.device):
+    """Yield (images (B, 3, H, W) float in [-1, 1], masks (B, H, W) long, labels (B,) long) on `device`, one per
+    index tensor of `batches`.
+
+    The next batch is read from the cache in a background thread while the current one trains (at 512 px a
+    batch of 16 is 16 MiB of page faults and copies); on CUDA it lands in pinned memory, so the copy to the GPU
+    is asynchronous (non_blocking) and the uint8 -> float conversion runs on the GPU.
+    """
+    pin = device.type == "cuda"
+    batches = list(batches)
+    if not batches:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="imginav-batches") as pool:
+        ahead = pool.submit(_fetch, layouts, batches[0], pin)
+        for k in range(len(batches)):
+            images, masks, labels = ahead.result()
+            if k + 1 < len(batches):
+                ahead = pool.submit(_fetch, layouts, batches[k + 1], pin)
+            images, masks, labels = (t.to(device, non_blocking=pin) for t in (images, masks, labels))
+            yield to_model_input(images), masks.long(), labels.long()
+
+
+def to_model_input(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) uint8 -> float in [-1, 1], the range of the tanh RGB head."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One run's data
+
+
+@dataclass
+class RunData:
+    layouts: LayoutData
+    train_idx: torch.Tensor  # (N_train,) indices into layouts
+    val_idx: torch.Tensor  # (N_val,)
+    sample_idx: torch.Tensor  # the fixed validation images shown in samples/
+
+
+def load_run_data(cfg: RunConfig, progress: bool = True) -> RunData:
+    """The phase's cache (decoded once, reused) and this run's split."""
+    d = cfg.data
+    manifest = read_manifest(d.manifest, d.filters)
+    cache = prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance, progress, d.workers)
+    layouts = load_cache(cache)
+    split_seed = d.split_seed + cfg.seed if d.split == "per_seed" else d.split_seed
+    train_idx, val_idx = train_val_split(len(layouts), d.val_fraction, split_seed)
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError(f"data: {len(layouts)} image(s) are too few for a train/val split")
+    return RunData(layouts, train_idx, val_idx, val_idx[: d.num_samples])
+
+
+def manifest_summary(d) -> str:
+    """What `imginav validate` says about the data (`d`: params.Data): images listed, kept by the filters, and
+    the size of the first one against data.image_size (e.g. 64 px images upscaled to 512)."""
+    from PIL import Image
+
+    listed, kept = read_manifest(d.manifest), read_manifest(d.manifest, d.filters)
+    filtered = f", {len(kept)} after data.filters {d.filters}" if len(kept) != len(listed) else ""
+    try:
+        with Image.open(kept["path"].iloc[0]) as im:
+            w, h = im.size
+    except OSError as e:
+        return f"manifest: {len(listed)} images{filtered}; first image unreadable ({e})"
+    n = d.image_size
+    if (w, h) == (n, n):
+        how = f"already {n}x{n}: used as they are"
+    else:
+        how = f"{'upscaled' if max(w, h) < n else 'downscaled' if min(w, h) > n else 'resized'} to {n}x{n} (nearest-neighbour) once, into the cache"
+    return f"manifest: {len(listed)} images{filtered}; the first is {w}x{h} px: images are {how}"
