@@ -48,7 +48,7 @@ bench: $(BIN)/imginav
 # informative boundary row, which the report tests check. `make mutate MUTANTS=` mutates every function there.
 DECISION_RULES = call_for _judge _seeds_for _sureness preference_order head_to_head _gaps _scored _same_heads_call \
 	_heads_criteria _stability_criteria
-MUTANTS ?= imginav_lib.model.losses.* imginav_lib.model.metrics.* imginav_lib.model.boundary.* imginav_lib.runs.files.* imginav_lib.palette.* \
+MUTANTS ?= imginav_lib.model.losses.* imginav_lib.model.metrics.* imginav_lib.model.boundary.* imginav_lib.files.* imginav_lib.palette.* \
 	imginav_lib.analysis.stats.* imginav_lib.analysis.ablation.* imginav_lib.data.dataset.x_rgb_to_classes_torch* \
 	$(foreach f,$(DECISION_RULES),imginav_lib.analysis.decision.x_$(f)__mutmut_*)
 mutate: $(BIN)/imginav

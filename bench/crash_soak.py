@@ -44,7 +44,7 @@ EXPERIMENT, SEED = "F3", 1  # every head trained: all metric columns and confusi
 def _child(params: str, target: list | None, trace: str | None) -> None:
     """Train (resuming) with probes at every kill window. An event is [phase, epoch, what]; the child waits at
     `target` for the parent's SIGKILL, or writes every event to `trace` (the uninterrupted run)."""
-    from imginav_lib.runs import files
+    from imginav_lib import files
     from imginav_lib.config import params as P
     from imginav_lib.train import trainer
 

@@ -4,7 +4,7 @@
     .venv/bin/python bench/report_bench.py --quick    # 9 runs only, fewer draws
 
 Each phase is written with `synthetic.write_synthetic_phase` (every file of the run-folder contract) into a temporary
-folder and built with `report.build_report` exactly as `imginav report` does (papermill + nbconvert, one process
+folder and built with `report.build.build_report` exactly as `imginav report` does (papermill + nbconvert, one process
 each), so the times include the kernel start. Validity: `synthetic.simulate_decisions` with the demo's seed noise.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from imginav_lib.report.sections import build_report
+from imginav_lib.report.build import build_report
 from imginav_lib.testing.synthetic import simulate_decisions, write_synthetic_phase
 
 DEMO_NOISE = {"seed_sd": 0.094, "run_sd": 0.022}  # measured on the 9 demo runs (tests/test_analysis.py)

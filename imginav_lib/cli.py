@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from imginav_lib.errors import InputError
-from imginav_lib.launch.schedulers import BACKENDS
+from imginav_lib.config.schema import BACKENDS
 
 
 def _make_layouts(a):
@@ -43,8 +44,22 @@ def _run(a):
     from imginav_lib.launch.runner import run_phase
 
     return run_phase(a.params, backend=a.backend, jobs=a.jobs, only=a.only, dry_run=a.dry_run, runs_root=a.runs_root,
-                     force=a.force, report=not a.no_report,
-                     overrides=a.set)  # fmt: skip
+                     force=a.force, report=not a.no_report, overrides=a.set,
+                     build_report=report_after_runs)  # fmt: skip
+
+
+def report_after_runs(phase_dir: Path, params_file: Path) -> bool:
+    """The report at the end of `imginav run` (local runs); False if it failed (the runs stay)."""
+    from imginav_lib.report.build import build_report
+
+    try:
+        dest = build_report(phase_dir, params_file=str(Path(params_file).resolve()))
+    except Exception as e:  # the runs stay; the report can be rebuilt with `imginav report`
+        print(f"imginav: report failed: {type(e).__name__}: {e} (runs kept; retry: imginav report {phase_dir})", file=sys.stderr)
+        return False
+    print(f"report: {dest.report}")
+    print(f"published: {dest.report_copy}" if dest.report_copy else dest.note)
+    return True
 
 
 def _run_one(a):
@@ -57,7 +72,7 @@ def _run_one(a):
 
 
 def _report(a):
-    from imginav_lib.report.sections import build_report
+    from imginav_lib.report.build import build_report
 
     dest = build_report(a.runs_dir, params_file=a.params, out=a.out)
     print(f"report: {dest.report}")
@@ -67,7 +82,17 @@ def _report(a):
 def _status(a):
     from imginav_lib.launch.status import print_status
 
-    return print_status(a.runs_dir, stale_after_s=a.stale_after)
+    return print_status(a.runs_dir, stale_after_s=a.stale_after, verdict=more_seeds_line)
+
+
+def more_seeds_line(phase_dir: Path) -> str:
+    """When the finished runs leave the verdict open for want of seeds: how many, the command, runs and GPU-hours."""
+    from imginav_lib.analysis import analyse  # pandas and scipy: only for a phase with finished runs
+
+    v = analyse(phase_dir).verdict
+    if not v.more_seeds:
+        return ""
+    return f"Verdict so far: {v.winner} ({v.status}); it needs ≈{v.seeds_needed} seeds per experiment. {v.more_seeds}\n"
 
 
 def _add_set(s: argparse.ArgumentParser) -> None:

@@ -17,9 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
-from imginav_lib.runs import files
+from imginav_lib import files
 from imginav_lib.errors import InputError
-from imginav_lib.runs.files import UMASK, atomic_path, atomic_write, atomic_write_text, check_output_dir, check_output_file
+from imginav_lib.files import UMASK, atomic_path, atomic_write, atomic_write_text, check_output_dir, check_output_file
 from imginav_lib.runs.runfolder import write_csv, write_json
 
 

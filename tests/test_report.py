@@ -13,7 +13,8 @@ from imginav_lib.report.browser import browser_data, browser_html, browser_widge
 from imginav_lib.cli import main
 from imginav_lib.report.figures import figures
 from imginav_lib.analysis.handoff import write_handoff
-from imginav_lib.report.sections import build_report, criteria_html, e, header_html, runs_html, stats_html, verdict_html
+from imginav_lib.report.build import build_report
+from imginav_lib.report.sections import criteria_html, e, header_html, runs_html, stats_html, verdict_html
 from imginav_lib.testing.synthetic import write_synthetic_phase
 
 EVIL = "<img src=x onerror=alert(1)>"  # experiment names are folders: no "/", so no "</script>"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imginav_lib.analysis import analyse
-from imginav_lib.report.sections import build_report
+from imginav_lib.report.build import build_report
 from imginav_lib.testing.synthetic import write_synthetic_phase
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -13,7 +13,7 @@ import yaml
 from imginav_lib import heads as H
 from imginav_lib.analysis.decision import Verdict
 from imginav_lib.errors import InputError, ReportError
-from imginav_lib.runs.files import atomic_write_text
+from imginav_lib.files import atomic_write_text
 from imginav_lib.config.overrides import apply_sets
 from imginav_lib.config.params import _deep_merge, load_phase
 from imginav_lib.config.schema import Training

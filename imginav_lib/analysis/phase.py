@@ -224,14 +224,28 @@ def _read_run(d: Path, exp: str, seed: int, found: dict, warnings: list[str]) ->
     return row
 
 
+def _header(runs_dir: Path, params_file, warnings: list[str]) -> tuple[dict, Path | None, Phase | None]:
+    """index.json (or the run folders found) and the params: what a phase folder must have, read before any run."""
+    if not runs_dir.is_dir():
+        raise InputError(f"runs folder not found: {runs_dir}")
+    index = _read_index(runs_dir, warnings)
+    pfile, params = _read_params(runs_dir, params_file, index.get("overrides") or [], warnings)
+    return index, pfile, params
+
+
+def phase_name(runs_dir: str | Path, params_file: str | Path | None = None) -> str:
+    """The phase of a phase folder, checking what load_phase_runs checks first (a phase folder, readable params)
+    without reading its runs: for the report's checks before a kernel starts."""
+    runs_dir = Path(runs_dir).resolve()
+    index, _, params = _header(runs_dir, params_file, [])
+    return index.get("phase") or (params.phase if params else runs_dir.name)
+
+
 def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None) -> PhaseRuns:
     """Read a phase folder. A run whose files are missing or unreadable gets that state; nothing raises for it."""
     runs_dir = Path(runs_dir).resolve()
-    if not runs_dir.is_dir():
-        raise InputError(f"runs folder not found: {runs_dir}")
     warnings = []
-    index = _read_index(runs_dir, warnings)
-    pfile, params = _read_params(runs_dir, params_file, index.get("overrides") or [], warnings)
+    index, pfile, params = _header(runs_dir, params_file, warnings)
     decision = params.decision if params else Decision()
 
     rows, found = [], {"metrics": [], "steps": [], "evals": {}, "configs": {}, "samples": []}

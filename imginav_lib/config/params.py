@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from imginav_lib.errors import InputError
-from imginav_lib.runs.files import check_output_dir
+from imginav_lib.files import check_output_dir
 from imginav_lib.config.overrides import apply_sets
 from imginav_lib.config.schema import Architecture, Loss, Phase, RunConfig, Training, WinnerFile, check_name
 from imginav_lib.config.yaml_file import read_yaml
@@ -179,8 +179,17 @@ def run_dir(runs_root: str | Path, phase: str, experiment: str, seed: int) -> Pa
 
 
 def resolve_run(params_file: str | Path, experiment: str, seed: int, runs_root: str | None = None,
-                overrides: list[str] | tuple = ()) -> RunConfig:  # fmt: skip
-    """The resolved config of one experiment x seed (shared defaults, --set overrides, the experiment's overrides)."""
+                overrides: list[str] | tuple = (), config: dict | None = None) -> RunConfig:  # fmt: skip
+    """The resolved config of one experiment x seed (shared defaults, --set overrides, the experiment's overrides).
+
+    `config`: the config `imginav run-one` resolved and checked before starting the notebook, handed down so that
+    the run's params are resolved once; it must be the one of this experiment and seed. None (a notebook run by
+    hand): resolved here from the params file."""
+    if config is not None:
+        cfg = RunConfig.model_validate(config)
+        if (cfg.experiment, cfg.seed) != (experiment, seed):
+            raise InputError(f"config handed down is {cfg.experiment} seed {cfg.seed}, not {experiment} seed {seed}")
+        return cfg
     return run_config(load_phase(params_file, overrides=overrides), params_file, experiment, seed, runs_root, overrides)
 
 

@@ -12,7 +12,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from imginav_lib.heads import HEADS
-from imginav_lib.launch.schedulers import BACKENDS
+
+# The cluster schedulers by name (launch/schedulers/ implements one module each and checks itself against this
+# list, so that reading a params file never imports the scheduler code); `local` runs on this machine.
+SCHEDULER_NAMES = ("lsf", "slurm")
+BACKENDS = ("local", *SCHEDULER_NAMES)  # what `--backend` and `cluster.backend` accept
 
 
 class Strict(BaseModel):
@@ -196,7 +200,7 @@ class ClusterResources(Strict):
 
 
 class Cluster(Strict):
-    backend: Literal[BACKENDS] = "local"  # type: ignore[valid-type] (schedulers.BACKENDS)
+    backend: Literal[BACKENDS] = "local"  # type: ignore[valid-type]
     defaults: ClusterResources = ClusterResources(cores=8, mem_per_core_gb=8, gpus=1, walltime="6:00")
     experiments: dict[Name, ClusterResources] = {}  # per-experiment overrides, e.g. another queue
     # The report job after all runs: a CPU job; queue None means the scheduler's default queue.

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from imginav_lib.errors import InputError
-from imginav_lib.runs.files import UMASK, atomic_path, atomic_write, atomic_write_text
+from imginav_lib.files import UMASK, atomic_path, atomic_write, atomic_write_text
 from imginav_lib.palette import MASK_TOLERANCE, PALETTE, mask_lut, pack_rgb
 
 CACHE_VERSION = 2  # 2: streamed build, lock, LUT masks (identical values); a v1 folder is another key: a miss

@@ -15,7 +15,7 @@ from PIL import Image
 
 from imginav_lib.palette import PALETTE
 from imginav_lib.errors import InputError
-from imginav_lib.runs.files import atomic_path, atomic_write, check_output_dir
+from imginav_lib.files import atomic_path, atomic_write, check_output_dir
 from imginav_lib.demo.furniture import BACKGROUND, WALL, Rect, Canvas, furnish
 
 P_SCENE = 0.55  # share of multi-room scenes; the rest are single rooms

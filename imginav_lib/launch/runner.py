@@ -23,18 +23,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 from imginav_lib import resources
 from imginav_lib.runs import runfolder as rf
 from imginav_lib.errors import InputError
-from imginav_lib.runs.files import check_output_dir, check_output_file
+from imginav_lib.files import check_output_dir, check_output_file
 from imginav_lib.launch.jobs import plan_jobs, ranges, submit_jobs
 from imginav_lib.config.params import load_phase, params_hash, run_config, runs_of
 from imginav_lib.config.schema import Phase, RunConfig
 from imginav_lib.runs.runfolder import record_path, recorded_path
 from imginav_lib.runs.runfolder import read_index
 from imginav_lib.runs.runlock import FolderLock
-from imginav_lib.launch.schedulers import BACKENDS, SCHEDULERS
+from imginav_lib.config.schema import BACKENDS
+from imginav_lib.launch.schedulers import SCHEDULERS, job_id_from_env
 from imginav_lib.launch.status import busy_runs, fmt_duration, plural, text_table
 from imginav_lib.train.stopping import StopFileWriter, block_stop_signals, restore_stop_signals
 
@@ -172,15 +174,16 @@ def _run_one(index_file: Path, i: int, notebook: str | Path | None) -> int:
         return 0
     nb = train_notebook(notebook)
     # Held until the end of the attempt is recorded; papermill's kernel trains under it (its token in the environment).
-    with FolderLock(run_dir, f"run-one {index_file} {i}") as lock, lock.shared_with_children():
+    job_id = job_id_from_env()
+    with FolderLock(run_dir, f"run-one {index_file} {i}", job_id=job_id) as lock, lock.shared_with_children():
         if folder.finished(cfg.training.epochs):  # finished since the check above
             print(f"imginav: {name}: already done ({run_dir})", flush=True)
             return 0
-        return _execute(nb, folder, entry, params_file, phase, index["phase"], name, overrides)
+        return _execute(nb, folder, cfg, params_file, phase, name, job_id)
 
 
-def _execute(nb: Path, folder: rf.RunFolder, entry: dict, params_file: Path, phase: Phase, phase_name: str, name: str,
-             overrides: list[str]) -> int:  # fmt: skip
+def _execute(nb: Path, folder: rf.RunFolder, cfg: RunConfig, params_file: Path, phase: Phase, name: str,
+             job_id: str | None) -> int:  # fmt: skip
     """run_one under the run folder's lock: papermill, then the exit code from the status the run recorded."""
     run_dir = folder.path
     stop_file = folder.stop_file
@@ -203,8 +206,10 @@ def _execute(nb: Path, folder: rf.RunFolder, entry: dict, params_file: Path, pha
             papermill.execute_notebook(
                 str(nb),
                 str(folder.notebook),
-                parameters={"params_file": str(params_file), "experiment": entry["experiment"], "seed": entry["seed"],
-                            "runs_root": str(run_dir.parents[2]), "overrides": overrides},  # fmt: skip
+                # The config resolved and checked above, handed down: the notebook does not resolve it again.
+                parameters={"params_file": str(params_file), "experiment": cfg.experiment, "seed": cfg.seed,
+                            "runs_root": str(run_dir.parents[2]), "overrides": cfg.overrides,
+                            "config": cfg.model_dump(mode="json"), "job_id": job_id},  # fmt: skip
                 kernel_name="python3",
                 log_output=True,
                 progress_bar=False,
@@ -225,7 +230,7 @@ def _execute(nb: Path, folder: rf.RunFolder, entry: dict, params_file: Path, pha
         return 0
     if status in (None, rf.RunStatus.RUNNING):
         why = error or "the notebook ended without recording the end of the run"
-        _mark_failed(run_dir, entry, phase_name, f"papermill: {why}")
+        _mark_failed(run_dir, {"experiment": cfg.experiment, "seed": cfg.seed}, cfg.phase, f"papermill: {why}")
         status = rf.RunStatus.FAILED
     print(f"imginav: {name}: {status}: {error or ''}", file=sys.stderr, flush=True)
     return 1
@@ -337,25 +342,15 @@ def _runs_root(phase: Phase, params_file: Path, backend: str, runs_root: str | N
     return Path(phase.runs_root)
 
 
-def _report(phase_dir: Path, params_file: Path) -> bool:
-    """Build the phase's report after local runs; False if it failed (the runs stay)."""
-    try:
-        from imginav_lib.report.sections import build_report
-
-        dest = build_report(phase_dir, params_file=str(params_file.resolve()))
-    except Exception as e:  # the runs stay; the report can be rebuilt with `imginav report`
-        print(f"imginav: report failed: {type(e).__name__}: {e} (runs kept; retry: imginav report {phase_dir})", file=sys.stderr)
-        return False
-    print(f"report: {dest.report}")
-    print(f"published: {dest.report_copy}" if dest.report_copy else dest.note)
-    return True
-
-
 def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1, only: list[str] | None = None,
               dry_run: bool = False, runs_root: str | None = None, force: bool = False, report: bool = True,
-              overrides: list[str] | tuple = ()) -> int:  # fmt: skip
+              overrides: list[str] | tuple = (), build_report: Callable[[Path, Path], bool] | None = None) -> int:  # fmt: skip
     """Validate, prepare the data once, write the index, then run (local) or submit (lsf, slurm) the runs that are
-    not finished, then build the report (unless `report` is false). Returns the exit code.
+    not finished. Returns the exit code.
+
+    The report: a cluster submission adds a report job when `report`; local runs end with
+    `build_report(phase_dir, params_file)` (False: it failed) when `report` and a builder is given. The command
+    line passes its builder: the launch layer does not import the report layer.
 
     Refused while any selected run is queued or running, unless `force` (a second writer of a run folder then
     exits at once on its lock)."""
@@ -416,14 +411,14 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
         index = write_index(phase, params_file, root, overrides)
         rf.record_submission(phase_dir, {"backend": "local", "submitted": rf.now(), "entries": entries, "jobs": [], "logs": str(logs)})
         # Held while this pool has runs queued: a second `imginav run` of the phase sees them (busy_runs).
-        with contextlib.nullcontext() if force else FolderLock(phase_dir, "imginav run --backend local", rf.PHASE_LOCK):
+        with contextlib.nullcontext() if force else FolderLock(phase_dir, "imginav run --backend local", rf.PHASE_LOCK, job_id_from_env()):
             results = _run_local(index, runs, entries, jobs, logs) if entries else {}
         print("\n" + _summary(runs, entries, results) if entries else "nothing to run: every selected run is finished")
         ok = all(rc == 0 for rc, _ in results.values())
-        if not report:
-            print(f"report skipped (--no-report); build it with: imginav report {phase_dir}")
+        if not report or build_report is None:
+            print(f"report skipped{' (--no-report)' if not report else ''}; build it with: imginav report {phase_dir}")
             return 0 if ok else 1
-        return 0 if _report(phase_dir, params_file) and ok else 1
+        return 0 if build_report(phase_dir, params_file) and ok else 1
 
     if not entries:
         print(f"nothing to submit: every selected run is finished (report: imginav report {phase_dir})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from pathlib import Path
+from typing import Callable
 
 from imginav_lib.runs import runfolder as rf
 from imginav_lib.errors import InputError
@@ -214,7 +215,10 @@ def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
     return rows
 
 
-def print_status(runs_dir: str | Path, stale_after_s: float = 600) -> int:
+def print_status(runs_dir: str | Path, stale_after_s: float = 600, verdict: Callable[[Path], str] | None = None) -> int:
+    """Print a table of every run of the phase folder(s) under `runs_dir`. `verdict(phase_dir)`: a line on the
+    verdict so far, printed once runs have finished (the command line passes the analysis's; launch does not
+    import the analysis layer)."""
     for phase_dir in _phase_dirs(Path(runs_dir)):
         rows = status_rows(phase_dir, stale_after_s)
         table = [[r["i"], r["experiment"], r["seed"], r["state"], f"{r['epoch']}/{r['epochs'] or '?'}",
@@ -233,16 +237,6 @@ def print_status(runs_dir: str | Path, stale_after_s: float = 600) -> int:
         for r in rows:
             for line in ([f"log: {r['log']}"] if r["log"] else []) + r["notes"] + ([r["error"][:200]] if r["error"] else []):
                 print(f"  {r['experiment']} seed {r['seed']}: {line}")
-        if any(r["state"] == RunStatus.DONE for r in rows):
-            print(_more_seeds(phase_dir), end="")
+        if verdict is not None and any(r["state"] == RunStatus.DONE for r in rows):
+            print(verdict(phase_dir), end="")
     return 0
-
-
-def _more_seeds(phase_dir: Path) -> str:
-    """When the finished runs leave the verdict open for want of seeds: how many, the command, runs and GPU-hours."""
-    from imginav_lib.analysis import analyse  # pandas and scipy: only for a phase with finished runs
-
-    v = analyse(phase_dir).verdict
-    if not v.more_seeds:
-        return ""
-    return f"Verdict so far: {v.winner} ({v.status}); it needs ≈{v.seeds_needed} seeds per experiment. {v.more_seeds}\n"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from imginav_lib.errors import InputError
 from imginav_lib.runs import runfolder as rf
-from imginav_lib.runs.files import atomic_path
+from imginav_lib.files import atomic_path
 
 REPORT = "report.html"  # in the phase folder
 

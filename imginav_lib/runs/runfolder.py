@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from imginav_lib.errors import InputError
-from imginav_lib.runs.files import TEMP_GLOB, atomic_write, atomic_write_text
+from imginav_lib.files import TEMP_GLOB, atomic_write, atomic_write_text
 
 # A run folder: <runs root>/<phase>/<experiment>/seed<k>/
 RUN_JSON = "run.json"

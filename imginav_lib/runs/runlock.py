@@ -27,7 +27,6 @@ from pathlib import Path
 
 from imginav_lib.runs import runfolder as rf
 from imginav_lib.errors import InputError
-from imginav_lib.launch.schedulers import job_id_from_env
 
 # `imginav run-one` holds the run folder's lock while papermill's kernel trains in it. The kernel is another
 # process, so it cannot share the lock: it gets the lock's token in this variable and trains under its launcher's lock.
@@ -104,9 +103,10 @@ class FolderLock:
     (`imginav run-one` -> papermill's kernel), the block runs under that lock instead.
     """
 
-    def __init__(self, folder: str | Path, what: str, name: str = rf.LOCK):
+    def __init__(self, folder: str | Path, what: str, name: str = rf.LOCK, job_id: str | None = None):
         self.path = Path(folder) / name
         self.what = what
+        self.job_id = job_id  # the scheduler's job id of this process, recorded for whoever finds the lock held
         self.fd: int | None = None
         self.content: dict = {}
 
@@ -126,7 +126,7 @@ class FolderLock:
             raise RunLocked(f"{self.path.parent} is in use by {_describe(content)}: one writer per folder; "
                             "wait for it to end or stop it") from None  # fmt: skip
         self.fd = fd
-        self.content = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": job_id_from_env(),
+        self.content = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": self.job_id,
                         "what": self.what, "since": rf.now(), "token": uuid.uuid4().hex}  # fmt: skip
         # In place, not through a temp file: a renamed file would be another inode, with no lock on it.
         os.ftruncate(fd, 0)

@@ -14,7 +14,7 @@ import yaml
 
 from imginav_lib import heads as H
 from imginav_lib.analysis.decision import decide
-from imginav_lib.runs.files import atomic_write, atomic_write_text
+from imginav_lib.files import atomic_write, atomic_write_text
 from imginav_lib.palette import CLASS_NAMES, mask_to_rgb
 from imginav_lib.config.params import load_phase, params_hash
 from imginav_lib.config.schema import Decision

@@ -20,7 +20,7 @@ from PIL import Image
 
 from imginav_lib.data.dataset import RunData, iter_batches, load_run_data, rgb_to_classes_torch
 from imginav_lib.train.device import precision, setup_device
-from imginav_lib.runs.files import atomic_write
+from imginav_lib.files import atomic_write
 from imginav_lib.model.latent import latent_report
 from imginav_lib.model.losses import total_loss
 from imginav_lib.model.metrics import LOSS_PARTS, NAN, TrainMetrics, ValMetrics, metric_columns
@@ -29,7 +29,6 @@ from imginav_lib.palette import UNKNOWN_LABEL, mask_to_rgb
 from imginav_lib.runs.runfolder import (RunFolder, RunStatus, check_same_run, load_checkpoint, now, read_rows, save_checkpoint,
                         write_csv)
 from imginav_lib.runs.runlock import FolderLock
-from imginav_lib.launch.schedulers import job_id_from_env
 from imginav_lib.train.stopping import StopFlag
 from imginav_lib.config.schema import RunConfig
 
@@ -254,7 +253,7 @@ def _resume(folder: RunFolder, model, optimizer, scaler, device) -> tuple[TrainS
     return state, rows
 
 
-def _attempt_info(cfg: RunConfig, info: dict, state: TrainState, data: RunData, device, dtype) -> dict:
+def _attempt_info(cfg: RunConfig, info: dict, state: TrainState, data: RunData, device, dtype, job_id: str | None) -> dict:
     """run.json's fields for this attempt (on top of what earlier attempts wrote)."""
     return dict(
         phase=cfg.phase, experiment=cfg.experiment, seed=cfg.seed, status=RunStatus.RUNNING, ended=None, error=None,
@@ -262,7 +261,7 @@ def _attempt_info(cfg: RunConfig, info: dict, state: TrainState, data: RunData, 
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         precision=str(dtype).removeprefix("torch."), epochs=cfg.training.epochs, epoch=state.epoch,
         attempts=info.get("attempts", 0) + 1, skipped_images=len(data.layouts.skipped), checkpoint_s=None,
-        job_id=job_id_from_env(), n_train=len(data.train_idx), n_val=len(data.val_idx), overrides=cfg.overrides,
+        job_id=job_id, n_train=len(data.train_idx), n_val=len(data.val_idx), overrides=cfg.overrides,
         # images with a room/scene label: what the classification head learns from and is scored on
         n_train_labelled=int((data.layouts.labels[data.train_idx] != UNKNOWN_LABEL).sum()),
         n_val_labelled=int((data.layouts.labels[data.val_idx] != UNKNOWN_LABEL).sum()),
@@ -320,11 +319,12 @@ def _result(model, weights: dict | None, folder: RunFolder) -> RunResult:
     return RunResult(model, pd.read_csv(folder.metrics), folder.path, RunStatus.DONE)
 
 
-def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True) -> RunResult:
+def fit(cfg: RunConfig, data: RunData | None = None, progress: bool = True, job_id: str | None = None) -> RunResult:
     """Train one experiment x seed into `cfg.run_dir`; resume if the folder has a checkpoint. Holds the folder's
-    lock throughout: a second writer gets RunLocked before it touches anything."""
-    with FolderLock(cfg.run_dir, "training"):
-        return _fit(cfg, data, progress)
+    lock throughout: a second writer gets RunLocked before it touches anything. `job_id`: the scheduler's job of
+    this attempt (`imginav run-one` hands it down), recorded in run.json."""
+    with FolderLock(cfg.run_dir, "training", job_id=job_id):
+        return _fit(cfg, data, progress, job_id)
 
 
 def _epoch_row(epoch: int, train_m: dict, model, optimizer, cfg: RunConfig, data: RunData, device, dtype) -> dict:
@@ -338,7 +338,7 @@ def _epoch_row(epoch: int, train_m: dict, model, optimizer, cfg: RunConfig, data
             "epoch_time_s": train_m.pop("train_time_s") + eval_s, **train_m, **val_m}  # fmt: skip
 
 
-def _fit(cfg: RunConfig, data: RunData | None, progress: bool) -> RunResult:
+def _fit(cfg: RunConfig, data: RunData | None, progress: bool, job_id: str | None) -> RunResult:
     from tqdm import tqdm
 
     folder = RunFolder(cfg.run_dir)
@@ -365,7 +365,7 @@ def _fit(cfg: RunConfig, data: RunData | None, progress: bool) -> RunResult:
     # A STOP file already here is a stop request that came while this attempt started (kernel start, imports):
     # it is honoured after the first step. The attempt that serves a STOP removes it (below).
     stop = StopFlag(folder.stop_file)
-    info.update(_attempt_info(cfg, info, state, data, device, dtype))
+    info.update(_attempt_info(cfg, info, state, data, device, dtype, job_id))
 
     def heartbeat(**extra):
         info.update(updated=now(), epoch=state.epoch, global_step=state.global_step, **extra)
