@@ -57,40 +57,6 @@ def test_a_fourth_head_in_the_table_reaches_the_metric_columns_the_analysis_and_
     assert "depth accuracy good" in criteria_html(a) and "depth head: accuracy" in stats_html(a)
 
 
-def _imports(path: Path) -> set[str]:
-    """imginav_lib modules a module imports at run time (imports under `if TYPE_CHECKING:` are for annotations)."""
-    tree = ast.parse(path.read_text())
-    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-            for n in ast.walk(node)}
-    out = set()
-    for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            out |= {node.module.split(".")[0]} if node.module else {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("imginav_lib"):
-            out |= {node.module.split(".")[1]} if "." in node.module else {a.name for a in node.names}
-        elif isinstance(node, ast.Import):
-            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("imginav_lib.")}
-    return out
-
-
-def test_library_modules_import_each_other_without_cycles():
-    graph = {p.stem: _imports(p) for p in LIB.glob("*.py")}
-    done, path = set(), []
-
-    def visit(m):
-        assert m not in path, f"import cycle: {' -> '.join(path[path.index(m):] + [m])}"
-        if m in done or m not in graph:
-            return
-        path.append(m)
-        for n in sorted(graph[m]):
-            visit(n)
-        path.pop()
-        done.add(m)
-
-    for m in sorted(graph):
-        visit(m)
-    assert "report" not in graph["analysis"] and "analysis" not in graph["report"]
-    assert not [m for m, deps in graph.items() if "synthetic" in deps]  # the test fixture stays out of the library
+def test_heads_table_imports_no_torch():
+    # The import rules and cycles of the whole library: tests/test_layers.py.
     assert "torch" not in ast.unparse(ast.parse((LIB / "heads.py").read_text()))

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from imginav_lib.launch import runner as launch
-from imginav_lib.cli import main
+from imginav_lib.cli import main, report_after_runs
 from imginav_lib.errors import InputError
 from imginav_lib.launch.runner import read_index, run_one, run_phase, write_index
 from imginav_lib.launch.status import run_state, status_rows
@@ -255,7 +255,7 @@ def test_a_signal_while_the_kernel_starts_waits_and_becomes_a_stop_request(tmp_p
 def test_local_backend_runs_every_entry_of_the_index(tmp_path, layouts, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the report goes to ./reports/
     p = write_params(tmp_path, layouts)
-    rc = run_phase(p, backend="local", jobs=2)
+    rc = run_phase(p, backend="local", jobs=2, build_report=report_after_runs)  # as `imginav run` does
     out = capsys.readouterr().out
     index = read_index(tmp_path / "runs" / "t" / "index.json")
     for r in index["runs"]:

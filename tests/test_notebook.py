@@ -16,7 +16,7 @@ def test_train_notebook_has_a_parameters_cell_of_literals():
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(cells) == 1
     names = {line.split("=")[0].strip() for line in cells[0].source.splitlines() if "=" in line}
-    assert names == {"params_file", "experiment", "seed", "runs_root", "overrides", "progress"}
+    assert names == {"params_file", "experiment", "seed", "runs_root", "overrides", "progress", "config", "job_id"}
     assert all("#" in line for line in cells[0].source.splitlines())  # each parameter says what it is
 
 
