@@ -244,14 +244,14 @@ def soak(kills: int, epochs: int, seed: int, root: Path, phases: tuple[str, ...]
     """Run the soak in `root`; returns its figures (kills, resumes, mismatches, per phase, problems)."""
     from imginav_lib.launch.runner import prepare_phase_data
     from imginav_lib.demo.layouts import make_layouts
-    from imginav_lib.config.params import load_phase, resolve_run
+    from imginav_lib.config.params import load_params, resolve_run
 
     rng = random.Random(seed)
     t0 = time.monotonic()
     manifest = make_layouts(root / "layouts", n=48, size=32, seed=0)
     params_ref, params = (write_params(root / name, manifest, epochs) for name in ("uninterrupted", "soaked"))
     for p in (params_ref, params):
-        prepare_phase_data(load_phase(p))
+        prepare_phase_data(load_params(p))
     code, _, out = start_child(params_ref, None, timeout_s, trace=root / "trace.json")
     if code != 0:
         raise RuntimeError(f"the uninterrupted run failed (exit {code}):\n{out[-3000:]}")

@@ -20,7 +20,7 @@ import torch
 from imginav_lib.data.dataset import load_cache, prepare_cache, read_manifest, to_model_input, train_val_split
 from imginav_lib.demo.layouts import make_layouts
 from imginav_lib.model.losses import total_loss
-from imginav_lib.model.autoencoder import build_model, heads_for
+from imginav_lib.model.autoencoder import LayoutAutoencoder, heads_for
 from imginav_lib.config.schema import Architecture, Data, Loss, RunConfig, Training
 from imginav_lib.data.dataset import RunData
 from imginav_lib.train.device import precision, setup_device
@@ -61,7 +61,7 @@ def main():
 
     def setup(name):
         torch.manual_seed(0)
-        model = build_model(arch).to(device)
+        model = LayoutAutoencoder(arch).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
         scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
         cfg = RunConfig(phase="bench", experiment=name, seed=0, run_dir=str(tmp / name), params_file="-",

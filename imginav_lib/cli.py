@@ -21,10 +21,10 @@ def _make_layouts(a):
 
 def _validate(a):
     from imginav_lib.data.dataset import manifest_summary
-    from imginav_lib.config.params import load_phase, runs_of
-    from imginav_lib.launch.status import plural
+    from imginav_lib.config.params import load_params, runs_of
+    from imginav_lib.text import plural
 
-    phase = load_phase(a.params, overrides=a.set)
+    phase = load_params(a.params, overrides=a.set)
     runs = runs_of(phase)
     with_sets = f" (with {plural(len(a.set), '--set override')})" if a.set else ""
     print(f"{a.params}: ok{with_sets}: phase {phase.phase}, {plural(len(phase.experiments), 'experiment')} x "
@@ -34,9 +34,9 @@ def _validate(a):
 
 def _prepare(a):
     from imginav_lib.launch.runner import prepare_phase_data
-    from imginav_lib.config.params import load_phase
+    from imginav_lib.config.params import load_params
 
-    cache = prepare_phase_data(load_phase(a.params), workers=a.workers)
+    cache = prepare_phase_data(load_params(a.params), workers=a.workers)
     print(f"cache: {cache}")
 
 

@@ -84,8 +84,13 @@ def rgb_to_mask_lut(rgb: np.ndarray, tolerance: float = MASK_TOLERANCE) -> np.nd
     return mask_lut(tolerance)[pack_rgb(rgb)]
 
 
-def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
-    """(..., H, W) class ids -> (..., H, W, 3) uint8 palette colours; IGNORE_INDEX shows black."""
+def class_lut() -> np.ndarray:
+    """(256, 3) uint8: class id -> palette colour; every other id (IGNORE_INDEX among them) is black."""
     lut = np.zeros((256, 3), dtype=np.uint8)
     lut[:NUM_CLASSES] = PALETTE
-    return lut[mask]
+    return lut
+
+
+def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
+    """(..., H, W) class ids -> (..., H, W, 3) uint8 palette colours; IGNORE_INDEX shows black."""
+    return class_lut()[mask]

@@ -114,3 +114,12 @@ def open_gate(gates: Path, experiment: str, moment: str) -> None:
 
 def gate_reached(gates: Path, experiment: str, moment: str) -> bool:
     return (gates / f"{experiment}.{moment}.reached").exists()
+
+
+def figures(a) -> list:
+    """Every figure the analysis notebook shows, in its order (the report tests count and inspect them)."""
+    from imginav_lib.report import figures as F
+
+    figs = [F.fig_curves(a), F.fig_final_metrics(a), F.fig_relative(a), F.fig_stability(a), F.fig_iou(a),
+            F.fig_boundary(a), F.fig_confusion(a), F.fig_cls(a), F.fig_latent(a)]
+    return [f for f in figs if f is not None]

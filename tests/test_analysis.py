@@ -13,7 +13,7 @@ from imginav_lib.cli import main
 from imginav_lib.analysis.decision import decide
 from imginav_lib.errors import InputError
 from imginav_lib.analysis.handoff import write_handoff
-from imginav_lib.config.params import load_phase
+from imginav_lib.config.params import load_params
 from imginav_lib.config.schema import Decision
 from imginav_lib.analysis.phase import load_phase_runs, run_table
 from imginav_lib.analysis.stats import (compare, count_spikes, epochs_to_within, late_wobble, probability_of_improvement, seeds_needed,
@@ -373,7 +373,7 @@ def test_handoff_writes_winner_and_valid_next_params(tmp_path, monkeypatch):
     nxt = paths["next_params"]
     assert nxt == runs / "phase1_5.yaml"  # next to the params file the phase used
     assert main(["validate", str(nxt)]) == 0
-    p = load_phase(nxt)
+    p = load_params(nxt)
     assert (p.phase, p.training.epochs, p.training.batch_size, p.training.lr, p.training.weight_decay) == ("phase1_5", 50, 16, 1e-4, 0.01)
     assert (p.training.early_stopping.patience, p.training.early_stopping.min_delta) == (5, 1e-4)
     assert list(p.experiments) == [F[1]] and p.loss.seg == 0.05
@@ -381,7 +381,7 @@ def test_handoff_writes_winner_and_valid_next_params(tmp_path, monkeypatch):
     later = tmp_path / "later.yaml"
     later.write_text(yaml.safe_dump({"phase": "later", "architecture_from": str(paths["winner"]),
                                      "data": {"manifest": str(runs / "data" / "manifest.csv")}, "experiments": {"x": {}}}))
-    assert load_phase(later).architecture.base_channels == 8
+    assert load_params(later).architecture.base_channels == 8
     assert not [f for f in runs.iterdir() if f.name.startswith(".")]  # no temp files left
 
 

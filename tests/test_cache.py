@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from imginav_lib.data import cache
+from imginav_lib.testing.counting import decode_count
 from imginav_lib.data.dataset import load_cache, read_manifest
 from imginav_lib.errors import InputError
 from imginav_lib.palette import IGNORE_INDEX, PALETTE, mask_lut, rgb_to_mask, rgb_to_mask_lut, unpack_rgb
@@ -117,9 +118,9 @@ def test_a_cache_of_another_version_is_a_clean_miss(tmp_path, labelled_manifest,
     monkeypatch.setattr(cache, "CACHE_VERSION", 1)
     old = cache.prepare_cache(m, 32, tmp_path / "c", progress=False)
     monkeypatch.undo()
-    before = cache.decode_count()
+    before = decode_count()
     new = cache.prepare_cache(m, 32, tmp_path / "c", progress=False)
-    assert new != old and cache.decode_count() - before == len(m)  # decoded again, into its own folder
+    assert new != old and decode_count() - before == len(m)  # decoded again, into its own folder
     with pytest.raises(InputError, match="cache version 1 is not 2"):
         load_cache(old)
 
@@ -139,6 +140,7 @@ def test_a_build_folder_with_its_marker_is_never_taken_for_a_cache(tmp_path, lab
 CHILD = """
 import sys, time, pandas as pd
 from imginav_lib.data import cache
+from imginav_lib.testing.counting import decode_count
 cache.MIN_PIXELS_PER_WORKER = 1
 slow, decode = float(sys.argv[3]), cache.decode_image
 def slow_decode(path, size):
@@ -146,7 +148,7 @@ def slow_decode(path, size):
     return decode(path, size)
 cache.decode_image = slow_decode
 path = cache.prepare_cache(pd.read_pickle(sys.argv[1]), 128, sys.argv[2], workers=2, progress=False)
-print(path, cache.decode_count())
+print(path, decode_count())
 """
 
 
@@ -204,9 +206,9 @@ def test_a_killed_prepare_leaves_no_cache_and_the_next_one_builds_it(tmp_path, b
     assert not [p for p in root.iterdir() if not p.name.startswith(".")]  # nothing that looks like a cache
     assert list(root.glob(".*.build-*"))  # the half-built folder is still there, hidden
     m = __import__("pandas").read_pickle(big_manifest)
-    before = cache.decode_count()
+    before = decode_count()
     d = load_cache(cache.prepare_cache(m, 128, root, progress=False))
-    assert cache.decode_count() - before == len(m) and len(d) == len(m)
+    assert decode_count() - before == len(m) and len(d) == len(m)
     assert not list(root.glob(".*.build-*"))  # the next prepare cleared it
     for i in (0, 100, len(m) - 1):
         image, mask = _reference(d.paths[i], 128)

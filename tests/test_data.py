@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from imginav_lib.data import cache
+from imginav_lib.testing.counting import decode_count
 
 from imginav_lib.data import dataset as data
 from imginav_lib.data.dataset import read_manifest
@@ -75,11 +76,11 @@ def test_manifest_errors_name_the_problem(tmp_path):
 
 def test_cache_is_built_once_and_reused(tmp_path, labelled_manifest):
     m = read_manifest(labelled_manifest)
-    before = cache.decode_count()
+    before = decode_count()
     first = cache.prepare_cache(m, 32, tmp_path / "cache", progress=False)
-    assert cache.decode_count() - before == len(m)
+    assert decode_count() - before == len(m)
     second = cache.prepare_cache(m, 32, tmp_path / "cache", progress=False)
-    assert second == first and cache.decode_count() - before == len(m)  # nothing decoded the second time
+    assert second == first and decode_count() - before == len(m)  # nothing decoded the second time
     d = data.load_cache(first)
     assert d.images.shape == (len(m), 3, 32, 32) and d.images.dtype == torch.uint8
     assert d.masks.shape == (len(m), 32, 32) and set(d.labels.tolist()) == {0, 1}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from imginav_lib.launch.jobs import plan_jobs
-from imginav_lib.config.params import load_phase, runs_of
+from imginav_lib.config.params import load_params, runs_of
 
 from conftest import REPO
 
@@ -22,7 +22,7 @@ from conftest import REPO
 @pytest.mark.parametrize("name", ["phase1_3_demo.yaml", "phase1_4_demo.yaml"])
 def test_demo_job_scripts_ask_for_no_gpu_and_sbatch_accepts_them(tmp_path, name):
     params = REPO / "params" / name
-    phase = load_phase(params, check_files=False)
+    phase = load_params(params, check_files=False)
     runs = runs_of(phase, str(tmp_path / "runs"))
     plan = plan_jobs(phase, params, "slurm", runs, list(range(1, len(runs) + 1)), tmp_path / "runs" / phase.phase, tmp_path / "logs",
                      prepare=True)  # fmt: skip

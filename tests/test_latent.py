@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from imginav_lib.model.latent import downsample_mask, latent_report, latent_stats, linear_probe
-from imginav_lib.model.autoencoder import build_model
+from imginav_lib.model.autoencoder import LayoutAutoencoder
 from imginav_lib.palette import IGNORE_INDEX, NUM_CLASSES
 from imginav_lib.config.schema import Architecture
 
@@ -57,7 +57,7 @@ def test_probe_is_deterministic_given_the_seed():
 
 def test_latent_report_of_a_model_has_stats_probe_and_cost():
     torch.manual_seed(0)
-    model = build_model(Architecture(latent_channels=4, base_channels=8, downsampling_steps=2))
+    model = LayoutAutoencoder(Architecture(latent_channels=4, base_channels=8, downsampling_steps=2))
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (12, 3, 16, 16), generator=g, dtype=torch.uint8)
     masks = torch.randint(0, NUM_CLASSES, (12, 16, 16), generator=g, dtype=torch.uint8)

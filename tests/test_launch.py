@@ -24,7 +24,7 @@ from imginav_lib.cli import main, report_after_runs
 from imginav_lib.errors import InputError
 from imginav_lib.launch.runner import read_index, run_one, run_phase, write_index
 from imginav_lib.launch.status import run_state, status_rows
-from imginav_lib.config.params import load_phase
+from imginav_lib.config.params import load_params
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def write_params(tmp: Path, manifest: Path, experiments=None, seeds=(1,), **over
 
 def test_write_index_lists_every_run_and_copies_params(tmp_path, layouts):
     p = write_params(tmp_path, layouts, seeds=(1, 2))
-    index_file = write_index(load_phase(p), p, tmp_path / "runs")
+    index_file = write_index(load_params(p), p, tmp_path / "runs")
     index = read_index(index_file)
     assert index_file == tmp_path / "runs" / "t" / "index.json"
     assert index["phase"] == "t" and index["params_file"] == str(p.resolve())
@@ -121,7 +121,7 @@ def test_slurm_dry_run_shows_the_prepare_job_and_the_arrays_waiting_for_it(capsy
 
 def test_params_changed_after_submission_are_refused_where_they_change_the_run(tmp_path, layouts):
     p = write_params(tmp_path, layouts)
-    index_file = write_index(load_phase(p), p, tmp_path / "runs")
+    index_file = write_index(load_params(p), p, tmp_path / "runs")
     p.write_text(p.read_text().replace("lr: 0.001", "lr: 0.002") + "\n# edited while the jobs were queued\n")
     with pytest.raises(InputError, match=r"changed since .*: experiment F1 seed 1: training.lr 0.001 → 0.002 would mix two runs"):
         run_one(index_file, 1)
@@ -158,7 +158,7 @@ def fake_notebook(tmp: Path, body: str, first: str | None = None) -> Path:
 @pytest.fixture
 def one_run(tmp_path, layouts):
     p = write_params(tmp_path, layouts, experiments={"F1": {}})
-    return write_index(load_phase(p), p, tmp_path / "runs"), tmp_path / "runs" / "t" / "F1" / "seed1"
+    return write_index(load_params(p), p, tmp_path / "runs"), tmp_path / "runs" / "t" / "F1" / "seed1"
 
 
 @pytest.mark.parametrize(
@@ -309,7 +309,7 @@ def test_run_state(info, launched, backend, sched, known, state):
 
 def test_status_reads_run_files_and_the_scheduler(tmp_path, layouts, capsys, monkeypatch):
     p = write_params(tmp_path, layouts, seeds=(1, 2))
-    index = read_index(write_index(load_phase(p), p, tmp_path / "runs"))
+    index = read_index(write_index(load_params(p), p, tmp_path / "runs"))
     phase_dir = tmp_path / "runs" / "t"
     runs = [Path(r["run_dir"]) for r in index["runs"]]
     states = [

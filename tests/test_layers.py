@@ -24,7 +24,7 @@ ALLOWED = {
     "analysis": {"top", "config", "runs", "analysis"},
     "report": {"top", "config", "runs", "analysis", "report"},
     "demo": {"top", "demo"},
-    "testing": {"top", "config", "runs", "analysis", "demo", "testing"},
+    "testing": {"top", "config", "runs", "data", "analysis", "demo", "testing"},
     "cli": {"top", *ORDER, "launch", "analysis", "report", "demo", "cli"},
     "notebooks": set(),
     "hpc": set(),

@@ -181,7 +181,7 @@ def test_lowering_epochs_below_what_a_run_has_done_is_refused(tmp_path, layouts,
 
 def test_a_job_queued_before_a_loss_change_refuses_to_run(tmp_path, layouts):
     p = params(tmp_path, layouts, seeds=(1,))
-    index_file = launch.write_index(launch.load_phase(p), p, tmp_path / "runs")
+    index_file = launch.write_index(launch.load_params(p), p, tmp_path / "runs")
     edit(p, lambda raw: raw["experiments"]["F3"]["loss"].update(cls=0.02))
     with pytest.raises(InputError, match=r"changed since .* experiment F3 seed 1: loss.cls 0.01 → 0.02 would mix two runs"):
         launch.run_one(index_file, 2)

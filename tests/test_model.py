@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from imginav_lib.model.losses import cls_loss, seg_loss, total_loss
-from imginav_lib.model.autoencoder import build_model, heads_for
+from imginav_lib.model.autoencoder import LayoutAutoencoder, heads_for
 from imginav_lib.config.schema import Architecture, Loss
 
 
@@ -17,7 +17,7 @@ from imginav_lib.config.schema import Architecture, Loss
 )
 def test_shapes(arch, size):
     cfg = Architecture(**arch)
-    model = build_model(cfg)
+    model = LayoutAutoencoder(cfg)
     x = torch.rand(3, 3, size, size) * 2 - 1
     out = model(x)
     f = 2 ** cfg.downsampling_steps
@@ -34,21 +34,21 @@ def test_shapes(arch, size):
 
 def test_tiny_forward_backward_and_state_round_trip(tmp_path):
     cfg = Architecture(latent_channels=4, base_channels=8, downsampling_steps=2)
-    model = build_model(cfg)
+    model = LayoutAutoencoder(cfg)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
     masks, labels = torch.randint(0, 10, (4, 32, 32)), torch.tensor([0, 1, -1, 0])
     loss, parts = total_loss(model(x), x, masks, labels, mse_weight=1, seg_weight=0.05, cls_weight=0.01)
     loss.backward()
     assert all(p.grad is not None for p in model.parameters())
     torch.save(model.state_dict(), tmp_path / "m.pt")
-    other = build_model(cfg)
+    other = LayoutAutoencoder(cfg)
     other.load_state_dict(torch.load(tmp_path / "m.pt"))
     model.eval(), other.eval()
     assert torch.equal(model(x)["rgb"], other(x)["rgb"])
 
 
 def test_zero_weight_heads_are_not_computed():
-    model = build_model(Architecture(latent_channels=4, base_channels=8, downsampling_steps=2))
+    model = LayoutAutoencoder(Architecture(latent_channels=4, base_channels=8, downsampling_steps=2))
     called = []
     model.decoder.seg_head.register_forward_hook(lambda *a: called.append("seg"))
     model.decoder.cls_head.register_forward_hook(lambda *a: called.append("cls"))

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from imginav_lib.errors import InputError
-from imginav_lib.config.params import load_phase, resolve_run, runs_of
+from imginav_lib.config.params import load_params, resolve_run, runs_of
 
 from conftest import REPO
 
@@ -22,7 +22,7 @@ def _cli(*args, cwd):
 
 def test_repo_params_files_validate(real_manifest, monkeypatch):
     monkeypatch.setenv("IMGINAV_DATA", str(real_manifest.parent))
-    phase = load_phase(REPO / "params" / "phase1_4.yaml")
+    phase = load_params(REPO / "params" / "phase1_4.yaml")
     assert list(phase.experiments) == ["phase1_4_AE_F1_rgb_only", "phase1_4_AE_F2_rgb_seg", "phase1_4_AE_F3_rgb_seg_cls"]
     weights = [
         resolve_run(REPO / "params" / "phase1_4.yaml", e, 42).loss.model_dump(include={"mse", "seg", "cls"})
@@ -34,9 +34,9 @@ def test_repo_params_files_validate(real_manifest, monkeypatch):
         {"mse": 1.0, "seg": 0.05, "cls": 0.01},
     ]
     assert phase.seeds == [42, 43, 44, 45, 46]  # one seed gives no interval; 5 for the power (issue 12)
-    demo = load_phase(REPO / "params" / "phase1_4_demo.yaml", check_files=False)
+    demo = load_params(REPO / "params" / "phase1_4_demo.yaml", check_files=False)
     assert len(runs_of(demo)) == 9
-    arch = load_phase(REPO / "params" / "phase1_3_demo.yaml", check_files=False)
+    arch = load_params(REPO / "params" / "phase1_3_demo.yaml", check_files=False)
     assert [resolve_arch.latent_channels for resolve_arch in
             (arch.architecture.model_copy(update=o.architecture) for o in arch.experiments.values())] == [4, 8]
     for p in (demo, arch):  # CPU-only clusters: no GPU asked for, so sbatch gets no --gres
@@ -67,7 +67,7 @@ def test_bad_params_one_line_error(tmp_path, tiny, mutate, message):
     mutate(params)
     p = _write(tmp_path, params)
     with pytest.raises(InputError) as e:
-        load_phase(p)
+        load_params(p)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -95,15 +95,15 @@ def test_architecture_from_a_winner_file(tmp_path, tiny):
     params["architecture_from"] = str(winner)
     params.pop("architecture")
     p = _write(tmp_path, params)
-    assert load_phase(p).architecture.latent_channels == 16
+    assert load_params(p).architecture.latent_channels == 16
     params["architecture_from"] = "missing.yaml"
     with pytest.raises(InputError, match="architecture_from: file not found"):
-        load_phase(_write(tmp_path, params))
+        load_params(_write(tmp_path, params))
 
 
 def test_set_overrides_are_typed_by_the_schema_and_recorded(tiny):
     sets = ["training.epochs=3", "experiments.F3.loss.seg=0.1", "seeds=[1, 2]", "training.lr=1e-3"]
-    phase = load_phase(tiny, overrides=sets)
+    phase = load_params(tiny, overrides=sets)
     assert phase.training.epochs == 3 and phase.seeds == [1, 2] and phase.training.lr == 1e-3
     cfg = resolve_run(tiny, "F3", 1, overrides=sets)
     assert (cfg.loss.seg, cfg.training.epochs, cfg.overrides) == (0.1, 3, sets)
@@ -126,7 +126,7 @@ def test_set_overrides_are_typed_by_the_schema_and_recorded(tiny):
 )
 def test_bad_set_is_a_one_line_error_naming_it(tiny, item, message):
     with pytest.raises(InputError) as e:
-        load_phase(tiny, overrides=["training.epochs=3", item])
+        load_params(tiny, overrides=["training.epochs=3", item])
     assert message in str(e.value) and "\n" not in str(e.value)
     if "epochz" in item:
         assert "training.epochz: unknown key" in str(e.value)
@@ -135,9 +135,9 @@ def test_bad_set_is_a_one_line_error_naming_it(tiny, item, message):
 def test_a_winner_architecture_replaces_the_files_and_set_applies_on_top(tmp_path, tiny):
     winner = tmp_path / "winner.yaml"
     winner.write_text(yaml.safe_dump({"architecture": {"latent_channels": 16, "base_channels": 16, "downsampling_steps": 3}}))
-    phase = load_phase(tiny, overrides=[f"architecture_from={winner}", "architecture.latent_channels=2"])
+    phase = load_params(tiny, overrides=[f"architecture_from={winner}", "architecture.latent_channels=2"])
     assert (phase.architecture.latent_channels, phase.architecture.base_channels) == (2, 16)
-    assert load_phase(tiny, overrides=[f"architecture_from={winner}"]).architecture.latent_channels == 16
+    assert load_params(tiny, overrides=[f"architecture_from={winner}"]).architecture.latent_channels == 16
 
 
 def test_bad_set_on_the_cli_is_exit_2_one_line_and_creates_nothing(tmp_path, tiny):

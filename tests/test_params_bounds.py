@@ -1,7 +1,7 @@
 """Every bound in the params schema is tested, generated from the schema itself.
 
 The cases are read off the pydantic models reachable from `Phase` (ge/gt/le/lt and inf/nan rules), so a new
-field or a new bound gets its test without anyone remembering. Each case goes through `load_phase`, the way a
+field or a new bound gets its test without anyone remembering. Each case goes through `load_params`, the way a
 researcher's YAML does: the value just outside the bound is a one-line error naming the dotted field, the value
 on an inclusive bound is allowed. A numeric field without any bound must be named in UNBOUNDED (so removing a
 constraint, e.g. `ge=0` from a loss weight, fails here instead of silently allowing negative weights).
@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel
 
 from imginav_lib.errors import InputError
-from imginav_lib.config.params import load_phase
+from imginav_lib.config.params import load_params
 from imginav_lib.config.schema import Loss, Phase
 
 # Numeric fields that are meant to take any value.
@@ -95,7 +95,7 @@ def _load(tmp_path, path, value):
     params = _set(yaml.safe_load(yaml.safe_dump(BASE)), path, value)
     p = tmp_path / "p.yaml"
     p.write_text(yaml.safe_dump(params))
-    return load_phase(p, check_files=False)
+    return load_params(p, check_files=False)
 
 
 CASES = cases()

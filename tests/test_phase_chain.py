@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from imginav_lib.cli import main
-from imginav_lib.config.params import load_phase
+from imginav_lib.config.params import load_params
 
 from conftest import REPO
 
@@ -45,7 +45,7 @@ def test_phase_chain_from_architecture_to_final_training(tmp_path, monkeypatch, 
     assert f"architecture_from={winner_file}" in index["overrides"]
 
     nxt = params / "phase1_5.yaml"
-    phase15 = load_phase(nxt, check_files=False)
+    phase15 = load_params(nxt, check_files=False)
     assert phase15.architecture.model_dump() == winner["architecture"]
     assert phase15.latent_scale == yaml.safe_load((runs / "winner.yaml").read_text())["latent_scale"]
     assert (tmp_path / "reports" / "phase1_3_demo.html").is_file() and (tmp_path / "reports" / "phase1_4_demo.html").is_file()

@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 
 from imginav_lib.data.dataset import to_model_input
-from imginav_lib.model.autoencoder import build_model
+from imginav_lib.model.autoencoder import LayoutAutoencoder
 from imginav_lib.config.params import resolve_run
 from imginav_lib.train.device import precision
 from imginav_lib.train.trainer import fit
@@ -18,7 +18,7 @@ BF16 = {"precision": "bf16", "device": "cpu"}
 
 def test_bf16_autocast_step_gives_bf16_activations_and_a_finite_loss(tiny):
     cfg = resolve_run(tiny, "F3", 1)
-    model = build_model(cfg.architecture)
+    model = LayoutAutoencoder(cfg.architecture)
     x = to_model_input(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8))
     with precision(torch.device("cpu"), torch.bfloat16):
         out = model(x, heads=("rgb", "seg", "cls"))

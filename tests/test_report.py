@@ -11,7 +11,7 @@ import yaml
 from imginav_lib.analysis import analyse
 from imginav_lib.report.browser import browser_data, browser_html, browser_widget
 from imginav_lib.cli import main
-from imginav_lib.report.figures import figures
+from conftest import figures
 from imginav_lib.analysis.handoff import write_handoff
 from imginav_lib.report.build import build_report
 from imginav_lib.report.sections import criteria_html, e, header_html, runs_html, stats_html, verdict_html

@@ -36,7 +36,7 @@ def report(tmp_path_factory):
     info.write_text(json.dumps({**json.loads(info.read_text()), "error": "</script><script>alert(3)</script>"}))
     out = build_report(runs, out=tmp / "report.html").report
     a = analyse(runs)
-    from imginav_lib.report.figures import figures
+    from conftest import figures
 
     return out, len(figures(a)), [evil, note, "</script><script>alert(3)</script>"]
 

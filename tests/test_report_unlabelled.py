@@ -14,7 +14,7 @@ import torch
 
 from imginav_lib import analysis as A
 from imginav_lib.launch.runner import write_index
-from imginav_lib.config.params import load_phase, resolve_run
+from imginav_lib.config.params import load_params, resolve_run
 from imginav_lib.train.trainer import fit
 
 from conftest import tiny_params
@@ -32,7 +32,7 @@ def unlabelled(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("unlabelled")
     params = tiny_params(tmp, REAL / "manifest.csv", experiments=EXPS, seeds=[1, 2], phase="unlabelled",
                          training={"epochs": 1, "sample_interval": 1}, data={"filters": {}, "image_size": 16})
-    phase = load_phase(params)
+    phase = load_params(params)
     write_index(phase, params, phase.runs_root)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 16 px convs: one thread is as fast, and far faster on a busy machine

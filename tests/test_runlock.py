@@ -11,7 +11,7 @@ import pytest
 from imginav_lib.runs import runfolder as rf
 from imginav_lib.cli import main
 from imginav_lib.launch.runner import write_index
-from imginav_lib.config.params import load_phase, resolve_run
+from imginav_lib.config.params import load_params, resolve_run
 from imginav_lib.runs.runlock import LOCK_ENV, FolderLock, RunLocked, holder
 from imginav_lib.launch.schedulers import Slurm
 from imginav_lib.train.trainer import fit
@@ -53,7 +53,7 @@ def snapshot(folder: Path) -> dict:
 def running(tmp_path, labelled_manifest, hold):
     """The tiny phase's F1 run folder, mid-run in another process: (params, index, run folder, holder process)."""
     params = tiny_params(tmp_path, labelled_manifest)
-    index = write_index(load_phase(params), params, tmp_path / "runs")
+    index = write_index(load_params(params), params, tmp_path / "runs")
     run = Path(resolve_run(params, "F1", 1).run_dir)
     run.mkdir(parents=True)
     (run / "run.json").write_text(json.dumps({"status": "running", "epoch": 1, "epochs": 2}))
@@ -122,7 +122,7 @@ def test_run_refuses_a_phase_with_a_running_run_unless_forced(running, capsys):
 
 def test_run_refuses_a_phase_whose_runs_are_queued(tmp_path, labelled_manifest, monkeypatch, capsys):
     params = tiny_params(tmp_path, labelled_manifest)
-    index = write_index(load_phase(params), params, tmp_path / "runs")
+    index = write_index(load_params(params), params, tmp_path / "runs")
     rf.record_submission(index.parent, {"backend": "slurm", "submitted": rf.now(), "entries": [1, 2],
                                         "jobs": [{"name": "tiny", "job_id": "555", "entries": [1, 2]}]})  # fmt: skip
     monkeypatch.setattr(Slurm, "states", lambda self, ids: {("555", 2): "pending"} if ids == {"555"} else None)
@@ -134,7 +134,7 @@ def test_run_refuses_a_phase_whose_runs_are_queued(tmp_path, labelled_manifest, 
 
 def test_run_refuses_a_phase_while_a_local_pool_has_it(tmp_path, labelled_manifest, hold, capsys):
     params = tiny_params(tmp_path, labelled_manifest)
-    index = write_index(load_phase(params), params, tmp_path / "runs")
+    index = write_index(load_params(params), params, tmp_path / "runs")
     p = hold(index.parent, rf.PHASE_LOCK)
     assert main(["run", str(params), "--backend", "local", "--dry-run"]) == 2
     assert f"a local pool: pid {p.pid}" in capsys.readouterr().err

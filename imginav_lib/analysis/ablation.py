@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from imginav_lib import heads as H
+from imginav_lib.text import pct
 from imginav_lib.config.schema import Decision
 from imginav_lib.analysis.stats import classify_change, compare
 
@@ -58,14 +59,10 @@ def compare_steps(table: pd.DataFrame, pairs: list[tuple[str, str]], configs: di
     return pd.DataFrame(rows, columns=list(dict.fromkeys(COLUMNS + (list(rows[0]) if rows else []))))
 
 
-def _pct(x: float) -> str:
-    return f"{x * 100:+.1f}%" if math.isfinite(x) else "n/a"
-
-
 def _interval(row, level: float) -> str:
     if not math.isfinite(row.ci_low):
-        return f"val MSE {_pct(row.rel_change)}, no interval: fewer than 2 seeds"
-    return f"val MSE {_pct(row.rel_change)}, {level:.0%} CI {_pct(row.ci_low)} to {_pct(row.ci_high)}, {row.test}"
+        return f"val MSE {pct(row.rel_change)}, no interval: fewer than 2 seeds"
+    return f"val MSE {pct(row.rel_change)}, {level:.0%} CI {pct(row.ci_low)} to {pct(row.ci_high)}, {row.test}"
 
 
 def _verb(change: str, rules: Decision) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from imginav_lib import heads as H
+from imginav_lib.text import pct
 from imginav_lib.config.schema import Decision
 from imginav_lib.analysis.stats import classify_change, compare, seeds_needed
 
@@ -35,10 +36,6 @@ class Verdict:
     comparisons: pd.DataFrame
     level: float = 0.95  # confidence level of the comparison intervals (1 - alpha, or 1 - alpha / m with Bonferroni)
     more_seeds: str = ""  # how to add the seeds asked for: the command, the runs and GPU-hours ("" when none are)
-
-
-def _pct(x: float) -> str:
-    return f"{x * 100:+.1f}%" if math.isfinite(x) else "n/a"
 
 
 def _head_words(heads: tuple[str, ...]) -> str:
@@ -104,7 +101,7 @@ def _boundary_criteria(x: pd.DataFrame, base: pd.DataFrame, heads: tuple[str, ..
         c = compare(x[col].reindex(seeds).to_numpy(), base[col].reindex(seeds).to_numpy(), level)
         # Higher is better: "worse" is the interval of the change entirely below 0 and past the tolerance.
         change = classify_change(-c["ci_high"], -c["ci_low"], rules.similar_tolerance)
-        ci = f"{_pct(c['rel_change'])} (CI {_pct(c['ci_low'])} to {_pct(c['ci_high'])})"
+        ci = f"{pct(c['rel_change'])} (CI {pct(c['ci_low'])} to {pct(c['ci_high'])})"
         if rules.boundary_not_worse:
             ok = change != "worse"
             ok_all &= ok
@@ -150,10 +147,10 @@ def _judge(e: str, x: pd.DataFrame, base: pd.DataFrame, heads: tuple[str, ...], 
     seeds = sorted(set(x.index) | set(base.index))
     c = compare(x[metric].reindex(seeds).to_numpy(), base[metric].reindex(seeds).to_numpy(), level)
     change = classify_change(c["ci_low"], c["ci_high"], tol) if len(base) else "unclear"
-    ci = f"{_pct(c['rel_change'])} (CI {_pct(c['ci_low'])} to {_pct(c['ci_high'])})"
-    add("val MSE not worse than baseline", ci, f"CI not entirely above 0 and reaching past {_pct(tol)}",
+    ci = f"{pct(c['rel_change'])} (CI {pct(c['ci_low'])} to {pct(c['ci_high'])})"
+    add("val MSE not worse than baseline", ci, f"CI not entirely above 0 and reaching past {pct(tol)}",
         "fail" if change == "worse" else "unclear" if change == "unclear" else "pass")
-    add(f"val MSE similar (within ±{tol:.0%}) or better", ci, f"CI upper ≤ {_pct(tol)}",
+    add(f"val MSE similar (within ±{tol:.0%}) or better", ci, f"CI upper ≤ {pct(tol)}",
         "pass" if change in ("better", "similar") else "fail" if change == "worse" else "unclear")
     agg = lambda d: lambda col: float(d[col].mean()) if col in d and len(d) else math.nan  # noqa: E731
     heads_ok = _heads_criteria(heads, x, agg(x), rules, add)
@@ -196,11 +193,11 @@ def head_to_head(helpers: list[str], by: dict, mean: dict, experiments: list[str
     sentences, need = [], []
     for r in rows:
         if r["change"] == "better":
-            sentences.append(f"{lead} beats {r['versus']} head to head: val MSE {_pct(r['rel_change'])} "
-                             f"(CI {_pct(r['ci_low'])} to {_pct(r['ci_high'])}, paired by seed).")
+            sentences.append(f"{lead} beats {r['versus']} head to head: val MSE {pct(r['rel_change'])} "
+                             f"(CI {pct(r['ci_low'])} to {pct(r['ci_high'])}, paired by seed).")
             continue
         a, b = sorted((lead, r["versus"]), key=experiments.index)
-        ci = f"interval {_pct(r['ci_low'])} to {_pct(r['ci_high'])} of {lead}'s val MSE against {r['versus']}'s"
+        ci = f"interval {pct(r['ci_low'])} to {pct(r['ci_high'])} of {lead}'s val MSE against {r['versus']}'s"
         if not math.isfinite(r["ci_low"]):
             ci = f"no interval: {r['n_pairs']} paired seed"
         if r["change"] == "equivalent":
@@ -329,13 +326,13 @@ def _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, w
                 parts.append(f"{e} has no finished run.")
             continue
         c = cmp.loc[e]
-        ci = f"CI {_pct(c.ci_low)} to {_pct(c.ci_high)}" if math.isfinite(c.ci_low) else "no interval: 1 seed"
+        ci = f"CI {pct(c.ci_low)} to {pct(c.ci_high)}" if math.isfinite(c.ci_low) else "no interval: 1 seed"
         p = f", p = {c.p_value:.2g}" if math.isfinite(c.p_value) else ""
         what = {
-            "better": f"{e} reconstructs better than {baseline}: val MSE {_pct(c.rel_change)} ({ci}{p})",
+            "better": f"{e} reconstructs better than {baseline}: val MSE {pct(c.rel_change)} ({ci}{p})",
             "similar": f"{e} matches {baseline} within {abs(c.rel_change) * 100:.1f}% ({ci})",
-            "worse": f"{e} reconstructs worse than {baseline}: val MSE {_pct(c.rel_change)} ({ci}{p})",
-            "unclear": f"{e} differs from {baseline} by {_pct(c.rel_change)} in val MSE, but the interval ({ci}) is too "
+            "worse": f"{e} reconstructs worse than {baseline}: val MSE {pct(c.rel_change)} ({ci}{p})",
+            "unclear": f"{e} differs from {baseline} by {pct(c.rel_change)} in val MSE, but the interval ({ci}) is too "
             f"wide to call it similar (±{rules.similar_tolerance:.0%}) or worse",
         }[c.change]
         if c.n_pairs >= 1:

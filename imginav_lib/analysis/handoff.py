@@ -15,7 +15,7 @@ from imginav_lib.analysis.decision import Verdict
 from imginav_lib.errors import InputError, ReportError
 from imginav_lib.files import atomic_write_text
 from imginav_lib.config.overrides import apply_sets
-from imginav_lib.config.params import _deep_merge, load_phase
+from imginav_lib.config.params import deep_merge, load_params
 from imginav_lib.config.schema import Training
 from imginav_lib.analysis.phase import PhaseRuns, resolved_section, run_table
 from imginav_lib.runs.runfolder import RunFolder
@@ -76,7 +76,7 @@ def _next_params_text(pr: PhaseRuns, w: str, architecture: dict, loss: dict, ver
     """The next phase's params, valid where the params file is (`home`): its data paths are copied as written."""
     nxt = pr.decision.handoff
     raw = apply_sets(yaml.safe_load(pr.params_file.read_text()) or {}, pr.overrides)  # as the runs saw it
-    training = Training.model_validate(_deep_merge(resolved_section(pr, w, "training"), nxt.training)).model_dump(mode="json")
+    training = Training.model_validate(deep_merge(resolved_section(pr, w, "training"), nxt.training)).model_dump(mode="json")
     params = {
         "phase": nxt.phase,
         "description": f"Final training of {w}, the {verdict.status} winner of {pr.phase} (see {winner_file}).",
@@ -103,7 +103,7 @@ def _next_params_text(pr: PhaseRuns, w: str, architecture: dict, loss: dict, ver
         check = Path(d) / f"{nxt.phase}.yaml"
         check.write_text(text)
         try:
-            load_phase(check, check_files=False)
+            load_params(check, check_files=False)
         except InputError as e:
             raise ReportError(f"the next-phase params would not validate: {e}") from None
     return text

@@ -19,7 +19,7 @@ from imginav_lib.runs import runfolder as rf
 from imginav_lib.errors import InputError
 from imginav_lib.palette import CLASS_NAMES
 from imginav_lib.runs.runfolder import home_params
-from imginav_lib.config.params import _deep_merge, load_phase, params_hash
+from imginav_lib.config.params import deep_merge, load_params, params_hash
 from imginav_lib.config.schema import Decision, Phase
 from imginav_lib.analysis.stats import count_spikes, epochs_to_within, late_wobble
 
@@ -102,7 +102,7 @@ def _read_params(runs_dir: Path, params_file, overrides: list[str], warnings: li
         # The copy's relative paths (architecture_from) are those of the params file it came from, if it is here.
         home = home_params(runs_dir) if params_file is None else None
         try:
-            params = load_phase(pfile, check_files=False, base=home.parent if home else None,
+            params = load_params(pfile, check_files=False, base=home.parent if home else None,
                                  overrides=overrides)
         except InputError as e:
             if params_file is not None:
@@ -298,7 +298,7 @@ def _trained_heads(exp: str, params: Phase | None, configs: dict, metrics: pd.Da
     """The auxiliary heads an experiment trains: from its runs' config.yaml, else the params, else the metrics."""
     loss = next((c.get("loss") for (e, _), c in configs.items() if e == exp and isinstance(c, dict)), None)
     if loss is None and params and exp in params.experiments:
-        loss = _deep_merge(params.loss.model_dump(), params.experiments[exp].loss)
+        loss = deep_merge(params.loss.model_dump(), params.experiments[exp].loss)
     if loss is not None:
         return H.trained(loss)
     m = metrics[metrics["experiment"] == exp] if len(metrics) else metrics
@@ -349,5 +349,5 @@ def resolved_section(pr: PhaseRuns, exp: str, section: str) -> dict:
         if e == exp and isinstance(c, dict) and section in c:
             return c[section]
     if pr.params and exp in pr.params.experiments:
-        return _deep_merge(getattr(pr.params, section).model_dump(), getattr(pr.params.experiments[exp], section))
+        return deep_merge(getattr(pr.params, section).model_dump(), getattr(pr.params.experiments[exp], section))
     return {}

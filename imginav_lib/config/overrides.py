@@ -1,6 +1,6 @@
 """`--set key.path=value` overrides of a phase params file (`imginav run` and `validate`).
 
-The values are read as YAML and applied to the raw params mapping; params.load_phase then checks the result with
+The values are read as YAML and applied to the raw params mapping; params.load_params then checks the result with
 the same schema as the file's, so a bad override is an error naming its `--set`.
 """
 from __future__ import annotations

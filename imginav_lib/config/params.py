@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
-import re
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -20,6 +18,7 @@ from pydantic import ValidationError
 from imginav_lib.errors import InputError
 from imginav_lib.files import check_output_dir
 from imginav_lib.config.overrides import apply_sets
+from imginav_lib.config.paths import expand_path, unset_variables
 from imginav_lib.config.schema import Architecture, Loss, Phase, RunConfig, Training, WinnerFile, check_name
 from imginav_lib.config.yaml_file import read_yaml
 
@@ -38,10 +37,11 @@ def _one_line(e: ValidationError, source: str) -> str:
     return f"{source}: " + "; ".join(parts)
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+def deep_merge(base: dict, over: dict) -> dict:
+    """`over` on top of `base`, nested dicts merged key by key (an experiment's overrides on the shared section)."""
     out = copy.deepcopy(base)
     for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -60,7 +60,7 @@ def _validate(raw: dict, source: str) -> Phase:
         # Each experiment's overrides must validate too, so a typo in F3 fails before F1 starts.
         for name, over in phase.experiments.items():
             for section in ("architecture", "training", "loss"):
-                merged = _deep_merge(getattr(phase, section).model_dump(), getattr(over, section))
+                merged = deep_merge(getattr(phase, section).model_dump(), getattr(over, section))
                 try:
                     type(getattr(phase, section)).model_validate(merged)
                 except ValidationError as e:
@@ -108,7 +108,7 @@ def _check_image_size(phase: Phase, archs: dict[str, Architecture], path: Path) 
                              f"({source}.downsampling_steps of {name}): the decoder could not give back that size")  # fmt: skip
 
 
-def load_phase(path: str | Path, check_files: bool = True, base: str | Path | None = None,
+def load_params(path: str | Path, check_files: bool = True, base: str | Path | None = None,
                overrides: list[str] | tuple = ()) -> Phase:  # fmt: skip
     """Read and validate a phase params file with its --set overrides; paths in it become absolute, relative to
     `base` (default: the file's folder; a copy in a phase folder passes the original's). Raises InputError.
@@ -124,13 +124,12 @@ def load_phase(path: str | Path, check_files: bool = True, base: str | Path | No
     def absolute(p: str, field: str) -> str:
         # ${VAR} lets a cluster user keep paths out of the file (IMGINAV_DATA, SCRATCH, ...). Without
         # check_files (dry runs on a login node) an unset variable stays as it is, for the job to expand.
-        for var in re.findall(r"\$\{?(\w+)\}?", p):
-            if var not in os.environ:
-                if check_files:
-                    raise InputError(f"{path}: {field}: environment variable {var} is not set (in {p!r})")
-                return p
-        p = os.path.expandvars(p)
-        return str(Path(p) if Path(p).is_absolute() else (base / p).resolve())
+        unset = unset_variables(p)
+        if unset:
+            if check_files:
+                raise InputError(f"{path}: {field}: environment variable {unset[0]} is not set (in {p!r})")
+            return p
+        return str(expand_path(p, base))
 
     overrides = list(overrides)
     winner_from = apply_sets(raw, overrides).get("architecture_from")  # --set first: it may name the winner file
@@ -142,7 +141,7 @@ def load_phase(path: str | Path, check_files: bool = True, base: str | Path | No
         winner = Path(absolute(winner_from, "architecture_from"))
         raw = {**raw, "architecture": _winner_architecture(winner, f"{path}: architecture_from")}
     phase = _validate_with_sets(raw, overrides, str(path))
-    archs = {name: Architecture.model_validate(_deep_merge(phase.architecture.model_dump(), over.architecture))
+    archs = {name: Architecture.model_validate(deep_merge(phase.architecture.model_dump(), over.architecture))
              for name, over in phase.experiments.items()}  # validated above
     _check_image_size(phase, archs, path)
     phase.data.manifest = absolute(phase.data.manifest, "data.manifest")
@@ -190,7 +189,7 @@ def resolve_run(params_file: str | Path, experiment: str, seed: int, runs_root: 
         if (cfg.experiment, cfg.seed) != (experiment, seed):
             raise InputError(f"config handed down is {cfg.experiment} seed {cfg.seed}, not {experiment} seed {seed}")
         return cfg
-    return run_config(load_phase(params_file, overrides=overrides), params_file, experiment, seed, runs_root, overrides)
+    return run_config(load_params(params_file, overrides=overrides), params_file, experiment, seed, runs_root, overrides)
 
 
 def run_config(phase: Phase, params_file: str | Path, experiment: str, seed: int, runs_root: str | None = None,
@@ -210,9 +209,9 @@ def run_config(phase: Phase, params_file: str | Path, experiment: str, seed: int
         params_hash=params_hash(params_file, overrides),
         overrides=list(overrides),
         data=phase.data,
-        architecture=Architecture.model_validate(_deep_merge(phase.architecture.model_dump(), over.architecture)),
-        training=Training.model_validate(_deep_merge(phase.training.model_dump(), over.training)),
-        loss=Loss.model_validate(_deep_merge(phase.loss.model_dump(), over.loss)),
+        architecture=Architecture.model_validate(deep_merge(phase.architecture.model_dump(), over.architecture)),
+        training=Training.model_validate(deep_merge(phase.training.model_dump(), over.training)),
+        loss=Loss.model_validate(deep_merge(phase.loss.model_dump(), over.loss)),
     )
 
 

@@ -29,7 +29,7 @@ from PIL import Image
 
 from imginav_lib.errors import InputError
 from imginav_lib.files import UMASK, atomic_path, atomic_write, atomic_write_text
-from imginav_lib.palette import MASK_TOLERANCE, PALETTE, mask_lut, pack_rgb
+from imginav_lib.palette import MASK_TOLERANCE, PALETTE, mask_lut, rgb_to_mask_lut
 
 CACHE_VERSION = 2  # 2: streamed build, lock, LUT masks (identical values); a v1 folder is another key: a miss
 CHUNK_BYTES = 16 << 20  # decoded bytes per worker task (16 images at 512 px)
@@ -90,7 +90,6 @@ def decode_chunk(paths: list[str], start: int, size: int, tolerance: float, imag
     """Decode manifest rows start, start + 1, ... and write them at those rows of `images` and `masks`.
 
     Returns (row, message) for each unreadable image; its rows stay zero."""
-    lut = mask_lut(tolerance)  # built by the parent before the workers were forked: they share it
     chunk_images = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
     chunk_masks = np.zeros((len(paths), size, size), dtype=np.uint8)
     errors = []
@@ -104,7 +103,7 @@ def decode_chunk(paths: list[str], start: int, size: int, tolerance: float, imag
             errors.append((start + j, str(e) or type(e).__name__))
             continue
         chunk_images[j] = rgb.transpose(2, 0, 1)
-        chunk_masks[j] = lut[pack_rgb(rgb)]
+        chunk_masks[j] = rgb_to_mask_lut(rgb, tolerance)  # the table the parent built before forking: shared
     images.write(start, chunk_images)
     masks.write(start, chunk_masks)
     return errors
@@ -276,14 +275,6 @@ def _build(tmp: Path, manifest, image_size: int, tolerance: float, workers: int,
     return n_keep
 
 
-_DECODED = [0]
-
-
-def decode_count() -> int:
-    """How many PNGs this process's prepares have decoded (tests use it to prove the cache is reused)."""
-    return _DECODED[0]
-
-
 def prepare_cache(
     manifest,
     image_size: int,
@@ -326,7 +317,7 @@ def _prepare_locked(manifest, image_size, tolerance, workers, on_bad_image, prog
         workers = min(workers, -(-len(manifest) * image_size**2 // MIN_PIXELS_PER_WORKER))
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}.build-"))
         try:
-            _DECODED[0] += _build(tmp, manifest, image_size, tolerance, workers, on_bad_image, progress, lock_fd)
+            _build(tmp, manifest, image_size, tolerance, workers, on_bad_image, progress, lock_fd)
             os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp makes 0700: the cache is shared like any folder made here
             os.rename(tmp, final)
         except BaseException:

@@ -21,7 +21,7 @@ from imginav_lib.runs import runfolder as rf
 from imginav_lib.files import atomic_write_text
 from imginav_lib.config.schema import ClusterResources, Phase
 from imginav_lib.launch.schedulers import SCHEDULERS
-from imginav_lib.launch.status import plural
+from imginav_lib.text import plural
 
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -30,14 +29,17 @@ from imginav_lib.runs import runfolder as rf
 from imginav_lib.errors import InputError
 from imginav_lib.files import check_output_dir, check_output_file
 from imginav_lib.launch.jobs import plan_jobs, ranges, submit_jobs
-from imginav_lib.config.params import load_phase, params_hash, run_config, runs_of
+from imginav_lib.data.cache import default_workers
+from imginav_lib.config.paths import expand_path, unset_variables
+from imginav_lib.config.params import load_params, params_hash, run_config, runs_of
 from imginav_lib.config.schema import Phase, RunConfig
 from imginav_lib.runs.runfolder import record_path, recorded_path
 from imginav_lib.runs.runfolder import read_index
 from imginav_lib.runs.runlock import FolderLock
 from imginav_lib.config.schema import BACKENDS
 from imginav_lib.launch.schedulers import SCHEDULERS, job_id_from_env
-from imginav_lib.launch.status import busy_runs, fmt_duration, plural, text_table
+from imginav_lib.launch.status import busy_runs
+from imginav_lib.text import fmt_duration, plural, text_table
 from imginav_lib.train.stopping import StopFileWriter, block_stop_signals, restore_stop_signals
 
 NOTEBOOK_ENV = "IMGINAV_TRAIN_NOTEBOOK"  # override of the training notebook (tests, a researcher's variant)
@@ -56,17 +58,13 @@ def train_notebook(override: str | Path | None = None) -> Path:
 
 
 def _expand(value: str, base: Path, what: str, dry_run: bool = False) -> Path:
-    """A cluster path: $VARS and ~ expanded (so params need no user paths), relative to the params file.
-
-    A dry run on a machine without the variable shows the path as written."""
-    expanded = os.path.expanduser(os.path.expandvars(value))
-    unset = re.search(r"\$\{?(\w+)", expanded)
-    if unset:
+    """A cluster path (config/paths.py). A dry run on a machine without the variable shows the path as written."""
+    path = expand_path(value, base)
+    if path is None:
         if dry_run:
             return Path(value)
-        raise InputError(f"{what}: environment variable {unset.group(1)} is not set (in {value!r})")
-    p = Path(expanded)
-    return p if p.is_absolute() else (base / p).resolve()
+        raise InputError(f"{what}: environment variable {unset_variables(value)[0]} is not set (in {value!r})")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -127,7 +125,7 @@ def _check_submitted(index_file: Path, params_file: Path, cfg: RunConfig) -> Non
     copy = index_file.parent / rf.PARAMS_COPY
     if not copy.is_file():
         raise InputError(f"{params_file} changed since {index_file} was written: run `imginav run` again")
-    then = run_config(load_phase(copy, check_files=False, base=params_file.parent, overrides=cfg.overrides), copy,
+    then = run_config(load_params(copy, check_files=False, base=params_file.parent, overrides=cfg.overrides), copy,
                       cfg.experiment, cfg.seed, str(Path(cfg.run_dir).parents[2]), cfg.overrides).model_dump()  # fmt: skip
     changes = rf.config_changes(then, cfg.model_dump())
     if changes:
@@ -160,7 +158,7 @@ def _run_one(index_file: Path, i: int, notebook: str | Path | None) -> int:
     if not params_file.is_file():
         raise InputError(f"{index_file}: params file not found: {params_file}")
     overrides = index.get("overrides") or []
-    phase = load_phase(params_file, overrides=overrides)
+    phase = load_params(params_file, overrides=overrides)
     run_dir = Path(entry["run_dir"])
     cfg = run_config(phase, params_file, entry["experiment"], entry["seed"], str(run_dir.parents[2]), overrides)
     if params_hash(params_file, overrides) != index["params_hash"]:
@@ -240,13 +238,9 @@ def _execute(nb: Path, folder: rf.RunFolder, cfg: RunConfig, params_file: Path, 
 # Local backend
 
 
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _run_local(index_file: Path, runs: list[dict], entries: list[int], jobs: int, logs: Path) -> dict[int, tuple[int, float]]:
     """`imginav run-one INDEX i` for each entry, `jobs` at a time; returns {i: (exit code, seconds)}."""
-    threads = max(1, _cpu_count() // jobs)
+    threads = max(1, default_workers() // jobs)  # the job's cores (or the machine's), shared by the runs
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     logs.mkdir(parents=True, exist_ok=True)
     todo, running, results = list(entries), {}, {}
@@ -309,9 +303,8 @@ def _unset_variables(phase: Phase, runs_root: str | None) -> dict[str, list[str]
               "cluster.logs_dir": phase.cluster.logs_dir}  # fmt: skip
     unset: dict[str, list[str]] = {}
     for field, value in fields.items():
-        for var in re.findall(r"\$\{?(\w+)", value or ""):
-            if var not in os.environ:
-                unset.setdefault(var, []).append(field)
+        for var in unset_variables(value):
+            unset.setdefault(var, []).append(field)
     return unset
 
 
@@ -357,7 +350,7 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     params_file = Path(params_file)
     # A dry run may show a cluster's params on a laptop that lacks the data: do not require the manifest.
     overrides = list(overrides)
-    phase = load_phase(params_file, check_files=not dry_run, overrides=overrides)
+    phase = load_params(params_file, check_files=not dry_run, overrides=overrides)
     backend = backend or phase.cluster.backend
     if backend not in BACKENDS:
         raise InputError(f"--backend: invalid backend {backend!r} ({', '.join(BACKENDS[:-1])} or {BACKENDS[-1]})")

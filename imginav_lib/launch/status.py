@@ -13,24 +13,7 @@ from imginav_lib.errors import InputError
 from imginav_lib.runs.runfolder import RunStatus, read_index
 from imginav_lib.runs.runlock import holder
 from imginav_lib.launch.schedulers import SCHEDULERS
-
-
-def plural(n: int, word: str) -> str:
-    """"1 run", "2 runs"."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def fmt_duration(s: float | None) -> str:
-    if s is None:
-        return "-"
-    s = int(round(s))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-def text_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+from imginav_lib.text import fmt_duration, text_table
 
 
 def _scheduler_states(backend: str, job_ids: set[str]) -> dict[tuple[str, int], str] | None:

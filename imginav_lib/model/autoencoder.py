@@ -131,10 +131,6 @@ class LayoutAutoencoder(nn.Module):
         return out
 
 
-def build_model(cfg: Architecture) -> LayoutAutoencoder:
-    return LayoutAutoencoder(cfg)
-
-
 def heads_for(loss_weights) -> tuple[str, ...]:
     """The heads worth computing in training: those with a non-zero loss weight."""
     return tuple(h.name for h in H.HEADS if getattr(loss_weights, h.loss_weight) > 0)

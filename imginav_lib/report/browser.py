@@ -2,16 +2,13 @@
 an ipywidgets browser for a live kernel."""
 from __future__ import annotations
 
-import base64
-import hashlib
 import html
-import io
 import json
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imginav_lib.palette import PALETTE
+from imginav_lib.report.images import PANELS, Blobs, element_id, panels, script_json
 
 if TYPE_CHECKING:
     from imginav_lib.analysis import Analysis
@@ -19,60 +16,6 @@ if TYPE_CHECKING:
 BROWSER_BUDGET = 2400  # (run, epoch, sample) images embedded in the static browser; beyond it epochs are thinned
 
 e = html.escape
-
-
-def _error_lut() -> np.ndarray:
-    """0..255 -> a dark-to-bright heat palette (black, red, yellow, white), flattened for PIL."""
-    x = np.linspace(0, 1, 256)
-    rgb = np.stack([np.clip(3 * x, 0, 1), np.clip(3 * x - 1, 0, 1), np.clip(3 * x - 2, 0, 1)], 1)
-    return (rgb * 255).astype(np.uint8).ravel()
-
-
-def _png_p(indices: np.ndarray, palette: np.ndarray) -> bytes:
-    from PIL import Image
-
-    im = Image.fromarray(indices.astype(np.uint8), mode="P")
-    im.putpalette(palette.tolist())
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-_CLASS_LUT = np.zeros((256, 3), np.uint8)
-_CLASS_LUT[: len(PALETTE)] = PALETTE
-_CLASS_LUT = _CLASS_LUT.ravel()  # IGNORE_INDEX shows black
-
-
-def _webp(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="WEBP", quality=85, method=4)
-    return buf.getvalue()
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-_ERROR_LUT = _error_lut()
-# How each panel of a sample is encoded: npz arrays -> bytes. Layouts are flat colours (PNG); recon is photo-like (WebP).
-PANELS = {
-    "input": lambda a, i: _png(a["input"][i].transpose(1, 2, 0)),
-    "recon": lambda a, i: _webp(a["recon"][i].transpose(1, 2, 0)),
-    "error": lambda a, i: _png_p(a["error"][i], _ERROR_LUT),
-    "seg": lambda a, i: _png_p(a["seg_pred"][i] if "seg_pred" in a else a["recon_classes"][i], _CLASS_LUT),
-    "mask": lambda a, i: _png_p(a["mask"][i], _CLASS_LUT),
-}
-
-
-def panels(arrays: dict, i: int) -> dict[str, bytes]:
-    """Encoded images of sample i of an npz: input/mask/seg as palette PNG, recon as WebP, |error| as heat PNG."""
-    return {k: enc(arrays, i) for k, enc in PANELS.items()}
 
 
 def _thin(epochs: list[int], k: int) -> list[int]:
@@ -94,7 +37,7 @@ def browser_data(a: Analysis, budget: int = BROWSER_BUDGET) -> dict:
     total = sum(len(s[(s.experiment == x) & (s.seed == seed)]) for x, seed in runs) * n
     n_show = n if total <= budget else min(n, 4)
     per_run = max(2, budget // (len(runs) * n_show))
-    blobs, ids, data = [], {}, []
+    blobs, data = Blobs(), []
     shown = total_epochs = 0
     for x in a.runs.experiments:
         seeds = []
@@ -110,16 +53,8 @@ def browser_data(a: Analysis, budget: int = BROWSER_BUDGET) -> dict:
                 frame = []
                 for i in range(min(n_show, len(arrays["index"]))):
                     ref = {}
-                    for k, enc in PANELS.items():
-                        # The same input and true mask recur in every run and epoch: key by the raw pixels, encode once.
-                        src = arrays["seg_pred" if k == "seg" and "seg_pred" in arrays else "recon_classes" if k == "seg" else k][i]
-                        h = (k, hashlib.blake2b(src.tobytes(), digest_size=12).digest())
-                        if h not in ids:
-                            b = enc(arrays, i)
-                            ids[h] = len(blobs)
-                            mime = "image/webp" if b[8:12] == b"WEBP" else "image/png"
-                            blobs.append(f"data:{mime};base64," + base64.b64encode(b).decode())
-                        ref[k] = ids[h]
+                    for k in PANELS:
+                        ref[k] = blobs.add(k, arrays, i)
                     frame.append(ref)
                 frames[str(ep)] = frame
                 shown += 1
@@ -133,7 +68,7 @@ def browser_data(a: Analysis, budget: int = BROWSER_BUDGET) -> dict:
     note = "" if shown == total_epochs and n_show == n else (
         f"To keep this file small the static browser shows {shown} of {total_epochs} saved epochs and {n_show} of {n} samples; "
         "the live notebook (analysis.ipynb) shows all.")
-    return {"experiments": exps, "runs": data, "blobs": blobs, "note": note}
+    return {"experiments": exps, "runs": data, "blobs": blobs.uris, "note": note}
 
 
 _BROWSER_JS = """
@@ -178,9 +113,9 @@ def browser_html(a: Analysis, budget: int = BROWSER_BUDGET) -> str:
     d = browser_data(a, budget)
     if not d["experiments"]:
         return "<p>No samples were saved by any run (samples/epoch_XXX.npz), so there is nothing to browse.</p>"
-    uid = "imginav-browser-" + hashlib.blake2b(str(a.runs.runs_dir).encode(), digest_size=4).hexdigest()
+    uid = element_id("imginav-browser", str(a.runs.runs_dir))
     # JSON inside <script>: escape <, > and & so no name can close the tag.
-    payload = json.dumps(d, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    payload = script_json(d)
     figs = "".join(f'<figure><img data-role="img-{k}" alt="{k}"><figcaption{" data-role=seg-caption" if k == "seg" else ""}>{cap}</figcaption></figure>'
                    for k, cap in (("input", "input"), ("recon", "reconstruction"), ("error", "|error|"), ("seg", "segmentation"), ("mask", "true classes")))
     return (f'<div class="imginav-browser" id="{uid}">'

@@ -259,10 +259,3 @@ def fig_latent(a: Analysis) -> go.Figure:
     fig.update_layout(title=_t(f"{a.runs.phase}: the latent at the best checkpoint (bars: mean, whiskers: {level} t-interval, dots: seeds)"),
                       height=420, barmode="overlay")
     return fig
-
-
-def figures(a: Analysis) -> list[go.Figure]:
-    """Every figure of the report, in order (the browser test counts them)."""
-    figs = [fig_curves(a), fig_final_metrics(a), fig_relative(a), fig_stability(a), fig_iou(a), fig_boundary(a), fig_confusion(a),
-            fig_cls(a), fig_latent(a)]
-    return [f for f in figs if f is not None]

@@ -17,39 +17,29 @@ cluster or a moved project resolve it in the checkout at hand, never at a path r
 """
 from __future__ import annotations
 
-import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from imginav_lib.errors import InputError
+from imginav_lib.config.paths import expand_path
 from imginav_lib.runs import runfolder as rf
 from imginav_lib.files import atomic_path
 
 REPORT = "report.html"  # in the phase folder
 
 
-def _expand(value: str, base: Path) -> Path | None:
-    """A runs root as `imginav run` resolves it; None when it names an unset variable."""
-    expanded = os.path.expanduser(os.path.expandvars(value))
-    if re.search(r"\$\{?\w+", expanded):
-        return None
-    p = Path(expanded)
-    return (p if p.is_absolute() else base / p).resolve()
-
-
 def own_phase_dirs(params_file: Path) -> list[Path]:
     """The phase folders that are this params file's own (runs_root and cluster.runs_root)."""
-    from imginav_lib.config.params import load_phase
+    from imginav_lib.config.params import load_params
 
     try:
-        phase = load_phase(params_file, check_files=False)
+        phase = load_params(params_file, check_files=False)
     except InputError:
         return []
     roots = [Path(phase.runs_root).resolve()]
     if phase.cluster.runs_root:
-        roots.append(_expand(phase.cluster.runs_root, params_file.parent))
+        roots.append(expand_path(phase.cluster.runs_root, params_file.parent))
     return [r / phase.phase for r in roots if r is not None]
 
 

@@ -9,15 +9,13 @@ Two views of the same data: a static HTML + JS block for the report (no kernel) 
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import html
 import json
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imginav_lib.report.browser import PANELS
+from imginav_lib.report.images import PANELS, Blobs, element_id, script_json
 
 if TYPE_CHECKING:
     from imginav_lib.analysis import Analysis
@@ -69,16 +67,8 @@ def comparison_data(samples, experiments: list[str], heads: dict, budget: int = 
     if len(epochs) * per_epoch > budget:
         k = max(2, budget // per_epoch)
         epochs = [epochs[i] for i in np.unique(np.round(np.linspace(0, len(epochs) - 1, k)).astype(int))]
-    blobs, ids, cache = [], {}, {}
-
-    def blob(kind: str, arrays: dict, i: int) -> int:
-        src = arrays["seg_pred" if kind == "seg" and "seg_pred" in arrays else "recon_classes" if kind == "seg" else kind][i]
-        h = (kind, hashlib.blake2b(src.tobytes(), digest_size=12).digest())
-        if h not in ids:
-            b = PANELS[kind](arrays, i)
-            ids[h] = len(blobs)
-            blobs.append(f"data:{'image/webp' if b[8:12] == b'WEBP' else 'image/png'};base64," + base64.b64encode(b).decode())
-        return ids[h]
+    blobs, cache = Blobs(), {}
+    blob = blobs.add
 
     def arrays_of(x: str, e: int) -> dict:
         if (x, e) not in cache:
@@ -103,7 +93,7 @@ def comparison_data(samples, experiments: list[str], heads: dict, budget: int = 
     labels = {x: "predicted segmentation" if "seg" in heads.get(x, ()) else "reconstruction snapped to palette" for x in exps}
     note = f"seed {seed}; " + (f"{len(epochs)} of {len(set().union(*saved.values()))} saved epochs shown" if
                                len(epochs) < len(set().union(*saved.values())) else "every saved epoch")  # fmt: skip
-    return {"experiments": exps, "seed": seed, "epochs": epochs, "frames": frames, "seg_labels": labels, "blobs": blobs, "note": note}
+    return {"experiments": exps, "seed": seed, "epochs": epochs, "frames": frames, "seg_labels": labels, "blobs": blobs.uris, "note": note}
 
 
 _JS = """
@@ -153,8 +143,8 @@ def comparison_html(a: Analysis, budget: int = BUDGET) -> str:
     if not d["experiments"]:
         return "<p>No samples were saved by any run (samples/epoch_XXX.npz), so there is nothing to compare.</p>"
     e = html.escape
-    uid = "imginav-compare-" + hashlib.blake2b(str(a.runs.runs_dir).encode(), digest_size=4).hexdigest()
-    payload = json.dumps(d, separators=(",", ":")).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    uid = element_id("imginav-compare", str(a.runs.runs_dir))
+    payload = script_json(d)
     fig = lambda role, cap: f'<figure><img data-role="{role}" alt="{e(cap)}"><figcaption>{e(cap)}</figcaption></figure>'  # noqa: E731
     rows = "".join(
         f'<div class="row" data-row="{r}"><div class="row-name"><b>{e(x)}</b><br><span class="muted" data-role="row-label"></span></div>'

@@ -299,11 +299,6 @@ def record_submission(phase_dir: Path, record: dict) -> None:
     write_json(path, data)
 
 
-def holds_runs(phase_dir: Path) -> bool:
-    """Whether any run of this phase folder has started (written its run.json)."""
-    return any(phase_dir.glob(f"*/seed*/{RUN_JSON}"))
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The params file a phase folder names. index.json records it relative to the folder `imginav run` was started
 # in (the project: a cluster job starts in the folder it was submitted from), so runs copied back from a cluster

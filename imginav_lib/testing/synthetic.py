@@ -16,7 +16,7 @@ from imginav_lib import heads as H
 from imginav_lib.analysis.decision import decide
 from imginav_lib.files import atomic_write, atomic_write_text
 from imginav_lib.palette import CLASS_NAMES, mask_to_rgb
-from imginav_lib.config.params import load_phase, params_hash
+from imginav_lib.config.params import load_params, params_hash
 from imginav_lib.config.schema import Decision
 
 
@@ -60,7 +60,7 @@ def write_synthetic_phase(
     }
     params_path = out / "params.yaml"
     atomic_write_text(params_path, yaml.safe_dump(params, sort_keys=False))
-    phase_cfg = load_phase(params_path, check_files=False)
+    phase_cfg = load_params(params_path, check_files=False)
     index = {"phase": phase, "params_file": str(params_path), "params_hash": params_hash(params_path), "runs": []}
 
     # The fixed validation images: rooms of wall + background with furniture rectangles.

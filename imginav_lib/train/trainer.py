@@ -24,7 +24,7 @@ from imginav_lib.files import atomic_write
 from imginav_lib.model.latent import latent_report
 from imginav_lib.model.losses import total_loss
 from imginav_lib.model.metrics import LOSS_PARTS, NAN, TrainMetrics, ValMetrics, metric_columns
-from imginav_lib.model.autoencoder import LayoutAutoencoder, build_model, heads_for
+from imginav_lib.model.autoencoder import LayoutAutoencoder, heads_for
 from imginav_lib.palette import UNKNOWN_LABEL, mask_to_rgb
 from imginav_lib.runs.runfolder import (RunFolder, RunStatus, check_same_run, load_checkpoint, now, read_rows, save_checkpoint,
                         write_csv)
@@ -349,7 +349,7 @@ def _fit(cfg: RunConfig, data: RunData | None, progress: bool, job_id: str | Non
     info = folder.read_info()
     if folder.finished(cfg.training.epochs):
         print(f"{folder.path}: already done (status done); nothing to do")
-        return _result(build_model(cfg.architecture), load_checkpoint(folder.best)["model"], folder)
+        return _result(LayoutAutoencoder(cfg.architecture), load_checkpoint(folder.best)["model"], folder)
     # A done run whose planned epochs were raised continues from latest.pt (the last epoch's weights, optimizer
     # and early-stopping state) exactly as if it had been planned that long; best.pt stays the best so far.
 
@@ -358,7 +358,7 @@ def _fit(cfg: RunConfig, data: RunData | None, progress: bool, job_id: str | Non
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     data = data or load_run_data(cfg, progress=progress)
-    model = build_model(cfg.architecture).to(device)
+    model = LayoutAutoencoder(cfg.architecture).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.training.lr, weight_decay=cfg.training.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
     state, rows = _resume(folder, model, optimizer, scaler, device)
