@@ -129,3 +129,12 @@ def test_the_rule_refuses_a_reverse_import(module, target):
 def test_the_cycle_check_finds_a_loop():
     edges = {"imginav_lib.a.x": [(1, "imginav_lib.a.y")], "imginav_lib.a.y": [(1, "imginav_lib.a.x")]}
     assert cycles(edges) == [["imginav_lib.a.x", "imginav_lib.a.y", "imginav_lib.a.x"]]
+
+
+def test_pyproject_ships_every_subpackage():
+    # A plain `pip install .` installs only the packages pyproject lists: a new subpackage must be among them.
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module_name(p) for p in PACKAGE.rglob("__init__.py") if "__pycache__" not in p.parts}
+    assert found - listed == set()

@@ -98,7 +98,7 @@ def write_index(phase: Phase, params_file: str | Path, runs_root: str | Path, ov
     params_file = Path(params_file).resolve()
     index = {
         "phase": phase.phase,
-        "params_file": record_path(params_file),  # relative to the checkout when inside it (publish.py)
+        "params_file": record_path(params_file),  # relative to the working folder when inside it (runfolder.record_path)
         "params_hash": params_hash(params_file, overrides),
         "overrides": list(overrides),
         "runs": runs_of(phase, str(Path(runs_root).resolve())),

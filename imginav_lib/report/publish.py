@@ -12,8 +12,8 @@ the report and the next phase's params also copied, byte for byte, to `<project>
 a folder named `params` (the repository's layout), else the params file's own folder.
 
 The params file of a phase folder is `--params` when given, else the one `index.json` names. index.json records a
-params file inside the current checkout relative to it (`params/phase1_4.yaml`), so runs copied back from the
-cluster or a moved project resolve it in the checkout at hand, never at a path recorded on another machine.
+params file inside the working folder relative to it (`params/phase1_4.yaml`, runs/runfolder.py), so runs copied
+back from the cluster or a moved project resolve it in the checkout at hand, never at a path recorded elsewhere.
 """
 from __future__ import annotations
 

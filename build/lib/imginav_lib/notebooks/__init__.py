@@ -1,0 +1,1 @@
+"""The notebooks `imginav` executes, shipped as package data (imginav_lib.notebooks)."""
