@@ -1,0 +1,1 @@
+"""Generated floor-plan layouts (`imginav make-layouts`)."""

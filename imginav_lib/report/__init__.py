@@ -1,0 +1,1 @@
+"""The phase report: sections, figures, sample browsers, build and publish. Uses analysis, runs and config."""
