@@ -1,1 +1,0 @@
-"""The notebooks `imginav` executes, shipped as package data (imginav_lib.notebooks)."""
