@@ -1,0 +1,57 @@
+"""`imginav status` on SLURM without a cluster: what `squeue -h -r -o "%i|%T" -j <ids>` prints, and the states
+it becomes (the live-cluster tests are tests/test_slurm.py).
+
+The fixtures in tests/fixtures/squeue/ follow SLURM's documentation: squeue's `%i` is `<job>_<index>` for an
+array task and `<job>_[<ranges>]` for pending tasks shown on one line ("pending job array elements will be
+combined on one line of output with the array index values printed using a regular expression", squeue(1),
+`-r`); the ranges are lists and `a-b` spans with an optional `%<max running>` suffix, as `sbatch --array`
+takes them (job_array.html). compressed.txt and one_per_line.txt list the same elements in the two forms.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from imginav_lib.launch.schedulers import Slurm
+from imginav_lib.launch.schedulers.base import expand_ranges
+
+FIXTURES = Path(__file__).parent / "fixtures" / "squeue"
+EXPECTED = {
+    **{("212", k): "pending" for k in (3, 4, 5, 7, 9, 10)},
+    ("212", 1): "running",
+    ("212", 2): "running",  # COMPLETING: still holds its node
+    ("212", 6): "held",  # REQUEUE_HOLD: requeued too often, waits for `scontrol release`
+    **{("212", k): "pending" for k in (11, 12, 14)},  # SUSPENDED
+    ("213", 0): "pending",  # a job that is not an array (the prepare or report job)
+}
+
+
+@pytest.mark.parametrize("fixture", ["compressed.txt", "one_per_line.txt"])
+def test_squeue_states_are_read_with_ranges_lists_and_limits(fixture):
+    assert Slurm.parse_states((FIXTURES / fixture).read_text()) == EXPECTED
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("3-5", [3, 4, 5]),
+    ("3-5%2", [3, 4, 5]),
+    ("7,9-10", [7, 9, 10]),
+    ("1,3-4,8%4", [1, 3, 4, 8]),
+    ("12", [12]),
+    ("0-0", [0]),
+])
+def test_expand_ranges_keeps_every_element(spec, expected):
+    assert expand_ranges(spec) == expected
+
+
+def test_states_asks_squeue_for_our_jobs_and_reads_its_answer(tmp_path, monkeypatch):
+    """Through Slurm.states, with an squeue stand-in (tests only) on PATH that records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    args = tmp_path / "args"
+    (bin_dir / "squeue").write_text(f'#!/bin/sh\necho "$@" > "{args}"\ncat "{FIXTURES / "compressed.txt"}"\n')
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert Slurm().states({"213", "212"}) == EXPECTED
+    assert args.read_text().split() == ["-h", "-r", "-o", "%i|%T", "-j", "212,213"]
