@@ -1,15 +1,70 @@
-"""Shared fixtures: tiny phase params files over the real layouts in ../shared/real_layouts."""
+"""Shared fixtures: tiny phase params files over the real layouts in ../shared/real_layouts.
+
+A clone without ../shared runs the same tests on a stand-in the tests generate once (79 layouts at 128 px, like
+the real set, downsampled and unlabelled like it); only a test that compares against the real layouts themselves needs them
+(`require_real_layouts`): it fails under CI (CI=true) and is skipped elsewhere, and the summary says how many.
+"""
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-# ../shared beside the checkout; under `make mutate` the tests run from the checkout's mutants/ folder
-REAL = (REPO.parent.parent if REPO.name == "mutants" else REPO.parent) / "shared" / "real_layouts"
+# ../shared beside the checkout; under `make mutate` the tests run from the checkout's mutants/ folder.
+# IMGINAV_REAL_LAYOUTS points elsewhere (a path that does not exist: run as a clone without ../shared would).
+REAL = Path(os.environ.get("IMGINAV_REAL_LAYOUTS") or
+            (REPO.parent.parent if REPO.name == "mutants" else REPO.parent) / "shared" / "real_layouts")
+WANT_OF_DATA = "for want of data:"  # the start of the skip reason that the summary counts
+_stand_in_used: list[str] = []
+
+
+def require_real_layouts() -> Path:
+    """The real layouts' manifest, for a test that compares against them; fails under CI, else skips."""
+    if (REAL / "manifest.csv").is_file():
+        return REAL / "manifest.csv"
+    message = f"{WANT_OF_DATA} real layouts not found at {REAL}"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message} (CI=true: a test may not skip for want of data)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def layouts_manifest(tmp_path_factory) -> Path:
+    """The real layouts' manifest, or a stand-in of the same shape where ../shared is missing."""
+    if (REAL / "manifest.csv").is_file():
+        return REAL / "manifest.csv"
+    from imginav_lib.demo.layouts import make_layouts
+
+    from PIL import Image
+
+    out = tmp_path_factory.mktemp("stand_in_layouts")
+    generated = make_layouts(out, n=79, size=256, seed=0)
+    rows = list(csv.DictReader(generated.open()))
+    for r in rows:  # downsampled like the real set (from 512 px): blended, off-palette edge pixels
+        path = out / r["layout_path"]
+        Image.open(path).convert("RGB").resize((128, 128), Image.BOX).save(path)
+    manifest = out / "stand_in.csv"
+    with manifest.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["layout_path", "type", "is_empty"])
+        w.writeheader()
+        w.writerows({"layout_path": r["layout_path"], "type": "", "is_empty": r["is_empty"]} for r in rows)
+    _stand_in_used.append(str(out))
+    return manifest
+
+
+def pytest_terminal_summary(terminalreporter):
+    for_want = [r for r in terminalreporter.stats.get("skipped", [])
+                if WANT_OF_DATA in str(getattr(r, "longrepr", ""))]  # fmt: skip
+    if for_want or _stand_in_used:
+        terminalreporter.section("data")
+    if _stand_in_used:
+        terminalreporter.write_line(f"real layouts not found at {REAL}: the tests ran on generated stand-in layouts")
+    if for_want:
+        terminalreporter.write_line(f"{len(for_want)} test(s) skipped for want of the real layouts (CI=true fails them)")
 
 
 def tiny_params(tmp: Path, manifest: Path, **over) -> Path:
@@ -32,10 +87,8 @@ def tiny_params(tmp: Path, manifest: Path, **over) -> Path:
 
 
 @pytest.fixture
-def real_manifest() -> Path:
-    if not (REAL / "manifest.csv").is_file():
-        pytest.skip(f"real layouts not found at {REAL}")
-    return REAL / "manifest.csv"
+def real_manifest(layouts_manifest) -> Path:
+    return layouts_manifest
 
 
 @pytest.fixture
@@ -47,7 +100,7 @@ def labelled_manifest(tmp_path, real_manifest) -> Path:
         w = csv.DictWriter(f, fieldnames=["layout_path", "type", "is_empty"])
         w.writeheader()
         for i, r in enumerate(rows):
-            w.writerow({"layout_path": str(REAL / r["layout_path"]), "type": ("room", "scene")[i % 2], "is_empty": r["is_empty"]})
+            w.writerow({"layout_path": str(real_manifest.parent / r["layout_path"]), "type": ("room", "scene")[i % 2], "is_empty": r["is_empty"]})
     return out
 
 

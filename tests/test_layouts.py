@@ -10,10 +10,9 @@ from PIL import Image
 from imginav_lib.data.dataset import read_manifest
 from imginav_lib.palette import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, PALETTE, rgb_to_mask
 from imginav_lib.errors import InputError
+from conftest import require_real_layouts
 from imginav_lib.demo.layouts import make_layouts
 
-# The repo is <root>/main and the shared data <root>/shared, here and in CI.
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real_layouts"
 FURNITURE = range(8)  # class ids 0..7; 8 is wall, 9 background
 
 
@@ -113,10 +112,9 @@ def test_bad_args_raise_input_error(tmp_path, kwargs):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.skipif(not (REAL / "manifest.csv").is_file(), reason=f"real layouts not found at {REAL}")
 def test_class_fractions_match_real_layouts(generated):
     """Mean per-tile pixel fraction of every class within 3x of the real set, over all tiles and non-empty ones."""
-    real, real_empty = _class_fractions(REAL / "manifest.csv", 128)
+    real, real_empty = _class_fractions(require_real_layouts(), 128)
     gen, gen_empty = _class_fractions(generated, 128)
     rows, bad = [], []
     for subset, r, g in (("all", real, gen), ("non-empty", real[~real_empty], gen[~gen_empty])):

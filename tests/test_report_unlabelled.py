@@ -23,14 +23,10 @@ EXPS = {"F1": {}, "F2": {"loss": {"seg": 0.05}}, "F3": {"loss": {"seg": 0.05, "c
 
 
 @pytest.fixture(scope="module")
-def unlabelled(tmp_path_factory):
+def unlabelled(tmp_path_factory, layouts_manifest):
     """F1/F2/F3 x 2 seeds, 1 epoch at 16 px on the real layouts (every `type` empty), then `imginav report`."""
-    from conftest import REAL
-
-    if not (REAL / "manifest.csv").is_file():
-        pytest.skip(f"real layouts not found at {REAL}")
     tmp = tmp_path_factory.mktemp("unlabelled")
-    params = tiny_params(tmp, REAL / "manifest.csv", experiments=EXPS, seeds=[1, 2], phase="unlabelled",
+    params = tiny_params(tmp, layouts_manifest, experiments=EXPS, seeds=[1, 2], phase="unlabelled",
                          training={"epochs": 1, "sample_interval": 1}, data={"filters": {}, "image_size": 16})
     phase = load_params(params)
     write_index(phase, params, phase.runs_root)
