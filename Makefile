@@ -8,7 +8,7 @@ BIN     = $(VENV)/bin
 TORCH  ?= torch==2.13.0
 DEMO_DATA ?= data/demo_layouts
 
-.PHONY: demo test venv browser clean bench mutate soak
+.PHONY: demo test venv browser clean bench mutate mutate-runs soak
 
 $(BIN)/imginav: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,17 @@ mutate: $(BIN)/imginav
 	OMP_NUM_THREADS=1 $(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTANTS),'$(m)')
 	@echo "survivors (mutmut show NAME for the diff):"
 	@$(BIN)/mutmut results | grep -v "not checked" || true
+
+# Mutation testing of the cluster and run-folder layers (mutate-runs.toml: the modules and the tests). mutmut reads
+# its settings from ./pyproject.toml only, so it runs in build/mutate-runs/, where that file is mutate-runs.toml and
+# the code, tests and data are links to this checkout.
+mutate-runs: $(BIN)/imginav
+	rm -rf build/mutate-runs && mkdir -p build/mutate-runs
+	for d in imginav_lib tests params notebooks docs hpc; do ln -s ../../$$d build/mutate-runs/$$d; done
+	cp mutate-runs.toml build/mutate-runs/pyproject.toml
+	cd build/mutate-runs && OMP_NUM_THREADS=1 IMGINAV_REAL_LAYOUTS=$(abspath ..)/shared/real_layouts ../../$(BIN)/mutmut run --max-children 2
+	@echo "survivors (cd build/mutate-runs && mutmut show NAME for the diff):"
+	@cd build/mutate-runs && ../../$(BIN)/mutmut results | grep -v "not checked" || true
 
 # kill -9 a training process 20 times over a run, resuming each time; the result must equal an uninterrupted run
 soak: $(BIN)/imginav
