@@ -59,12 +59,13 @@ mutate: $(BIN)/imginav
 
 # Mutation testing of the cluster and run-folder layers (mutate-runs.toml: the modules and the tests). mutmut reads
 # its settings from ./pyproject.toml only, so it runs in build/mutate-runs/, where that file is mutate-runs.toml and
-# the code, tests and data are links to this checkout.
+# the code, tests and data are links to this checkout. MUTANTS_RUNS narrows it (mutmut's names, globs allowed).
+MUTANTS_RUNS ?=
 mutate-runs: $(BIN)/imginav
 	rm -rf build/mutate-runs && mkdir -p build/mutate-runs
 	for d in imginav_lib tests params notebooks docs hpc; do ln -s ../../$$d build/mutate-runs/$$d; done
 	cp mutate-runs.toml build/mutate-runs/pyproject.toml
-	cd build/mutate-runs && OMP_NUM_THREADS=1 IMGINAV_REAL_LAYOUTS=$(abspath ..)/shared/real_layouts ../../$(BIN)/mutmut run --max-children 2
+	cd build/mutate-runs && OMP_NUM_THREADS=1 IMGINAV_REAL_LAYOUTS=$(abspath ..)/shared/real_layouts ../../$(BIN)/mutmut run --max-children 2 $(foreach m,$(MUTANTS_RUNS),'$(m)')
 	@echo "survivors (cd build/mutate-runs && mutmut show NAME for the diff):"
 	@cd build/mutate-runs && ../../$(BIN)/mutmut results | grep -v "not checked" || true
 
