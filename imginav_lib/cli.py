@@ -11,6 +11,8 @@ from pathlib import Path
 from imginav_lib.errors import InputError
 from imginav_lib.config.schema import BACKENDS
 
+MAX_ERROR_CHARS = 2000  # an error line is cut here: a message that quotes its input (an alias bomb) stays readable
+
 
 def _make_layouts(a):
     from imginav_lib.demo.layouts import make_layouts
@@ -26,10 +28,11 @@ def _validate(a):
 
     phase = load_params(a.params, overrides=a.set)
     runs = runs_of(phase)
+    data = manifest_summary(phase.data, phase.seeds)  # may refuse the data: before the "ok" line
     with_sets = f" (with {plural(len(a.set), '--set override')})" if a.set else ""
     print(f"{a.params}: ok{with_sets}: phase {phase.phase}, {plural(len(phase.experiments), 'experiment')} x "
           f"{plural(len(phase.seeds), 'seed')} = {plural(len(runs), 'run')}")  # fmt: skip
-    print(manifest_summary(phase.data))
+    print(data)
 
 
 def _prepare(a):
@@ -161,13 +164,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def error_line(e: InputError) -> str:
+    """The message on one line, whatever a library put in it (pandas and PyYAML errors can span several), cut to
+    MAX_ERROR_CHARS."""
+    text = " ".join(line.strip() for line in str(e).strip().splitlines())
+    if len(text) > MAX_ERROR_CHARS:
+        text = f"{text[:MAX_ERROR_CHARS]}... ({len(text) - MAX_ERROR_CHARS:,} more characters)"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         rc = args.fn(args)
     except InputError as e:
-        # One line, whatever a library put in the message (pandas and PyYAML errors can span several).
-        print("imginav: error: " + " ".join(line.strip() for line in str(e).strip().splitlines()), file=sys.stderr)
+        print("imginav: error: " + error_line(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("imginav: interrupted", file=sys.stderr)
