@@ -113,7 +113,10 @@ def write_index(phase: Phase, params_file: str | Path, runs_root: str | Path, ov
 def _mark_failed(run_dir: Path, entry: dict, phase: str, error: str) -> None:
     """The trainer could not record its own end (kernel killed, notebook failed before training): say so."""
     folder = rf.RunFolder(run_dir)
-    info = folder.read_info()
+    try:
+        info = folder.read_info()
+    except InputError:  # a damaged run.json: replaced by the record of this failure
+        info = {}
     info.update(phase=phase, experiment=entry["experiment"], seed=entry["seed"], status=rf.RunStatus.FAILED,
                 error=error, ended=rf.now(), updated=rf.now())  # fmt: skip
     folder.write_info(info)
