@@ -657,8 +657,8 @@ def test_validate_refuses_a_missing_image_unless_skipped(tmp_path, phase, capsys
 # Run folders: a damaged run.json or index.json is one line (run) or a damaged row (status), never a crash
 
 
-DAMAGED = [(b"[1, 2]", "a JSON list, not an object"), (bytes(range(256)), "not UTF-8 text"),
-           (b"{" * 100_000, "not JSON"), (b'{"status": "done", "epoch": [1], "best_val_mse": "x"}', None)]
+DAMAGED = [(b"[1, 2]", "a JSON list, not an object"), (bytes(range(256)), "not UTF-8 text"), (b"{", "not JSON"),
+           (b"[" * 100_000, "nested too deeply"), (b'{"status": "done", "epoch": [1], "best_val_mse": "x"}', None)]
 
 
 @pytest.mark.parametrize("content, expected", DAMAGED)
@@ -687,7 +687,7 @@ def test_status_lists_a_run_json_that_is_a_fifo(tmp_path, phase, capsys):
     assert "is a FIFO (named pipe), not a regular file" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("content, expected", DAMAGED[:3])
+@pytest.mark.parametrize("content, expected", DAMAGED[:4])
 def test_run_refuses_a_damaged_run_json(tmp_path, phase, capsys, content, expected):
     p = phase()
     cfg = yaml.safe_load(p.read_text())
@@ -718,7 +718,7 @@ def test_report_lists_a_run_with_a_damaged_run_json(tmp_path, phase):
 
     runs = S.write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=2, sample_interval=1)
     index = json.loads((runs / "index.json").read_text())
-    for entry, content in zip(index["runs"], (b"[1]", b"{" * 100_000, bytes(range(256)))):
+    for entry, content in zip(index["runs"], (b"[1]", b"[" * 100_000, bytes(range(256)))):
         (Path(entry["run_dir"]) / "run.json").write_bytes(content)
     got = load_phase_runs(runs).runs.set_index(["experiment", "seed"])
     assert (got["state"].iloc[:3] == "unreadable").all(), got[["state", "error"]]

@@ -87,7 +87,7 @@ def load_json(path: Path):
     except json.JSONDecodeError as e:
         raise ValueError(f"not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
     except RecursionError:
-        raise ValueError("not JSON that can be read: nested too deeply") from None
+        raise ValueError("nested too deeply to be a record the workbench writes") from None
 
 
 def read_json(path: Path) -> dict:
