@@ -449,7 +449,7 @@ def test_fifo_where_an_image_should_be_neither_hangs_validate_nor_prepare(tmp_pa
     for cmd in ("validate", "prepare"):
         fails_cleanly(capsys, tmp_path, [cmd, str(p)], f"manifest {m}: ", "row 2: ", "pipe.png",
                       "is a FIFO (named pipe), not a regular file")
-    # through a real process, with decoding workers: no .build-* folder is left, nothing waits
+    # through a real process (what a user runs): no .build-* folder is left, nothing waits
     _, took = fails_in_a_process(tmp_path, ["prepare", str(p), "--workers", "2"], "is a FIFO (named pipe)")
     assert took < SUBPROCESS_S
 

@@ -24,6 +24,15 @@ BACKENDS = ("local", *SCHEDULER_NAMES)  # what `--backend` and `cluster.backend`
 
 def _takes_number(annotation) -> bool:
     """Whether a field's type takes an int or a float but not a bool (`int`, `float | None`, `list[int]`, ...)."""
+    if annotation not in _TAKES_NUMBER:
+        _TAKES_NUMBER[annotation] = _leaves_take_number(annotation)
+    return _TAKES_NUMBER[annotation]
+
+
+_TAKES_NUMBER: dict = {}  # annotation -> _leaves_take_number: the schema's few types, walked once each
+
+
+def _leaves_take_number(annotation) -> bool:
     leaves, todo = set(), [annotation]
     while todo:
         t = todo.pop()
