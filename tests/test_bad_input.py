@@ -533,6 +533,9 @@ def test_deep_nesting_in_a_params_file_or_a_set_is_one_line(tmp_path, phase, cap
     fails_cleanly(capsys, tmp_path, ["validate", str(p)], f"{p}: invalid YAML at line", "nested deeper than 20 levels")
     fails_cleanly(capsys, tmp_path, ["validate", str(phase()), "--set", f"data.filters.is_empty={_nested(5000)}"],
                   "--set data.filters.is_empty=[[[", "value: invalid YAML at line 1, column 21: nested deeper than 20 levels")
+    deep_key = ".".join(["training"] * 5000)
+    fails_cleanly(capsys, tmp_path, ["validate", str(phase()), "--set", f"{deep_key}=1", "--set", "training.epochs=2"],
+                  "=1: the key path is deeper than 20 levels")
     p.write_text(phase().read_text() + "description: &a [*a]\n")  # an alias of itself: infinitely deep
     fails_cleanly(capsys, tmp_path, ["validate", str(p)], f"{p}: invalid YAML at line", "recursive node")
 

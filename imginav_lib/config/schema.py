@@ -2,8 +2,8 @@
 of one run (`RunConfig`).
 
 Unknown keys are errors, every float is finite and no number field takes a boolean (`Strict`), `Name` checks
-every name that becomes a folder and `Seeds` keeps every run folder a function of (phase, experiment, seed). Reading a file, applying `--set`
-overrides and resolving the runs is `params.py`.
+every name that becomes a folder and `Seeds` keeps every run folder a function of (phase, experiment, seed).
+Reading a file, applying `--set` overrides and resolving the runs is `params.py`.
 """
 from __future__ import annotations
 
