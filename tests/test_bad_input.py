@@ -657,7 +657,7 @@ def test_validate_refuses_a_missing_image_unless_skipped(tmp_path, phase, capsys
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Run folders: a damaged run.json or index.json is one line (run) or a damaged row (status), never a crash
+# Run folders: a damaged run.json or index.json is one line (run) or an unreadable row (status, report), never a crash
 
 
 DAMAGED = [(b"[1, 2]", "a JSON list, not an object"), (bytes(range(256)), "not UTF-8 text"), (b"{", "not JSON"),
@@ -675,7 +675,7 @@ def test_status_lists_a_run_with_a_damaged_run_json(tmp_path, phase, capsys, con
     assert "Traceback" not in err
     row = next(line for line in out.splitlines() if line.startswith("1 "))
     if expected:
-        assert "damaged" in row and expected in out, out
+        assert "unreadable" in row and "damaged record: " + expected in out, out
     else:  # an object with values of the wrong types: shown without them
         assert "done" in row and "0/?" in row, out
 

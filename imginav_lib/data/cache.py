@@ -77,11 +77,10 @@ def finished_cache(manifest, image_size: int, cache_root: str | Path, tolerance:
 # Decoding (in the worker processes)
 
 
-def _bomb(e: Exception) -> str:
-    """Pillow's decompression-bomb refusal, with the pixel count and the limit."""
-    numbers = re.findall(r"\d+", str(e))
-    pixels = f"{int(numbers[0]):,} pixels" if numbers else "its size"
-    return f"{pixels} is more than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels (decompression-bomb check)"
+def _too_many_pixels(pixels: int | None) -> str:
+    """The decompression-bomb refusal, with the pixel count and the limit."""
+    count = f"{pixels:,} pixels" if pixels is not None else "its size"
+    return f"{count} is more than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels (decompression-bomb check)"
 
 
 @contextlib.contextmanager
@@ -101,14 +100,15 @@ def open_image(path: str):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, as an error
             im = Image.open(path)
-    except Image.DecompressionBombError as e:
-        raise ValueError(_bomb(e)) from None
+    except Image.DecompressionBombError as e:  # above twice the limit; the count is only in Pillow's message
+        numbers = re.findall(r"\d+", str(e))
+        raise ValueError(_too_many_pixels(int(numbers[0]) if numbers else None)) from None
     except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
         raise ValueError(str(e) or type(e).__name__) from None
     with im:
         w, h = im.size
         if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:  # None: the check switched off by the user
-            raise ValueError(_bomb(ValueError(w * h)) + f": {w}x{h}")
+            raise ValueError(f"{w}x{h}: " + _too_many_pixels(w * h))
         yield im
 
 

@@ -59,7 +59,8 @@ def read_manifest(path: str | Path, filters: dict[str, list] | None = None) -> p
         header = next(csv.reader(io.StringIO(data.decode("utf-8-sig").split("\n", 1)[0])), [])
     except Exception as e:  # pandas raises several types for malformed CSV
         raise InputError(f"manifest {path}: cannot parse CSV: {e}") from None
-    twice = sorted({c.strip() for c in header if [h.strip() for h in header].count(c.strip()) > 1})
+    names = [c.strip() for c in header]
+    twice = sorted({c for c in names if names.count(c) > 1})
     if twice:
         raise InputError(f"manifest {path}: column {twice[0]!r} appears twice in the header (which one is meant?)")
     missing = [c for c in ("layout_path", "type", "is_empty") if c not in df.columns]
@@ -69,13 +70,14 @@ def read_manifest(path: str | Path, filters: dict[str, list] | None = None) -> p
     layout = df["layout_path"].str.strip()
     if (layout == "").any():
         raise InputError(f"manifest {path}: row {int(out['row'][(layout == '').to_numpy()].iloc[0])}: empty layout_path")
-    out["path"] = [os.path.normpath(p if os.path.isabs(p) else (path.parent / p)) for p in layout]
-    first: dict[str, int] = {}
+    out["path"] = [str(p if os.path.isabs(p) else (path.parent / p)) for p in layout]
+    first: dict[str, int] = {}  # normalised path -> its first row: `a.png` and `./a.png` are one image
     for row, p in zip(out["row"], out["path"]):
-        if p in first:
-            raise InputError(f"manifest {path}: rows {first[p]} and {row} list the same image {shown_path(p)} (it could "
-                             "land in both the training and the validation split)")  # fmt: skip
-        first[p] = int(row)
+        same = os.path.normpath(p)
+        if same in first:
+            raise InputError(f"manifest {path}: rows {first[same]} and {row} list the same image {shown_path(same)} "
+                             "(it could land in both the training and the validation split)")  # fmt: skip
+        first[same] = int(row)
     out["type"] = df["type"].str.strip().str.lower()
     bad_type = out.loc[~out["type"].isin(["", *SCENE_TYPES]), ["row", "type"]]
     if len(bad_type):

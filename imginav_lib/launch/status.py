@@ -184,7 +184,7 @@ def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
     for i, r in enumerate(index["runs"], 1):
         try:  # the folder next to index.json, like the report: a phase folder copied back from a cluster
             infos.append(_typed(rf.RunFolder(rf.resolve_run_dir(phase_dir, r)).read_info()))
-        except InputError as e:  # a damaged run.json: this run's row says so, the others are shown
+        except InputError as e:  # a damaged run.json: this row is `unreadable` (the report's word), the others are shown
             infos.append({})
             damaged[i] = str(e)
     queued_eta = _queued_eta(index["runs"], infos)
@@ -196,7 +196,7 @@ def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
         states = sched.get(backend) if backend else None
         s = states.get((jid, i)) if states is not None and jid else None
         blocked = k is not None and prepare[k][0] == "failed"
-        state = "damaged" if i in damaged else run_state(info, sub is not None, backend, s, states is not None, stale_after_s, blocked)
+        state = "unreadable" if i in damaged else run_state(info, sub is not None, backend, s, states is not None, stale_after_s, blocked)
         epoch, epochs, t = info.get("epoch") or 0, info.get("epochs"), info.get("epoch_time_s")
         eta = (epochs - epoch) * t if state in ("running", "requeued", "stale") and t and epochs else None
         if state == "queued":  # not started: the whole run, at the epoch time of the finished runs
