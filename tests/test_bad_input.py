@@ -450,8 +450,7 @@ def test_fifo_where_an_image_should_be_neither_hangs_validate_nor_prepare(tmp_pa
         fails_cleanly(capsys, tmp_path, [cmd, str(p)], f"manifest {m}: ", "row 2: ", "pipe.png",
                       "is a FIFO (named pipe), not a regular file")
     # through a real process (what a user runs): no .build-* folder is left, nothing waits
-    _, took = fails_in_a_process(tmp_path, ["prepare", str(p), "--workers", "2"], "is a FIFO (named pipe)")
-    assert took < SUBPROCESS_S
+    fails_in_a_process(tmp_path, ["prepare", str(p), "--workers", "2"], "is a FIFO (named pipe)")
 
 
 def test_fifo_or_folder_where_a_user_file_should_be(tmp_path, phase, capsys):
