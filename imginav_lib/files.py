@@ -4,10 +4,11 @@ Everything the workbench writes (checkpoints, CSVs, run.json, job scripts, repor
 a temp file beside the target, renamed over it only once it is complete. `check_output_dir` and
 `check_output_file` say, before any work starts, whether a path can be written at all.
 
-Every file a user gives (params, manifests, images, run.json, index.json) is first checked by `check_input_file`:
-a path that is missing, holds a NUL byte, or is not a regular file (a FIFO would block the reader for ever, a
-device or a folder cannot be read as a file) is an `InputError` naming it, before anything opens it.
-`read_input_bytes` reads such a file, turning every OSError into that one line.
+Every file a user gives (params, manifests, images, run.json, index.json) is first checked by
+`input_file_problem`: a path that is missing, holds a NUL byte, or is not a regular file (a FIFO would block the
+reader for ever, a device or a folder cannot be read as a file) is refused before anything opens it.
+`check_input_file` makes that an `InputError` naming the file; `read_input_bytes` reads such a file, turning every
+OSError into that one line.
 """
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def _kind(mode: int) -> str:
                        (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):  # fmt: skip
         if test(mode):
             return name
-    return "not a regular file"
+    return "a special file"
 
 
 def input_file_problem(path: str | Path) -> str | None:
