@@ -11,11 +11,13 @@ from pathlib import Path
 from imginav_lib.errors import InputError
 from imginav_lib.config.schema import BACKENDS
 
+MAX_ERROR_CHARS = 2000  # an error line is cut to this: a message that quotes its input (an alias bomb) stays readable
+
 
 def _make_layouts(a):
     from imginav_lib.demo.layouts import make_layouts
 
-    manifest = make_layouts(a.out, n=a.n, size=a.size, seed=a.seed)
+    manifest = make_layouts(a.out, n=a.n, size=a.size, seed=a.seed, force=a.force)
     print(f"wrote {a.n} layouts and {manifest}")
 
 
@@ -26,10 +28,11 @@ def _validate(a):
 
     phase = load_params(a.params, overrides=a.set)
     runs = runs_of(phase)
+    data = manifest_summary(phase.data, phase.seeds)  # may refuse the data: before the "ok" line
     with_sets = f" (with {plural(len(a.set), '--set override')})" if a.set else ""
     print(f"{a.params}: ok{with_sets}: phase {phase.phase}, {plural(len(phase.experiments), 'experiment')} x "
           f"{plural(len(phase.seeds), 'seed')} = {plural(len(runs), 'run')}")  # fmt: skip
-    print(manifest_summary(phase.data))
+    print(data)
 
 
 def _prepare(a):
@@ -117,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=300, help="number of layouts")
     s.add_argument("--size", type=int, default=64, help="image side in pixels")
     s.add_argument("--seed", type=int, default=0, help="random seed (the same seed gives the same layouts)")
+    s.add_argument("--force", action="store_true", help="write into a folder that is not empty (replacing "
+                   "manifest.csv and images/layout_*.png there)")  # fmt: skip
     s.set_defaults(fn=_make_layouts)
 
     s = sub.add_parser("validate", help="validate a phase params file; runs nothing")
@@ -161,13 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def error_line(e: InputError) -> str:
+    """The message on one line, whatever a library put in it (pandas and PyYAML errors can span several), cut to
+    about MAX_ERROR_CHARS in the middle: the start names the file or field, the end says what is wrong."""
+    text = " ".join(line.strip() for line in str(e).strip().splitlines())
+    if len(text) > MAX_ERROR_CHARS:
+        head, tail = MAX_ERROR_CHARS * 2 // 3, MAX_ERROR_CHARS // 3
+        text = f"{text[:head]} ...({len(text) - head - tail:,} characters left out)... {text[-tail:]}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         rc = args.fn(args)
     except InputError as e:
-        # One line, whatever a library put in the message (pandas and PyYAML errors can span several).
-        print("imginav: error: " + " ".join(line.strip() for line in str(e).strip().splitlines()), file=sys.stderr)
+        print("imginav: error: " + error_line(e), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("imginav: interrupted", file=sys.stderr)

@@ -1,13 +1,20 @@
-"""Atomic file writes: a reader, a resumed run or a scheduler never sees a half-written file.
+"""Atomic file writes, and the checked reads of the files a user gives.
 
 Everything the workbench writes (checkpoints, CSVs, run.json, job scripts, reports) goes through `atomic_path`:
 a temp file beside the target, renamed over it only once it is complete. `check_output_dir` and
 `check_output_file` say, before any work starts, whether a path can be written at all.
+
+Every file a user gives (params, manifests, images, run.json, index.json) is first checked by
+`input_file_problem`: a path that is missing, holds a NUL byte, or is not a regular file (a FIFO would block the
+reader for ever, a device or a folder cannot be read as a file) is refused before anything opens it.
+`check_input_file` makes that an `InputError` naming the file; `read_input_bytes` reads such a file, turning every
+OSError into that one line.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -87,3 +94,47 @@ def check_output_file(path: str | Path, what: str) -> None:
     if path.is_dir():
         raise InputError(f"{what}: {path} is a folder, not a file")
     check_output_dir(path.parent, what)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):  # fmt: skip
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def input_file_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be read as a file (None: it is a regular file). Follows symlinks; opens nothing."""
+    try:
+        st = os.stat(path)
+    except ValueError:  # os.stat's own check: "embedded null byte"
+        return "the path contains a NUL byte"
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as e:
+        return e.strerror or str(e)
+    return None if stat.S_ISREG(st.st_mode) else f"is {_kind(st.st_mode)}, not a regular file"
+
+
+def check_input_file(path: str | Path, what: str = "") -> Path:
+    """`path` as a Path if it is a regular file; else InputError `<what>: <path>: <why>` (see input_file_problem)."""
+    problem = input_file_problem(path)
+    if problem:
+        raise InputError(f"{what + ': ' if what else ''}{shown_path(path)}: {problem}")
+    return Path(path)
+
+
+def read_input_bytes(path: str | Path, what: str = "") -> bytes:
+    """The bytes of a regular file (check_input_file first); an OSError while reading is the same one line."""
+    path = check_input_file(path, what)
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{what + ': ' if what else ''}{path}: cannot read: {e.strerror or e}") from None
+
+
+def shown_path(path: str | Path) -> str:
+    """A path for an error line: control characters (a NUL byte, a line break) shown escaped."""
+    text = str(path)
+    return repr(text)[1:-1] if any(ord(c) < 32 for c in text) else text

@@ -362,7 +362,11 @@ DEMO_NOISE = {"seed_sd": 0.094, "run_sd": 0.022}
 def test_handoff_writes_winner_and_valid_next_params(tmp_path, monkeypatch):
     runs = synthetic(tmp_path, seeds=(1, 2, 3), noise=0.01, effects={F[1]: {"mse": 0.9}})
     (runs / "data").mkdir()
-    (runs / "data" / "manifest.csv").write_text("layout_path,type,is_empty\nx.png,,false\n")  # `validate` reads the manifest
+    from PIL import Image
+
+    for name in ("x.png", "y.png"):  # `validate` reads the manifest and checks the images a run needs: two to split
+        Image.new("RGB", (8, 8)).save(runs / "data" / name)
+    (runs / "data" / "manifest.csv").write_text("layout_path,type,is_empty\nx.png,,false\ny.png,,false\n")
     a = analyse(runs)
     paths = write_handoff(a.runs, a.verdict, a.summary)
     w = yaml.safe_load(paths["winner"].read_text())

@@ -22,7 +22,7 @@ from imginav_lib.config.params import load_params
 from imginav_lib.config.schema import Loss, Phase
 
 # Numeric fields that are meant to take any value.
-UNBOUNDED = {"data.split_seed"}
+UNBOUNDED: set[str] = set()  # data.split_seed is a Seed since issue 24: 0 .. 2**32 - 1, as numpy takes it
 # Where the walk needs a key to enter a dict of models: the experiment of the base params file.
 DICT_KEY = "F1"
 BASE = {"phase": "bounds", "data": {"manifest": "manifest.csv"}, "experiments": {DICT_KEY: {}}}

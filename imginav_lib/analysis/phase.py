@@ -252,9 +252,7 @@ def load_phase_runs(runs_dir: str | Path, params_file: str | Path | None = None)
     for entry in index["runs"]:
         exp, seed = entry["experiment"], int(entry["seed"])
         # The index may hold cluster paths; the folder next to index.json is what we have here.
-        d = runs_dir / exp / f"seed{seed}"
-        if not d.is_dir() and Path(entry.get("run_dir", "")).is_dir():
-            d = Path(entry["run_dir"])
+        d = rf.resolve_run_dir(runs_dir, entry)
         rows.append(_read_run(d, exp, seed, found, warnings))
 
     runs = pd.DataFrame(rows)

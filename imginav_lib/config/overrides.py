@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import copy
 
-import yaml
-
+from imginav_lib.config.yaml_file import MAX_DEPTH, load_yaml
 from imginav_lib.errors import InputError
 
 
@@ -19,10 +18,9 @@ def parse_set(item: str) -> tuple[list[str], object]:
     path = key.strip().split(".")
     if not sep or not all(p.strip() for p in path):
         raise InputError(f"--set {item}: expected key.path=value, e.g. training.epochs=2")
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError as e:
-        raise InputError(f"--set {item}: invalid value: {str(e).splitlines()[0]}") from None
+    if len(path) > MAX_DEPTH:  # no params key is that deep; copying such a mapping would end in a RecursionError
+        raise InputError(f"--set {item}: the key path is deeper than {MAX_DEPTH} levels")
+    value = load_yaml(text, f"--set {item}: value") if text.strip() else ""  # the bounds of a params file too
     return [p.strip() for p in path], value
 
 

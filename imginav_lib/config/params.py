@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from imginav_lib.errors import InputError
-from imginav_lib.files import check_output_dir
+from imginav_lib.files import check_output_dir, input_file_problem
 from imginav_lib.config.overrides import apply_sets
 from imginav_lib.config.paths import expand_path, unset_variables
 from imginav_lib.config.schema import Architecture, Loss, Phase, RunConfig, Training, WinnerFile, check_name
@@ -85,8 +85,9 @@ def _validate_with_sets(raw: dict, overrides: list[str] | tuple, source: str) ->
 
 def _winner_architecture(path: Path, field: str) -> dict:
     """The architecture section of a winner file, validated and named after that file when it is bad."""
-    if not path.is_file():
-        raise InputError(f"{field}: file not found: {path}")
+    problem = input_file_problem(path)
+    if problem:
+        raise InputError(f"{field}: {problem}: {path}")
     try:
         raw = read_yaml(path)
     except InputError as e:
@@ -116,8 +117,9 @@ def load_params(path: str | Path, check_files: bool = True, base: str | Path | N
     check_files: the manifest must exist and the cache and runs folders must be folders (or creatable).
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"params file not found: {path}")
+    problem = input_file_problem(path)
+    if problem:
+        raise InputError(f"params file not found: {path}" if problem == "file not found" else f"params file {path}: {problem}")
     raw = read_yaml(path)
     base = Path(base or path.parent).resolve()
 
@@ -164,8 +166,9 @@ def load_params(path: str | Path, check_files: bool = True, base: str | Path | N
     if unknown:
         raise InputError(f"{path}: cluster.experiments: {sorted(unknown)[0]!r} is not an experiment")
     if check_files:
-        if not Path(phase.data.manifest).is_file():
-            raise InputError(f"{path}: data.manifest: file not found: {phase.data.manifest}")
+        problem = input_file_problem(phase.data.manifest)
+        if problem:
+            raise InputError(f"{path}: data.manifest: {problem}: {phase.data.manifest}")
         # Whether they are writable is checked where they are written (a finished cache may be read-only).
         check_output_dir(phase.data.cache_dir, f"{path}: data.cache_dir", writable=False)
         check_output_dir(phase.runs_root, f"{path}: runs_root", writable=False)

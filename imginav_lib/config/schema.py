@@ -1,12 +1,15 @@
 """The phase params schema: every section of a phase YAML as a strict pydantic model, and the resolved config
 of one run (`RunConfig`).
 
-Unknown keys are errors, every float is finite (`Strict`), `Name` checks every name that becomes a folder and
-`Seeds` keeps every run folder a function of (phase, experiment, seed). Reading a file, applying `--set`
-overrides and resolving the runs is `params.py`.
+Unknown keys are errors, every float is finite and no number field takes a boolean (`Strict`), `Name` checks
+every name that becomes a folder and `Seeds` keeps every run folder a function of (phase, experiment, seed).
+Reading a file, applying `--set` overrides and resolving the runs is `params.py`.
 """
 from __future__ import annotations
 
+import types
+import typing
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,9 +22,50 @@ SCHEDULER_NAMES = ("lsf", "slurm")
 BACKENDS = ("local", *SCHEDULER_NAMES)  # what `--backend` and `cluster.backend` accept
 
 
+def _takes_number(annotation) -> bool:
+    """Whether a field's type takes an int or a float but not a bool (`int`, `float | None`, `list[int]`, ...)."""
+    if annotation not in _TAKES_NUMBER:
+        _TAKES_NUMBER[annotation] = _leaves_take_number(annotation)
+    return _TAKES_NUMBER[annotation]
+
+
+_TAKES_NUMBER: dict = {}  # annotation -> _leaves_take_number: the schema's few types, walked once each
+
+
+def _leaves_take_number(annotation) -> bool:
+    leaves, todo = set(), [annotation]
+    while todo:
+        t = todo.pop()
+        if typing.get_origin(t) is Annotated:
+            todo.append(typing.get_args(t)[0])
+        elif typing.get_origin(t) in (typing.Union, types.UnionType, list, tuple):
+            todo.extend(typing.get_args(t))
+        else:
+            leaves.add(t)
+    return bool(leaves & {int, float}) and bool not in leaves
+
+
+def _first_boolean(value) -> bool | None:
+    """`value` if it is a bool, else the first bool in a list of values, else None."""
+    for v in (value if isinstance(value, (list, tuple)) else [value]):
+        if isinstance(v, bool):
+            return v
+    return None
+
+
 class Strict(BaseModel):
     # allow_inf_nan=False: `lr: .inf` or `seg: .nan` is an error in every float field, present and future.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value, info):
+        # pydantic's lax mode reads `epochs: true` as 1 and `seeds: [true]` as [1]; strict mode would also refuse
+        # `lr: 1e-4` (a string to PyYAML). So only booleans are refused, in every number field, present and future.
+        found = _first_boolean(value)
+        if found is not None and _takes_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"{str(found).lower()} is a boolean, not a number")
+        return value
 
 
 def check_name(name: str) -> str:
@@ -50,15 +94,18 @@ def _unique_seeds(seeds: list[int]) -> list[int]:
 
 Name = Annotated[str, AfterValidator(check_name)]
 PHASE_RE = r"^[A-Za-z0-9_.-]+$"  # phase names also name job arrays and reports/<phase>.html: no spaces or quotes
-Seeds = Annotated[list[int], AfterValidator(_unique_seeds)]
+# A seed seeds numpy (np.random.seed takes 0 .. 2**32 - 1) and names the folder seed<N>.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+Seeds = Annotated[list[Seed], AfterValidator(_unique_seeds)]
+MAX_IMAGE_SIZE = 8192  # pixels a side: one 8192 px image is 256 MiB in the cache (image + mask)
 
 
 class Data(Strict):
     manifest: str  # CSV in the researchers' format; relative paths are relative to the params file
-    image_size: int = Field(512, ge=16)  # pixels; other sizes are resized (nearest) in the cache
+    image_size: int = Field(512, ge=16, le=MAX_IMAGE_SIZE)  # pixels; other sizes are resized (nearest) in the cache
     filters: dict[str, list] = {"is_empty": [False]}  # manifest column -> allowed values
     val_fraction: float = Field(0.2, gt=0, lt=1)
-    split_seed: int = 42
+    split_seed: Seed = 42
     # fixed: every run uses the split of split_seed, so the intervals across seeds cover initialisation and data
     # order only; per_seed: seed s uses the split of split_seed + s (the same for every experiment of that seed,
     # so runs stay paired), and the intervals include the split's variance too.
@@ -257,12 +304,18 @@ class Phase(Strict):
     @field_validator("experiments")
     @classmethod
     def _distinct_folders(cls, v):
-        # F1 and f1 are one folder on macOS and Windows file systems.
+        # F1 and f1 are one folder on macOS and Windows file systems; so are "é" composed (NFC) and decomposed
+        # (NFD): macOS normalises file names. Compared after NFC and case folding (ß and ss too).
         seen: dict[str, str] = {}
         for name in v:
-            if name.lower() in seen:
-                raise ValueError(f"{seen[name.lower()]!r} and {name!r} differ only in case: they would share a folder")
-            seen[name.lower()] = name
+            key = unicodedata.normalize("NFC", name).casefold()
+            if key in seen:
+                other = seen[key]
+                if other.casefold() == name.casefold():
+                    raise ValueError(f"{other!r} and {name!r} differ only in case: they would share a folder")
+                raise ValueError(f"{ascii(other)} and {ascii(name)} differ only in Unicode normalisation (NFC/NFD) or "
+                                 "case: they would share a folder")  # ascii: the two look the same when printed
+            seen[key] = name
         return v
 
 
@@ -292,7 +345,7 @@ class RunConfig(Strict):
 
     phase: Name
     experiment: Name
-    seed: int
+    seed: Seed
     run_dir: str
     params_file: str
     params_hash: str  # of the file and the --set overrides together

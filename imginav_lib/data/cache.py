@@ -18,17 +18,19 @@ import io
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from imginav_lib.errors import InputError
-from imginav_lib.files import UMASK, atomic_path, atomic_write, atomic_write_text
+from imginav_lib.files import UMASK, atomic_path, atomic_write, atomic_write_text, check_output_dir, input_file_problem, shown_path
 from imginav_lib.palette import MASK_TOLERANCE, PALETTE, mask_lut, rgb_to_mask_lut
 
 CACHE_VERSION = 2  # 2: streamed build, lock, LUT masks (identical values); a v1 folder is another key: a miss
@@ -45,7 +47,7 @@ def cache_key(manifest, image_size: int, tolerance: float) -> str:
         try:
             st = os.stat(p)
             stamp = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte in the path (decoding then says so)
             stamp = "missing"
         h.update(f"{p}|{t}|{e}|{stamp}\n".encode())
     return h.hexdigest()[:20]
@@ -75,9 +77,45 @@ def finished_cache(manifest, image_size: int, cache_root: str | Path, tolerance:
 # Decoding (in the worker processes)
 
 
+def _too_many_pixels(pixels: int | None) -> str:
+    """The decompression-bomb refusal, with the pixel count and the limit."""
+    count = f"{pixels:,} pixels" if pixels is not None else "its size"
+    return f"{count} is more than Pillow's limit of {Image.MAX_IMAGE_PIXELS:,} pixels (decompression-bomb check)"
+
+
+@contextlib.contextmanager
+def open_image(path: str):
+    """The one opener of images: yield the Pillow image of `path` (its header read, its pixels not yet decoded).
+
+    Raises FileNotFoundError for a missing file, ValueError saying what is wrong for anything else: not a regular
+    file (a FIFO would block the open for ever; checked before opening), a NUL byte in the path, not an image, or
+    more pixels than Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS: above it Pillow only warns, above
+    twice it refuses; both are refused here, with the pixel count and the limit)."""
+    problem = input_file_problem(path)
+    if problem == "file not found":
+        raise FileNotFoundError(path)
+    if problem:
+        raise ValueError(problem)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, as an error
+            im = Image.open(path)
+    except Image.DecompressionBombError as e:  # above twice the limit; the count is only in Pillow's message
+        numbers = re.findall(r"\d+", str(e))
+        raise ValueError(_too_many_pixels(int(numbers[0]) if numbers else None)) from None
+    except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
+        raise ValueError(str(e) or type(e).__name__) from None
+    with im:
+        w, h = im.size
+        if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:  # None: the check switched off by the user
+            raise ValueError(f"{w}x{h}: " + _too_many_pixels(w * h))
+        yield im
+
+
 def decode_image(path: str, size: int) -> np.ndarray:
-    """PNG -> (size, size, 3) uint8; raises ValueError saying what is wrong with the file."""
-    with Image.open(path) as im:
+    """An image file (PNG, GIF, WebP, ...: what Pillow reads) -> (size, size, 3) uint8; raises ValueError saying
+    what is wrong with the file (FileNotFoundError when it is missing)."""
+    with open_image(path) as im:
         if im.mode not in ("RGB", "RGBA", "P"):
             raise ValueError(f"mode {im.mode} is not RGB")
         im = im.convert("RGB")
@@ -245,7 +283,7 @@ def _build(tmp: Path, manifest, image_size: int, tolerance: float, workers: int,
                 errors += chunk_errors
                 bar.update(done)
         errors.sort()
-        bad = [f"row {rows[i]}: {paths[i]}: {msg}" for i, msg in errors]
+        bad = [f"row {rows[i]}: {shown_path(paths[i])}: {msg}" for i, msg in errors]
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         if bad and on_bad_image == "error":
             raise InputError(f"{source}: {len(bad)} unreadable image(s): " + "; ".join(bad[:3]) + more)
@@ -293,18 +331,35 @@ def prepare_cache(
     root = Path(cache_root)
     final = root / key
     if is_complete(final):
-        return final
+        return final  # a finished cache is only read: it may be read-only
+    check_output_dir(root, "data.cache_dir")  # a read-only folder: one line before the lock file is made
+    _check_space(root, len(manifest), image_size)
     made = [d for d in (root, *root.parents) if not d.exists()]  # removed again if the input is bad
-    root.mkdir(parents=True, exist_ok=True)
     try:
+        root.mkdir(parents=True, exist_ok=True)
         return _prepare_locked(manifest, image_size, tolerance, workers, on_bad_image, progress, root, key, final)
-    except InputError:
+    except (InputError, OSError) as e:
         # Bad input leaves nothing behind: a waiting prepare of the same layouts fails the same way.
-        (root / f".{key}.lock").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (root / f".{key}.lock").unlink(missing_ok=True)
         for d in made:
             with contextlib.suppress(OSError):
                 d.rmdir()
+        if isinstance(e, OSError):  # writing the cache (reading an image is caught per image): a full disk, ...
+            raise InputError(f"data.cache_dir: {shown_path(e.filename or root)}: cannot write the cache: {e.strerror or e}") from None
         raise
+
+
+def _check_space(root: Path, n: int, image_size: int) -> None:
+    """Refuse a cache the disk cannot hold (its .npy files are sparse until written: it would fail mid-build)."""
+    need = n * 4 * image_size**2 + (1 << 20)  # image (3 bytes) + mask (1 byte) per pixel, + headers and meta
+    above = root
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    free = shutil.disk_usage(above).free
+    if need > free:
+        raise InputError(f"data.cache_dir: {root}: the cache of {n} images at {image_size}x{image_size} px needs "
+                         f"{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free (a smaller data.image_size?)")  # fmt: skip
 
 
 def _prepare_locked(manifest, image_size, tolerance, workers, on_bad_image, progress, root, key, final) -> Path:
@@ -329,7 +384,11 @@ def _prepare_locked(manifest, image_size, tolerance, workers, on_bad_image, prog
 def open_cache(cache_dir: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """A complete cache folder -> (images, masks) copy-on-write memory maps, labels, meta."""
     cache_dir = Path(cache_dir)
-    meta = json.loads((cache_dir / "meta.json").read_text())
+    try:
+        meta = json.loads((cache_dir / "meta.json").read_text())
+        meta["version"]  # noqa: B018 (a mapping with a version)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise InputError(f"{cache_dir / 'meta.json'}: unreadable cache record ({type(e).__name__}); prepare it again") from None
     if meta.get("version") != CACHE_VERSION:
         raise InputError(f"{cache_dir}: cache version {meta.get('version')} is not {CACHE_VERSION}; prepare it again")
     images = np.load(cache_dir / "images.npy", mmap_mode="c")

@@ -6,6 +6,8 @@ labels N) that every experiment of a phase and every later run reuse. Training s
 """
 from __future__ import annotations
 
+import csv
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,9 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from imginav_lib.data.cache import open_cache, prepare_cache
+from imginav_lib.data.cache import open_cache, open_image, prepare_cache
 from imginav_lib.errors import InputError
+from imginav_lib.files import input_file_problem, read_input_bytes, shown_path
 from imginav_lib.palette import PALETTE, SCENE_TYPES, UNKNOWN_LABEL
+from imginav_lib.text import plural
 
 if TYPE_CHECKING:
     from imginav_lib.config.schema import RunConfig
@@ -42,14 +46,23 @@ def read_manifest(path: str | Path, filters: dict[str, list] | None = None) -> p
     """Read the researchers' manifest CSV (layout_path, type, is_empty; other columns ignored).
 
     Returns columns: path (absolute), type ('' when unknown), is_empty (bool), label (int), row (1-based CSV line).
+    Refused (InputError naming the file and the row): a file that is missing or not a regular file, malformed
+    CSV, a column given twice (pandas would rename the second and ignore it), an empty path, and an image listed
+    twice (it could land in both the training and the validation split).
     """
     path = Path(path)
-    if not path.is_file():
+    if input_file_problem(path) == "file not found":
         raise InputError(f"manifest not found: {path}")
+    data = read_input_bytes(path, "manifest")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
+        header = next(csv.reader(io.StringIO(data.decode("utf-8-sig").split("\n", 1)[0])), [])
     except Exception as e:  # pandas raises several types for malformed CSV
         raise InputError(f"manifest {path}: cannot parse CSV: {e}") from None
+    names = [c.strip() for c in header]
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise InputError(f"manifest {path}: column {twice[0]!r} appears twice in the header (which one is meant?)")
     missing = [c for c in ("layout_path", "type", "is_empty") if c not in df.columns]
     if missing:
         raise InputError(f"manifest {path}: missing column(s) {', '.join(missing)}")
@@ -58,6 +71,13 @@ def read_manifest(path: str | Path, filters: dict[str, list] | None = None) -> p
     if (layout == "").any():
         raise InputError(f"manifest {path}: row {int(out['row'][(layout == '').to_numpy()].iloc[0])}: empty layout_path")
     out["path"] = [str(p if os.path.isabs(p) else (path.parent / p)) for p in layout]
+    first: dict[str, int] = {}  # normalised path -> its first row: `a.png` and `./a.png` are one image
+    for row, p in zip(out["row"], out["path"]):
+        same = os.path.normpath(p)
+        if same in first:
+            raise InputError(f"manifest {path}: rows {first[same]} and {row} list the same image {shown_path(same)} "
+                             "(it could land in both the training and the validation split)")  # fmt: skip
+        first[same] = int(row)
     out["type"] = df["type"].str.strip().str.lower()
     bad_type = out.loc[~out["type"].isin(["", *SCENE_TYPES]), ["row", "type"]]
     if len(bad_type):
@@ -111,6 +131,26 @@ def load_cache(cache_dir: str | Path) -> LayoutData:
         skipped=meta["skipped"],
         cache_dir=Path(cache_dir),
     )
+
+
+def run_split_seed(d, seed: int) -> int:
+    """The split seed of a run of seed `seed` (`d`: params.Data): split_seed, plus the seed when split: per_seed."""
+    return d.split_seed + seed if d.split == "per_seed" else d.split_seed
+
+
+def check_split(d, seeds: list[int], manifest: pd.DataFrame | None = None) -> None:
+    """Raise InputError unless every run of the phase gets at least one training and one validation image: the
+    split a run makes (`train_val_split`, of each seed's split seed) on the rows the filters keep. `d`:
+    params.Data; `manifest`: read_manifest(d.manifest, d.filters) when already read."""
+    manifest = read_manifest(d.manifest, d.filters) if manifest is None else manifest
+    n = len(manifest)
+    for seed in seeds if d.split == "per_seed" else seeds[:1]:
+        train, val = train_val_split(n, d.val_fraction, run_split_seed(d, seed))
+        if len(train) == 0 or len(val) == 0:
+            per_seed = f" (seed {seed}, split: per_seed)" if d.split == "per_seed" else ""
+            raise InputError(f"data: {plural(n, 'image')} after data.filters split into {len(train)} for training and "
+                             f"{len(val)} for validation with val_fraction {d.val_fraction}{per_seed}: a run needs at "
+                             "least one of each")  # fmt: skip
 
 
 def train_val_split(n: int, val_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,28 +214,43 @@ def load_run_data(cfg: RunConfig, progress: bool = True) -> RunData:
     manifest = read_manifest(d.manifest, d.filters)
     cache = prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance, progress, d.workers)
     layouts = load_cache(cache)
-    split_seed = d.split_seed + cfg.seed if d.split == "per_seed" else d.split_seed
-    train_idx, val_idx = train_val_split(len(layouts), d.val_fraction, split_seed)
+    train_idx, val_idx = train_val_split(len(layouts), d.val_fraction, run_split_seed(d, cfg.seed))
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(f"data: {len(layouts)} image(s) are too few for a train/val split")
     return RunData(layouts, train_idx, val_idx, val_idx[: d.num_samples])
 
 
-def manifest_summary(d) -> str:
+def manifest_summary(d, seeds: list[int] | None = None) -> str:
     """What `imginav validate` says about the data (`d`: params.Data): images listed, kept by the filters, and
-    the size of the first one against data.image_size (e.g. 64 px images upscaled to 512)."""
-    from PIL import Image
+    the size of the first one against data.image_size (e.g. 64 px images upscaled to 512).
 
+    Checks what the runs will need, without decoding: every kept file is a regular file (with on_bad_image:
+    error; skip: counted), the first one opens as an image, and with `seeds` each run's split (check_split).
+    Raises InputError naming the manifest and the row."""
     listed, kept = read_manifest(d.manifest), read_manifest(d.manifest, d.filters)
+    if seeds is not None:
+        check_split(d, seeds, kept)
     filtered = f", {len(kept)} after data.filters {d.filters}" if len(kept) != len(listed) else ""
+    source = f"manifest {d.manifest}"
+    bad = [(row, p, why) for row, p in zip(kept["row"], kept["path"]) if (why := input_file_problem(p))]
+    if bad and d.on_bad_image == "error":
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise InputError(f"{source}: row {bad[0][0]}: {shown_path(bad[0][1])}: {bad[0][2]}{more}")
+    skipped = f"; {len(bad)} of them unusable, skipped (on_bad_image: skip)" if bad else ""
+    usable = kept[~kept["path"].isin({p for _, p, _ in bad})]
+    if not len(usable):
+        raise InputError(f"{source}: no usable image, all {len(bad)} skipped: row {bad[0][0]}: {shown_path(bad[0][1])}: {bad[0][2]}")
+    row, first = usable["row"].iloc[0], usable["path"].iloc[0]
     try:
-        with Image.open(kept["path"].iloc[0]) as im:
+        with open_image(first) as im:
             w, h = im.size
-    except OSError as e:
-        return f"manifest: {len(listed)} images{filtered}; first image unreadable ({e})"
+    except (OSError, ValueError) as e:
+        if d.on_bad_image == "error":
+            raise InputError(f"{source}: row {row}: {shown_path(first)}: {e}") from None
+        return f"manifest: {len(listed)} images{filtered}{skipped}; first image unreadable ({e})"
     n = d.image_size
     if (w, h) == (n, n):
         how = f"already {n}x{n}: used as they are"
     else:
         how = f"{'upscaled' if max(w, h) < n else 'downscaled' if min(w, h) > n else 'resized'} to {n}x{n} (nearest-neighbour) once, into the cache"
-    return f"manifest: {len(listed)} images{filtered}; the first is {w}x{h} px: images are {how}"
+    return f"manifest: {len(listed)} images{filtered}{skipped}; the first is {w}x{h} px: images are {how}"

@@ -161,8 +161,11 @@ def draw_layout(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str, b
     return c.ids, ("scene" if scene else "room"), empty
 
 
-def make_layouts(out_dir: str | Path, n: int, size: int, seed: int) -> Path:
-    """Write n layouts as `out_dir/images/layout_00001.png`, ... and `out_dir/manifest.csv`; return the manifest path."""
+def make_layouts(out_dir: str | Path, n: int, size: int, seed: int, force: bool = False) -> Path:
+    """Write n layouts as `out_dir/images/layout_00001.png`, ... and `out_dir/manifest.csv`; return the manifest path.
+
+    A folder that holds anything is refused (a user's manifest.csv and images would be overwritten) unless
+    `force`: then files of the same names are replaced and other files stay."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise InputError(f"make-layouts: n must be an integer >= 1, got {n!r}")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
@@ -171,6 +174,11 @@ def make_layouts(out_dir: str | Path, n: int, size: int, seed: int) -> Path:
         raise InputError(f"make-layouts: seed must be an integer >= 0, got {seed!r}")
     out = Path(out_dir)
     check_output_dir(out / "images", "make-layouts")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and not force:
+        shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+        raise InputError(f"make-layouts: {out} is not empty (it holds {shown}): choose an empty or new folder, or pass "
+                         "--force to write into it (manifest.csv and images/layout_*.png are then replaced)")  # fmt: skip
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(1, n + 1):

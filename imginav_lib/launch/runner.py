@@ -113,7 +113,10 @@ def write_index(phase: Phase, params_file: str | Path, runs_root: str | Path, ov
 def _mark_failed(run_dir: Path, entry: dict, phase: str, error: str) -> None:
     """The trainer could not record its own end (kernel killed, notebook failed before training): say so."""
     folder = rf.RunFolder(run_dir)
-    info = folder.read_info()
+    try:
+        info = folder.read_info()
+    except InputError:  # a damaged run.json: replaced by the record of this failure
+        info = {}
     info.update(phase=phase, experiment=entry["experiment"], seed=entry["seed"], status=rf.RunStatus.FAILED,
                 error=error, ended=rf.now(), updated=rf.now())  # fmt: skip
     folder.write_info(info)
@@ -359,6 +362,10 @@ def run_phase(params_file: str | Path, backend: str | None = None, jobs: int = 1
     unknown = [n for n in (only or []) if n not in phase.experiments]
     if unknown:
         raise InputError(f"--only: no experiment {unknown[0]!r} in {params_file} (have: {', '.join(phase.experiments)})")
+    if not dry_run or Path(phase.data.manifest).is_file():  # a dry run may show a cluster's params without the data
+        from imginav_lib.data.dataset import check_split
+
+        check_split(phase.data, phase.seeds)  # every run gets a training and a validation image: before any write
     if dry_run:
         for var, fields in _unset_variables(phase, runs_root).items():
             print(f"imginav: warning: environment variable {var} is not set ({', '.join(fields)}): the paths below "

@@ -166,11 +166,27 @@ def busy_runs(phase_dir: Path, runs: list[dict], entries: list[int]) -> list[str
     return busy
 
 
+# The run.json fields the table shows, by type: a hand-edited value of another type is left out, not shown.
+_FIELDS = {"status": str, "epoch": int, "epochs": int, "best_val_mse": (int, float), "updated": str,
+           "epoch_time_s": (int, float), "checkpoint_s": (int, float), "attempts": int, "error": str, "job_id": str}
+
+
+def _typed(info: dict) -> dict:
+    return {k: v for k, v in info.items()
+            if k not in _FIELDS or v is None or isinstance(v, _FIELDS[k]) and not isinstance(v, bool)}  # fmt: skip
+
+
 def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
     """One dict per experiment x seed of a phase folder (what `imginav status` prints)."""
     index = read_index(phase_dir / rf.INDEX)
     subs, latest, sched, prepare = _queue(phase_dir)
-    infos = [rf.RunFolder(r["run_dir"]).read_info() for r in index["runs"]]
+    infos, damaged = [], {}
+    for i, r in enumerate(index["runs"], 1):
+        try:  # the folder next to index.json, like the report: a phase folder copied back from a cluster
+            infos.append(_typed(rf.RunFolder(rf.resolve_run_dir(phase_dir, r)).read_info()))
+        except InputError as e:  # a damaged run.json: this row is `unreadable` (the report's word), the others are shown
+            infos.append({})
+            damaged[i] = str(e)
     queued_eta = _queued_eta(index["runs"], infos)
     rows = []
     for i, (r, info) in enumerate(zip(index["runs"], infos), 1):
@@ -180,7 +196,7 @@ def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
         states = sched.get(backend) if backend else None
         s = states.get((jid, i)) if states is not None and jid else None
         blocked = k is not None and prepare[k][0] == "failed"
-        state = run_state(info, sub is not None, backend, s, states is not None, stale_after_s, blocked)
+        state = "unreadable" if i in damaged else run_state(info, sub is not None, backend, s, states is not None, stale_after_s, blocked)
         epoch, epochs, t = info.get("epoch") or 0, info.get("epochs"), info.get("epoch_time_s")
         eta = (epochs - epoch) * t if state in ("running", "requeued", "stale") and t and epochs else None
         if state == "queued":  # not started: the whole run, at the epoch time of the finished runs
@@ -192,7 +208,7 @@ def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
         rows.append({"i": i, "experiment": r["experiment"], "seed": r["seed"], "state": state, "epoch": epoch,
                      "epochs": epochs, "best_val_mse": info.get("best_val_mse"), "updated": info.get("updated"),
                      "age_s": _age(info.get("updated")), "job_id": job, "eta_s": eta, "attempts": info.get("attempts"),
-                     "error": info.get("error") if state in ("failed", "diverged", "stale") else None, "log": log,
+                     "error": damaged.get(i) or (info.get("error") if state in ("failed", "diverged", "stale") else None), "log": log,
                      "notes": _notes(state, backend, jid, i, info, sub.get("warning_minutes") if sub else None),
                      "prepare": prepare[k][1] if k is not None else None})  # fmt: skip
     return rows

@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import math
+import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from imginav_lib.errors import InputError
-from imginav_lib.files import TEMP_GLOB, atomic_write, atomic_write_text
+from imginav_lib.files import TEMP_GLOB, atomic_write, atomic_write_text, input_file_problem
 
 # A run folder: <runs root>/<phase>/<experiment>/seed<k>/
 RUN_JSON = "run.json"
@@ -70,17 +71,44 @@ def write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def read_json(path: Path) -> dict:
-    """A JSON file or {} when it is missing or caught mid-replace on a file system without atomic rename."""
+def load_json(path: Path):
+    """The value of a JSON file. Raises FileNotFoundError when it is missing, ValueError saying what is wrong when
+    it cannot be one: not a regular file (checked before opening: a FIFO would block), not UTF-8, not JSON,
+    nested too deeply (json's RecursionError). The analysis lists a run whose record raises."""
+    problem = input_file_problem(path)
+    if problem == "file not found":
+        raise FileNotFoundError(path)
+    if problem:
+        raise ValueError(problem)
     try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not UTF-8 text (byte {e.start}): not JSON") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise ValueError("nested too deeply to be a record the workbench writes") from None
 
 
-def load_json(path: Path) -> dict:
-    """A JSON file; raises OSError/ValueError when it is missing or malformed (the analysis lists such a run)."""
-    return json.loads(Path(path).read_text())
+def read_json(path: Path) -> dict:
+    """A JSON object, or {} when the file is missing. Raises InputError naming the file when it is damaged (see
+    load_json, or not an object: a JSON array). A file caught mid-replace on a file system without atomic rename
+    is read again once, a moment later, before it counts as damaged."""
+    for attempt in (1, 2):
+        try:
+            value = load_json(path)
+            break
+        except FileNotFoundError:
+            return {}
+        except OSError as e:
+            raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
+        except ValueError as e:
+            if attempt == 2 or not str(e).startswith("not JSON ("):
+                raise InputError(f"{path}: damaged record: {e}") from None
+            time.sleep(0.2)
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: damaged record: a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
@@ -176,8 +204,16 @@ class RunFolder:
         write_json(self.eval, result)
 
     def read_config(self) -> dict | None:
-        """The saved RunConfig as a dict (config.yaml), None if there is none."""
-        return (yaml.safe_load(self.config.read_text()) or {}) if self.config.is_file() else None
+        """The saved RunConfig as a dict (config.yaml), None if there is none; InputError if it is damaged."""
+        if input_file_problem(self.config) == "file not found":
+            return None
+        try:
+            config = yaml.load(self.config.read_bytes().decode("utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+        except (OSError, ValueError, yaml.YAMLError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+            raise InputError(f"{self.config}: damaged record: {' '.join(str(e).split())[:200] or type(e).__name__}") from None
+        if not isinstance(config, dict):
+            raise InputError(f"{self.config}: damaged record: a {type(config).__name__}, not a mapping")
+        return config
 
     def write_config(self, config: dict) -> None:
         atomic_write(self.config, lambda f: f.write(yaml.safe_dump(config, sort_keys=False).encode()))
@@ -272,29 +308,48 @@ def _changed_keys(a, b, name: str = "") -> list[str]:
 
 
 def read_index(index_file: str | Path) -> dict:
+    """index.json of a phase folder. Raises InputError naming the file, on one line, unless it is a JSON object
+    with phase, params_file, params_hash and a non-empty list of runs, each {experiment, seed, run_dir}."""
     index_file = Path(index_file)
     if not index_file.is_file():
         raise InputError(f"index not found: {index_file}")
-    try:
-        index = json.loads(index_file.read_text())
-        runs = index["runs"]
-        index["params_file"], index["params_hash"], index["phase"]  # noqa: B018 (presence check)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise InputError(f"{index_file}: not a phase index ({type(e).__name__}: {e})") from None
+    index = read_json(index_file)
+    missing = [k for k in ("runs", "params_file", "params_hash", "phase") if k not in index]
+    if missing:
+        raise InputError(f"{index_file}: not a phase index (no {missing[0]})")
+    runs = index["runs"]
     if not isinstance(runs, list) or not runs:
-        raise InputError(f"{index_file}: runs: empty")
+        raise InputError(f"{index_file}: runs: empty" if runs == [] else f"{index_file}: runs: not a list")
+    for i, r in enumerate(runs, 1):
+        ok = (isinstance(r, dict) and isinstance(r.get("experiment"), str) and isinstance(r.get("run_dir"), str)
+              and isinstance(r.get("seed"), int) and not isinstance(r.get("seed"), bool))  # fmt: skip
+        if not ok:
+            raise InputError(f"{index_file}: runs entry {i} is not {{experiment, seed, run_dir}}: {json.dumps(r)[:100]}")
     return index
+
+
+def resolve_run_dir(phase_dir: Path, entry: dict) -> Path:
+    """The run folder of an index entry on this machine: `<phase_dir>/<experiment>/seed<N>` next to index.json (a
+    phase folder moved, or copied back from a cluster), else the run_dir index.json records (a runs root that
+    holds the phase folder elsewhere)."""
+    here = Path(phase_dir) / str(entry["experiment"]) / f"seed{int(entry['seed'])}"
+    recorded = entry.get("run_dir")
+    return here if here.is_dir() or not recorded or not Path(recorded).is_dir() else Path(recorded)
 
 
 def read_submissions(phase_dir: Path) -> list[dict]:
     """submission.json's records, oldest first: one per `imginav run` (backend, time, entries, job ids)."""
-    return read_json(phase_dir / SUBMISSION).get("submissions", [])
+    path = phase_dir / SUBMISSION
+    subs = read_json(path).get("submissions", [])
+    if not isinstance(subs, list) or not all(isinstance(s, dict) and isinstance(s.get("backend"), str) for s in subs):
+        raise InputError(f"{path}: damaged record: submissions is not a list of {{backend, ...}}")
+    return subs
 
 
 def record_submission(phase_dir: Path, record: dict) -> None:
     """Append to submission.json: earlier submissions (e.g. of other experiments) keep their job ids."""
     path = phase_dir / SUBMISSION
-    data = read_json(path) or {"submissions": []}
+    data = {**read_json(path), "submissions": read_submissions(phase_dir)}
     data["submissions"].append(record)
     write_json(path, data)
 
@@ -322,8 +377,8 @@ def home_params(runs_dir: Path, params_file: str | Path | None = None) -> Path |
     if params_file is not None:
         return Path(params_file).resolve()
     try:
-        text = json.loads((Path(runs_dir) / INDEX).read_text()).get("params_file")
-    except (OSError, ValueError):
+        text = load_json(Path(runs_dir) / INDEX).get("params_file")
+    except (OSError, ValueError, AttributeError):  # missing, damaged, not an object
         return None
     path = recorded_path(text) if isinstance(text, str) and text else None
     return path.resolve() if path is not None and path.is_file() else None
