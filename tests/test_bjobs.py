@@ -142,3 +142,17 @@ def test_a_failed_prepare_job_blocks_the_arrays_and_status_says_why(tmp_path, mo
     assert "prepare job 101 failed (exit 2): imginav: error: 1 unreadable image(s): row 1: a.png: missing" in out
     assert f"log: {phase_dir / 'logs' / 't-prepare_101.log'}" in out
     assert "the arrays and the report wait for ever: bkill 102 103" in out
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"LSB_JOBID": "101", "LSB_JOBINDEX": "3"}, "101[3]"),
+    ({"LSB_JOBID": "101", "LSB_JOBINDEX": "0"}, "101"),  # LSF sets 0 for a job that is not an array element
+    ({"LSB_JOBID": "101"}, "101"),
+    ({}, None),
+])
+def test_lsf_job_id_from_the_environment(monkeypatch, env, expected):
+    for var in ("LSB_JOBID", "LSB_JOBINDEX"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert Lsf().job_id_from_env() == expected

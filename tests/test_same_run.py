@@ -71,3 +71,21 @@ def test_every_field_is_same_run_unless_listed(name):
 
 def test_the_list_of_fields_that_may_change_names_real_fields():
     assert MAY_CHANGE <= set(leaves(base_config()))
+
+
+def test_a_run_saved_before_a_field_existed_compares_with_the_value_it_used():
+    """runfolder.ADDED: data.split was added later; runs saved before it used `fixed`."""
+    config = base_config()
+    old = __import__("copy").deepcopy(config)
+    del old["data"]["split"]
+    assert config["data"]["split"] == "fixed" and config_changes(old, config) == []
+    per_seed = with_change(config, "data.split")  # any other value is a change from what the old run used
+    assert config_changes(old, per_seed) == [f"data.split fixed → {per_seed['data']['split']}"]
+
+
+def test_a_field_missing_on_one_side_is_named_unset():
+    config = base_config()
+    old = __import__("copy").deepcopy(config)
+    del old["loss"]["kl"]
+    assert config_changes(old, config) == [f"loss.kl unset → {config['loss']['kl']}"]
+    assert config_changes(config, old) == [f"loss.kl {config['loss']['kl']} → unset"]

@@ -55,3 +55,38 @@ def test_states_asks_squeue_for_our_jobs_and_reads_its_answer(tmp_path, monkeypa
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     assert Slurm().states({"213", "212"}) == EXPECTED
     assert args.read_text().split() == ["-h", "-r", "-o", "%i|%T", "-j", "212,213"]
+
+
+def test_lines_squeue_may_add_are_skipped_without_losing_the_rest():
+    noise = "slurm_load_jobs: a warning line\n212_8|BOGUS_STATE\n212_9|PENDING|extra\n|RUNNING\n"
+    assert Slurm.parse_states(noise + (FIXTURES / "compressed.txt").read_text()) == EXPECTED
+
+
+@pytest.mark.parametrize("rc, stdout, stderr, expected", [
+    (0, "", "", {}),  # none of our jobs is in the queue any more (finished within MinJobAge)
+    (1, "", "slurm_load_jobs error: Invalid job id specified\n", {}),  # every listed job has left the queue
+    (1, "", "slurm_load_jobs error: Socket timed out on send/recv operation\n", None),  # cannot tell
+    (1, "212_1|RUNNING\n", "squeue: error: a partial answer\n", {("212", 1): "running"}),
+])
+def test_what_squeue_says_when_our_jobs_are_gone_or_it_cannot_answer(tmp_path, monkeypatch, rc, stdout, stderr, expected):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (tmp_path / "out").write_text(stdout)
+    (tmp_path / "err").write_text(stderr)
+    (bin_dir / "squeue").write_text(f'#!/bin/sh\ncat "{tmp_path / "out"}"\ncat "{tmp_path / "err"}" >&2\nexit {rc}\n')
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert Slurm().states({"212"}) == expected
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"SLURM_ARRAY_JOB_ID": "7", "SLURM_ARRAY_TASK_ID": "2", "SLURM_JOB_ID": "9"}, "7[2]"),
+    ({"SLURM_JOB_ID": "8"}, "8"),  # the prepare or report job
+    ({}, None),
+])
+def test_slurm_job_id_from_the_environment(monkeypatch, env, expected):
+    for var in ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert Slurm().job_id_from_env() == expected
