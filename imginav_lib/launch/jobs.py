@@ -46,20 +46,34 @@ class Group:
     entries: list[int] = field(default_factory=list)  # 1-based index entries = array indices
 
 
-def resources_for(phase: Phase, experiment: str) -> ClusterResources:
-    """The defaults with the experiment's overrides (fields it sets) on top."""
+def queue_of_seed(phase: Phase, seed: int) -> str:
+    """cluster.assign by_seed: the seeds dealt round-robin over cluster.queues, in the order of `seeds` (a seed
+    not in the list, e.g. of an older index, by its value)."""
+    queues = phase.cluster.queues
+    k = phase.seeds.index(seed) if seed in phase.seeds else seed
+    return queues[k % len(queues)]
+
+
+def resources_for(phase: Phase, experiment: str, seed: int | None = None) -> ClusterResources:
+    """The defaults with the experiment's overrides (fields it sets) on top; under cluster.assign by_seed the
+    queue is the seed's (queue_of_seed), so every experiment of a seed runs on one GPU type."""
     over = phase.cluster.experiments.get(experiment)
     merged = phase.cluster.defaults.model_dump()
     if over is not None:
         merged.update(over.model_dump(exclude_none=True))
+    if phase.cluster.assign == "by_seed":
+        if seed is None:
+            raise ValueError("cluster.assign by_seed: the queue depends on the seed")
+        merged["queue"] = queue_of_seed(phase, seed)
     return ClusterResources.model_validate(merged)
 
 
 def job_groups(phase: Phase, runs: list[dict], entries: list[int]) -> list[Group]:
-    """Group the selected entries by their resources (e.g. F1+F2 on gpuv100, F3 on gpul40s), in index order."""
+    """Group the selected entries by their resources (by_experiment: e.g. F1+F2 on gpuv100, F3 on gpul40s;
+    by_seed: the seeds of each queue, every experiment of them), in index order."""
     groups: dict[tuple, Group] = {}
     for i in entries:
-        res = resources_for(phase, runs[i - 1]["experiment"])
+        res = resources_for(phase, runs[i - 1]["experiment"], runs[i - 1]["seed"])
         key = tuple(res.model_dump().values())
         if key not in groups:
             base = f"{phase.phase}-{res.queue or 'default'}"
