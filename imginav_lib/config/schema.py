@@ -280,8 +280,8 @@ class Phase(Strict):
     description: str = ""
     runs_root: str = "runs"  # relative to the params file's folder, or absolute
     architecture_from: str | None = None  # a previous phase's winner.yaml; its architecture replaces ours
-    # The previous phase winner's latent scale (diffusers scaling_factor, 1 / std of its latent), carried along
-    # for the diffusion stage; it does not change training. Written into the next phase's params by the report.
+    # A latent scale (diffusers scaling_factor, 1 / std of the latent) noted by hand; it does not change training.
+    # The report no longer writes it into the next phase's params: a retrained model measures its own (eval.json).
     latent_scale: float | None = Field(None, gt=0)
     data: Data
     architecture: Architecture = Architecture()
@@ -318,6 +318,7 @@ class WinnerFile(Strict):
     best_seed: int | None = None
     best_checkpoint: str | None = None
     latent_scale: float | None = Field(None, gt=0)  # 1 / std of the best checkpoint's latents (diffusers scaling_factor)
+    latent: dict | None = None  # measured_on, scaling_factor, shift_factor, channel_shift, channel_scale of that checkpoint
     params_file: str | None = None
     params_hash: str | None = None
     git_commit: str | None = None

@@ -319,8 +319,10 @@ def _final_eval(model, cfg: RunConfig, data: RunData, device, dtype, state: Trai
         return False
     latent = latent_report(model, data.layouts.images, data.layouts.masks, data.train_idx, data.val_idx, cfg.seed,
                            cfg.training.batch_size, device)  # fmt: skip
-    result = {"epoch": state.best_epoch if restore_best else state.epoch, "val": final.compute(), **final.confusions(),
-              "boundary_f": final.boundaries(), "latent": latent}  # fmt: skip
+    epoch = state.best_epoch if restore_best else state.epoch
+    # The latent statistics describe this checkpoint only: the next phase retrains and measures its own.
+    latent["measured_on"] = f"{cfg.phase} {cfg.experiment} seed {cfg.seed}, checkpoint of epoch {epoch}"
+    result = {"epoch": epoch, "val": final.compute(), **final.confusions(), "boundary_f": final.boundaries(), "latent": latent}
     if test is not None:
         # exactly the keys of "val" with val_ -> test_ (the analysis copies them into the runs table)
         result["test"] = {f"test_{k.removeprefix('val_')}": v for k, v in test.compute().items()}
