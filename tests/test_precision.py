@@ -159,3 +159,19 @@ def test_run_json_records_each_attempts_environment_and_a_resume_keeps_its_preci
     # and a changed training.precision in the params is a field a resumed run must match
     with pytest.raises(InputError, match="training.precision auto → fp32 would mix two runs"):
         fit(resolve_run(params(epochs=3, precision="fp32"), "F1", 1), progress=False)
+
+
+def test_the_gpu_check_runs_tiny_on_the_cpu(tmp_path):
+    """bench/gpu_check.py is ready for a GPU node: here it runs (tiny) and measures every row it promises."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    out = tmp_path / "check.json"
+    r = subprocess.run([sys.executable, str(script), "--tiny", "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "precision auto resolves to: float32" in r.stdout and "| fp32 (auto) |" in r.stdout
+    rows = json.loads(out.read_text())["rows"]
+    kinds = {(x["precision"], x["kind"], x["deterministic"]) for x in rows if x["images_per_s"] and x["images_per_s"] > 0}
+    assert kinds == {(p, k, False) for p in ("fp32", "fp16", "bf16") for k in ("bare", "trainer")} | {("fp32", "bare", True)}
