@@ -27,9 +27,11 @@ TIMING = ["epoch_time_s", "train_images_per_s"]  # wall-clock columns: differ be
 
 
 def eval_without_timing(path) -> dict:
-    """eval.json less its one wall-clock field (what the latent statistics took, seconds)."""
+    """eval.json less its one wall-clock field (what the latent statistics took, seconds) and the name of the run
+    its latent statistics were measured on (experiments of one config compare equal)."""
     ev = json.loads(path.read_text())
     (ev.get("latent") or {}).pop("seconds", None)
+    (ev.get("latent") or {}).pop("measured_on", None)
     return ev
 
 
