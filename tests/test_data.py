@@ -226,3 +226,20 @@ def test_group_by_an_unknown_column_is_an_input_error(tmp_path, real_manifest):
     with pytest.raises(InputError, match="data.group_by: the manifest has no column 'house'"):
         data.split_for(Data(manifest=str(real_manifest), group_by="house"), m, 0)
     assert data.split_for(Data(manifest=str(real_manifest)), m, 0).group_by is None  # auto without scene_id
+
+
+def test_validate_says_how_the_split_is_made_with_the_runs_split_function(tmp_path, real_manifest, capsys):
+    from conftest import tiny_params
+    from imginav_lib.cli import main
+
+    manifest = _scene_manifest(tmp_path, real_manifest)
+    params = tiny_params(tmp_path, manifest, seeds=[1, 2], data={"split": "per_seed", "test_fraction": 0.2, "filters": {}})
+    assert main(["validate", str(params)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("split: "))
+    from imginav_lib.config.params import resolve_run
+
+    cfg = resolve_run(params, "F1", 1)
+    assert line == "split: " + data.split_for(cfg.data, read_manifest(manifest, {}), 1).sentence() + \
+        " (data.split per_seed: each of the 2 seeds draws its own)"
+    assert "grouped by scene_id: no scene_id on two sides" in line and "scene_id groups" in line
