@@ -380,3 +380,17 @@ def test_resubmitting_skips_runs_that_are_done_and_a_cache_that_exists(tmp_path,
     assert run_phase(path, backend="lsf") == 0
     assert "nothing to submit" in capsys.readouterr().out
     assert len((tmp_path / "bsub.jsonl").read_text().splitlines()) == 2  # no new bsub
+
+
+@pytest.mark.parametrize("backend", ["lsf", "slurm"])
+def test_a_phase_on_two_gpu_queues_states_its_precision(tmp_path, capsys, backend):
+    params = yaml.safe_load((REPO / "params" / "phase1_4.yaml").read_text())
+    params["training"]["precision"] = "auto"
+    path = tmp_path / "phase1_4.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert main(["run", str(path), "--backend", backend, "--dry-run"]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("imginav: error: ")]  # after unset-variable warnings
+    assert len(err) == 1 and f"{path}: training.precision: auto" in err[0] and "gpul40s, gpuv100" in err[0]
+    params["cluster"]["queues"] = ["gpuv100"]  # one GPU type: auto means one precision
+    path.write_text(yaml.safe_dump(params))
+    assert main(["run", str(path), "--backend", backend, "--dry-run"]) == 0

@@ -19,7 +19,9 @@ from pathlib import Path
 from imginav_lib import resources
 from imginav_lib.runs import runfolder as rf
 from imginav_lib.files import atomic_write_text
+from imginav_lib.config.params import deep_merge
 from imginav_lib.config.schema import ClusterResources, Phase
+from imginav_lib.errors import InputError
 from imginav_lib.launch.schedulers import SCHEDULERS
 from imginav_lib.text import plural
 
@@ -86,6 +88,18 @@ def job_groups(phase: Phase, runs: list[dict], entries: list[int]) -> list[Group
     return list(groups.values())
 
 
+def check_stated_precision(phase: Phase, groups: list[Group], params_file: Path) -> None:
+    """A phase whose GPU runs go to more than one queue states its precision: `auto` resolves per GPU (bf16 from
+    compute capability 8.0, fp16 below), so the runs of one phase would train in two precisions."""
+    queues = sorted({g.resources.queue or "default" for g in groups if (g.resources.gpus or 0) > 0})
+    if len(queues) < 2:
+        return
+    for name, over in phase.experiments.items():
+        if deep_merge(phase.training.model_dump(), over.training).get("precision") == "auto":
+            raise InputError(f"{params_file}: training.precision: auto (of {name}) on the queues {', '.join(queues)} would resolve per GPU "
+                             f"(bf16 from compute capability 8.0, fp16 below): state fp16 or fp32 (or bf16 where every GPU has it)")  # fmt: skip
+
+
 def render(template: str, **values) -> str:
     """Fill `{{name}}` placeholders of a template in hpc/ (not ${..}: that is bash's); all must be filled."""
     text = resources.job_template(template).read_text()
@@ -124,7 +138,9 @@ def plan_jobs(phase: Phase, params_file: Path, backend: str, runs: list[dict], e
                   warning_minutes=c.warning_minutes, requeue_exit_code=c.requeue_exit_code, logs=q(str(logs)))  # fmt: skip
     slots = f"%{c.max_parallel}" if c.max_parallel else ""
     arrays = []
-    for g in job_groups(phase, runs, entries):
+    groups = job_groups(phase, runs, entries)
+    check_stated_precision(phase, groups, params_file)
+    for g in groups:
         script = jobs_dir / f"{g.name}.{backend}.sh"
         directives = sched.array_directives(g.name, f"[{ranges(g.entries)}]{slots}", g.resources, logs, c)
         text = render(f"{backend}_array.sh.tmpl", directives="\n".join(directives), script=q(str(script)), name=g.name,
