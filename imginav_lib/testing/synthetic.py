@@ -35,6 +35,11 @@ def write_synthetic_phase(
     steps_per_epoch: int = 20,
     rng_seed: int = 0,
     notes: dict[str, str] | None = None,
+    curves: dict[tuple[str, int], list[float]] | None = None,
+    test_split: bool | dict[tuple[str, int], float] = False,
+    step_mse: dict[tuple[str, int], list[float]] | None = None,
+    cls_bacc: dict[str, float] | None = None,
+    decision: dict | None = None,
 ) -> Path:
     """Write `<root>/<phase>/` with every contract file for experiments x seeds; return that folder.
 
@@ -43,6 +48,12 @@ def write_synthetic_phase(
     (per run), "wobble" (late val noise, fraction), "probe_miou" (latent linear probe)}. noise: seed-to-seed SD of the val MSE (fraction).
     states: (name, seed) -> failed / diverged / running / preempted / missing (listed, no folder).
     notes: name -> the experiment's note in params.yaml.
+    curves: (name, seed) -> its val MSE per epoch, written as it is (instead of the planted curve; `epochs` values).
+    test_split: True: eval.json gets a "test" section (issue 21's held-out split: the val keys with test_ instead of
+    val_; test MSE = the best val MSE x 1.05); a mapping (name, seed) -> test MSE sets it per run.
+    step_mse: (name, seed) -> steps.csv's `mse` column per logged step (the `loss` column stays the planted one).
+    cls_bacc: name -> the classification head's balanced accuracy (default: its accuracy); val_cls_majority is 0.85.
+    decision: the params' decision section.
     """
     rng = np.random.default_rng(rng_seed)
     extra = np.random.default_rng(rng_seed + 1)  # boundary F and latent draws: rng's stream (the planted MSEs) stays as it was
@@ -57,6 +68,7 @@ def write_synthetic_phase(
         "training": {"epochs": epochs, "sample_interval": sample_interval, "log_every": 1},
         "seeds": list(seeds),
         "experiments": {e: {"note": (notes or {}).get(e, f"synthetic {e}"), **({"loss": w} if w else {})} for e, w in experiments.items()},
+        **({"decision": decision} if decision else {}),
     }
     params_path = out / "params.yaml"
     atomic_write_text(params_path, yaml.safe_dump(params, sort_keys=False))
@@ -88,14 +100,16 @@ def write_synthetic_phase(
             ep = np.arange(1, last + 1)
             wob = rng.normal(0, eff.get("wobble", 0.005), last)
             val = true_final * (1 + 4 * np.exp(-ep / max(1, epochs / 5))) * (1 + wob)
+            if (e, s) in (curves or {}):
+                val = np.asarray(curves[(e, s)], dtype=float)[:last]
             if state == "diverged":
                 val[-1] = math.nan
             miou, acc = eff.get("seg_miou", 0.7), eff.get("cls_acc", 0.85)
             rows = []
-            rows = _metric_rows(val, epochs, heads, weights, miou, acc, s, rng)
+            rows = _metric_rows(val, epochs, heads, weights, miou, acc, s, rng, (cls_bacc or {}).get(e))
             metrics = pd.DataFrame(rows)
             atomic_write_text(d / "metrics.csv", metrics.to_csv(index=False))
-            _write_steps(d, val, steps_per_epoch, int(eff.get("spikes", 0)), rng)
+            _write_steps(d, val, steps_per_epoch, int(eff.get("spikes", 0)), rng, (step_mse or {}).get((e, s)))
             best = int(np.nanargmin(val)) if np.isfinite(val).any() else 0
             cfg = {"phase": phase, "experiment": e, "seed": s, "run_dir": str(d), "params_file": str(params_path),
                    "params_hash": index["params_hash"], "data": phase_cfg.data.model_dump(),
@@ -117,7 +131,12 @@ def write_synthetic_phase(
                 latent = {"channel_mean": extra.normal(0, 0.1, 4).tolist(), "channel_std": [std] * 4, "mean": 0.0, "std": std,
                           "scaling_factor": 1 / std, "shape": [4, image_size // 4, image_size // 4], "seconds": 0.5,
                           "probe": {"miou": eff.get("probe_miou", 0.5 if "seg" in heads else 0.4) + extra.normal(0, 0.02)}}
-                atomic_write_text(d / "eval.json", json.dumps({"epoch": best + 1, "val": metrics.iloc[best].drop("epoch").to_dict(),
+                val_section = metrics.iloc[best].drop("epoch").to_dict()
+                test = None
+                if test_split is not False:
+                    test = {"test_" + k[4:]: v for k, v in val_section.items() if k.startswith("val_")}
+                    test["test_mse"] = test_split.get((e, s), math.nan) if isinstance(test_split, dict) else val_section["val_mse"] * 1.05
+                atomic_write_text(d / "eval.json", json.dumps({"epoch": best + 1, "val": val_section, **({"test": test} if test else {}),
                                                          "seg_confusion": cm.tolist() if "seg" in heads else None,
                                                          "sem_confusion": cm.tolist(), "latent": latent,
                                                          "boundary_f": {"tolerance_px": 1, "sem": bf(0.7),
@@ -129,7 +148,7 @@ def write_synthetic_phase(
 
 
 def _metric_rows(val: np.ndarray, epochs: int, heads: tuple[str, ...], weights: dict, miou: float, acc: float, s: int,
-                 rng: np.random.Generator) -> list[dict]:
+                 rng: np.random.Generator, bacc: float | None = None) -> list[dict]:
     """metrics.csv rows of one run: val is its val MSE per epoch run; the heads learn towards miou / acc."""
     ep = np.arange(1, len(val) + 1)
     rows = []
@@ -148,6 +167,8 @@ def _metric_rows(val: np.ndarray, epochs: int, heads: tuple[str, ...], weights: 
             r[f"train_{h}_acc"] = min(1, mval + 0.1) if on else math.nan
             r[f"val_{h}_acc"] = (min(1, mval + 0.15) if h == "seg" else mval) if on else math.nan
         r["val_seg_miou"] = r.pop("val_seg_acc_tmp", miou * prog) if "seg" in heads else math.nan
+        r["val_cls_bacc"] = (acc if bacc is None else bacc) * prog if "cls" in heads else math.nan
+        r["val_cls_majority"] = 0.85 if "cls" in heads else math.nan
         r["train_loss"] = r["train_mse"] + sum(weights.get(h, 0) * r[f"train_{h}_ce"] for h in heads)
         r["val_loss"] = r["val_mse"] + sum(weights.get(h, 0) * r[f"val_{h}_ce"] for h in heads)
         for j, c in enumerate(CLASS_NAMES):
@@ -157,15 +178,17 @@ def _metric_rows(val: np.ndarray, epochs: int, heads: tuple[str, ...], weights: 
     return rows
 
 
-def _write_steps(d: Path, val: np.ndarray, steps_per_epoch: int, n_spikes: int, rng: np.random.Generator) -> None:
-    """steps.csv: a noisy loss that follows the val MSE, with n_spikes steps 10x higher."""
+def _write_steps(d: Path, val: np.ndarray, steps_per_epoch: int, n_spikes: int, rng: np.random.Generator,
+                 mse: list[float] | None = None) -> None:
+    """steps.csv: a noisy loss that follows the val MSE, with n_spikes steps 10x higher; `mse` replaces its MSE column."""
     last = len(val)
     n_steps = last * steps_per_epoch
     base = np.repeat(val * 1.2, steps_per_epoch) * np.exp(rng.normal(0, 0.1, n_steps))
     spikes = rng.choice(np.arange(25, n_steps), size=min(n_spikes, max(0, n_steps - 25)), replace=False)
     base[spikes] *= 10
     steps = pd.DataFrame({"global_step": np.arange(1, n_steps + 1), "epoch": np.repeat(np.arange(1, last + 1), steps_per_epoch),
-                  "step": np.tile(np.arange(steps_per_epoch), last), "loss": base, "mse": base / 1.2,
+                  "step": np.tile(np.arange(steps_per_epoch), last), "loss": base,
+                  "mse": base / 1.2 if mse is None else np.asarray(mse, dtype=float)[:n_steps],
                   "seg_ce": math.nan, "cls_ce": math.nan, "kl": math.nan, "lr": 1e-4})
     atomic_write_text(d / "steps.csv", steps.to_csv(index=False))
 
@@ -196,13 +219,13 @@ SIM_HEADS = {"F1": (), "F2": ("seg",), "F3": ("seg", "cls")}  # the Phase 1.4 ex
 
 def _sim_table(effects: dict[str, float], seed_effect: np.ndarray, run_noise: np.ndarray) -> pd.DataFrame:
     """Per-run rows of F1 (val MSE 0.004) and the experiments in `effects` (x (1 + effect)), equal stability."""
-    fixed = {"spikes": 0.0, "late_wobble": 0.01, "epochs_to_10pct": 5.0}
+    fixed = {"spikes": 0.0, "late_wobble": 0.01, "epochs_to_target": 5.0}
     rows = []
     for i, (e, f) in enumerate({"F1": 0.0, **effects}.items()):
         for s in range(len(seed_effect)):
             rows.append({"experiment": e, "seed": s, "best_val_mse": 0.004 * (1 + f) * math.exp(seed_effect[s] + run_noise[i, s]),
                          "val_seg_miou": 0.7 if "seg" in SIM_HEADS[e] else math.nan,
-                         "val_cls_acc": 0.9 if "cls" in SIM_HEADS[e] else math.nan, **fixed})
+                         "val_cls_bacc": 0.9 if "cls" in SIM_HEADS[e] else math.nan, **fixed})
     return pd.DataFrame(rows)
 
 
