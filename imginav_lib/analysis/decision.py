@@ -500,7 +500,8 @@ def _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, w
     split = ("the held-out test split (each run's best checkpoint)" if metric == "test_mse"
              else "the validation split (each run's best epoch; no held-out test MSE in every run)")
     parts = [f"The primary numbers are the {name} on {split}."]
-    cmp = comparisons[comparisons["versus"] == baseline].set_index("experiment") if len(comparisons) else comparisons
+    vs_base = (comparisons["versus"] == baseline) & (comparisons["call"] != "head to head")
+    cmp = comparisons[vs_base].set_index("experiment") if len(comparisons) else comparisons
     for e in experiments:
         if e not in cmp.index:
             if calls.get(e) == "no results":

@@ -215,45 +215,76 @@ def _write_samples(d: Path, val: np.ndarray, true_final: float, sample_interval:
 
 
 SIM_HEADS = {"F1": (), "F2": ("seg",), "F3": ("seg", "cls")}  # the Phase 1.4 experiments, good heads
+SIM_STABILITY = {"spikes": 0.0, "late_wobble": 0.01, "epochs_to_target": 5.0}  # every experiment's, unless shifted
+SIM_GATES = {"val_seg_miou": 0.7, "val_cls_bacc": 0.9}
 
 
-def _sim_table(effects: dict[str, float], seed_effect: np.ndarray, run_noise: np.ndarray) -> pd.DataFrame:
-    """Per-run rows of F1 (val MSE 0.004) and the experiments in `effects` (x (1 + effect)), equal stability."""
-    fixed = {"spikes": 0.0, "late_wobble": 0.01, "epochs_to_target": 5.0}
+def _sim_table(effects: dict[str, float], seed_effect: np.ndarray, run_noise: np.ndarray, stability: dict | None = None,
+               stability_noise: np.ndarray | None = None, gates: dict | None = None, missing=()) -> pd.DataFrame:
+    """Per-run rows of F1 (val MSE 0.004) and the experiments in `effects` (x (1 + effect)).
+
+    stability: experiment -> {column: shift} added to SIM_STABILITY; stability_noise: (experiments, seeds, 3) added
+    per run (the columns of SIM_STABILITY in order); gates: experiment -> {gate column: value}; missing: (experiment,
+    seed) pairs left out (a run that did not finish)."""
     rows = []
     for i, (e, f) in enumerate({"F1": 0.0, **effects}.items()):
         for s in range(len(seed_effect)):
+            if (e, s) in missing:
+                continue
+            stab = {c: v + (stability or {}).get(e, {}).get(c, 0.0) + (stability_noise[i, s, j] if stability_noise is not None else 0.0)
+                    for j, (c, v) in enumerate(SIM_STABILITY.items())}
+            g = {c: ((gates or {}).get(e, {}).get(c, v) if h in SIM_HEADS[e] else math.nan)
+                 for h, (c, v) in zip(("seg", "cls"), SIM_GATES.items())}
             rows.append({"experiment": e, "seed": s, "best_val_mse": 0.004 * (1 + f) * math.exp(seed_effect[s] + run_noise[i, s]),
-                         "val_seg_miou": 0.7 if "seg" in SIM_HEADS[e] else math.nan,
-                         "val_cls_bacc": 0.9 if "cls" in SIM_HEADS[e] else math.nan, **fixed})
+                         **g, **stab})
     return pd.DataFrame(rows)
 
 
 def simulate_decisions(effects: float | dict[str, float], n_seeds: int = 3, seed_sd: float = 0.03, run_sd: float = 0.015,
-                       draws: int = 400, rules: Decision | None = None, rng_seed: int = 0) -> dict:
+                       draws: int = 400, rules: Decision | None = None, rng_seed: int = 0, stability: dict | None = None,
+                       stability_sd: float = 0.0, gates: dict | None = None, missing=(), add_seeds: bool = False) -> dict:
     """How often `decide` gets it right: draw phases of a baseline F1 and the experiments in `effects` (name ->
     true relative change of val MSE against F1; a float is F2's), with seed noise (seed_sd: shared by the
-    experiments of a seed, as the same init and data order; run_sd: per run), equal stability and good heads.
+    experiments of a seed, as the same init and data order; run_sd: per run).
+
+    stability: experiment -> {stability column: true shift}; stability_sd: per-run noise of every stability number
+    (0: identical numbers); gates: experiment -> {gate column: value} (default good heads); missing: (experiment,
+    seed index) runs that never finished. add_seeds: a researcher who, while the verdict is provisional, adds the
+    seeds it asks for (at least one more) and looks again, up to decision.max_seeds; otherwise one look at n_seeds.
 
     The true winner is what `decide` picks on the noise-free values. Returns the share of draws per winner
-    ("winner"), per F2 call ("call"), and "rates": the true winner found, a false "hurts" (a hurts call for an
-    experiment that does not truly hurt), a "decided" wrong winner, and decided at all; plus "true_winner".
+    ("winner"), per F2 call ("call"), "rates": the true winner found, a false "hurts" (a hurts call for an
+    experiment that does not truly hurt), a "decided" wrong winner, a decided non-baseline winner, and decided at
+    all; "mean_seeds": the seeds per experiment at the last look (mean over draws); plus "true_winner".
     """
     effects = {"F2": effects} if isinstance(effects, (int, float)) else dict(effects)
     rng = np.random.default_rng(rng_seed)
     rules = rules or Decision()
     exps = ["F1", *effects]
     heads = {e: SIM_HEADS[e] for e in exps}
-    truth = decide(_sim_table(effects, np.zeros(2), np.zeros((len(exps), 2))), exps, "F1", heads, rules)
-    winners, calls, rates = {}, {}, {"true winner": 0.0, "false hurts": 0.0, "decided wrong": 0.0, "decided": 0.0}
+    truth = decide(_sim_table(effects, np.zeros(2), np.zeros((len(exps), 2)), stability, None, gates), exps, "F1", heads, rules)
+    winners, calls = {}, {}
+    rates = {"true winner": 0.0, "false hurts": 0.0, "decided wrong": 0.0, "decided non-baseline": 0.0, "decided": 0.0}
+    seeds_used = 0.0
+    top = max(rules.max_seeds, n_seeds) if add_seeds else n_seeds
     for _ in range(draws):
-        table = _sim_table(effects, rng.normal(0, seed_sd, n_seeds), rng.normal(0, run_sd, (len(exps), n_seeds)))
-        v = decide(table, exps, "F1", heads, rules)
+        seed_effect, run_noise = rng.normal(0, seed_sd, top), rng.normal(0, run_sd, (len(exps), top))
+        stab_noise = rng.normal(0, stability_sd, (len(exps), top, len(SIM_STABILITY))) if stability_sd else None
+        n = n_seeds
+        while True:
+            table = _sim_table(effects, seed_effect[:n], run_noise[:, :n], stability,
+                               stab_noise[:, :n] if stab_noise is not None else None, gates, missing)
+            v = decide(table, exps, "F1", heads, rules)
+            if not add_seeds or v.status == "decided" or n >= top:
+                break
+            n = min(top, max(n + 1, v.seeds_needed or 0))
+        seeds_used += n / draws
         winners[v.winner] = winners.get(v.winner, 0) + 1 / draws
         if "F2" in v.calls:
             calls[v.calls["F2"]] = calls.get(v.calls["F2"], 0) + 1 / draws
         rates["true winner"] += (v.winner == truth.winner) / draws
         rates["false hurts"] += any(c == "hurts" and truth.calls[e] != "hurts" for e, c in v.calls.items()) / draws
         rates["decided wrong"] += (v.status == "decided" and v.winner != truth.winner) / draws
+        rates["decided non-baseline"] += (v.status == "decided" and v.winner != "F1") / draws
         rates["decided"] += (v.status == "decided") / draws
-    return {"winner": winners, "call": calls, "rates": rates, "true_winner": truth.winner}
+    return {"winner": winners, "call": calls, "rates": rates, "true_winner": truth.winner, "mean_seeds": seeds_used}
