@@ -334,8 +334,9 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
     vs = {e: _compare(fam, by, e, baseline, metric, tol) for e in finished if e != baseline and len(base)}
     stab = {e: _stability_tests(fam, by[e], base, e) for e in vs}
     leader = _leader(by, finished, metric, experiments)
-    h2h = {o: vs[leader] if o == baseline and leader in vs else _compare(fam, by, o, leader, metric, tol)
-           for o in finished if o != leader}
+    # The same pair is one test: a comparison with the baseline serves as the head to head (and the step) of that pair.
+    h2h = {o: vs[o] if leader == baseline else vs[leader] if o == baseline and leader in vs
+           else _compare(fam, by, o, leader, metric, tol) for o in finished if o != leader}
     step_tests = {}
     for a, b in steps or []:
         if a in by and b in by and len(by[a]) and len(by[b]):

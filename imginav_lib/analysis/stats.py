@@ -76,7 +76,12 @@ def t_interval(x, level: float = 0.95) -> tuple[float, float, float, float, int]
 
 
 def t_quantile(q: float, dof: float) -> float:
-    return float(special.stdtrit(dof, q))
+    return float(st.t.ppf(q, dof))
+
+
+def t_pvalue(t: float, dof: float) -> float:
+    """Two-sided p-value of a t statistic."""
+    return float(2 * st.t.sf(abs(t), dof))
 
 
 def summarize(table: pd.DataFrame, experiments: list[str], level: float = 0.95) -> pd.DataFrame:
@@ -99,15 +104,20 @@ def summarize(table: pd.DataFrame, experiments: list[str], level: float = 0.95) 
 class Comparison(dict):
     """A compare() result (a dict of numbers, the table row) that can also give its intervals at any level."""
 
+    _interval = _tost = None  # set by compare: level -> (low, high); tol -> TOST p-value
+
+    def update(self, *args, _interval=None, _tost=None, **kw):
+        self._interval = _interval or self._interval
+        self._tost = _tost or self._tost
+        super().update(*args, **kw)
+
     def interval(self, level: float) -> tuple[float, float]:
         """The two-sided interval of the relative change at `level` (NaN without one)."""
-        f = self.get("_interval")
-        return f(level) if f else (math.nan, math.nan)
+        return self._interval(level) if self._interval else (math.nan, math.nan)
 
     def equivalence_p(self, tol: float) -> float:
         """TOST p-value of |true relative change| < tol: the larger of the two one-sided p-values (NaN without a test)."""
-        f = self.get("_tost")
-        return f(tol) if f else math.nan
+        return self._tost(tol) if self._tost else math.nan
 
 
 def _degenerate(r: float):
@@ -148,7 +158,7 @@ def compare(x: np.ndarray, b: np.ndarray, level: float = 0.95) -> Comparison:
         else:
             interval, p, tost = _degenerate(mean)
         out.update(rel_change=mean, p_value=p, effect_size=mean / sd if sd > 0 else math.nan, sd_rel=sd,
-                   test=f"paired t ({n} seeds)", _interval=interval, _tost=tost, dof=n - 1)
+                   test=f"paired t ({n} seeds)", _interval=interval, _tost=tost)
     elif len(xs) >= 2 and len(bs) >= 2:
         mb = float(bs.mean())
         diff = float(xs.mean()) - mb
@@ -164,7 +174,7 @@ def compare(x: np.ndarray, b: np.ndarray, level: float = 0.95) -> Comparison:
             interval, p, tost = _degenerate(diff / mb)
         g = diff / pooled * (1 - 3 / (4 * (len(xs) + len(bs)) - 9)) if pooled > 0 else math.nan
         out.update(rel_change=diff / mb, p_value=p, effect_size=g, sd_rel=math.sqrt(xs.var(ddof=1) + bs.var(ddof=1)) / mb,
-                   test="Welch t (seeds not paired)", _interval=interval, _tost=tost, dof=min(len(xs), len(bs)) - 1)
+                   test="Welch t (seeds not paired)", _interval=interval, _tost=tost)
     else:
         out.update(rel_change=xs.mean() / bs.mean() - 1, test="none: 1 seed, no interval")
     out["ci_low"], out["ci_high"] = out.interval(level)
