@@ -66,14 +66,21 @@ def test_similar_is_equivalence_on_both_sides():
 
 
 def test_a_clearly_better_mse_wins_although_slower_to_its_own_best(tmp_path):
-    # F2 9.8% better in every seed, but its curve is slower (it would take 3 more epochs to its own best's 10%).
+    # Issue case 2: F2 9.8% better in every seed, but 3 epochs slower to within 10% of its own best (tau 5 against
+    # 2: epoch 10 against 7) was "hurts", F1 decided. A stability rule never overturns a significantly better MSE.
     best = {F1: BASE, F2: times([-0.098, -0.093, -0.103, -0.097, -0.099])}
-    a = analyse(phase(tmp_path, best, taus={F2: 3.5}))
+    a = analyse(phase(tmp_path, best, taus={F2: 5.0}))
     v = a.verdict
-    assert v.winner == F2 and v.calls[F2] == "helps" and v.rule.startswith("best primary metric")
-    # Against the common target (10% of the baseline's best, same seed) F2 is no slower: it goes further.
+    assert v.winner == F2 and v.calls[F2] == "helps"
+    assert v.rule.startswith("best primary metric")
+    # Convergence is measured against a common target: 10% above the baseline's best of the same seed, so a run
+    # that keeps improving is not scored against its own lower best (F2 reaches F1's target at epoch 9, its own at 10).
     t = a.table.set_index(["experiment", "seed"])["epochs_to_target"]
-    assert all(t[(F2, s)] <= t[(F1, s)] + 1 for s in range(1, 6))
+    for s in range(1, 6):
+        target = 1.1 * BASE[s - 1]
+        assert t[(F2, s)] == 1 + int(np.argmax(curve(best[F2][s - 1], 5.0) <= target)) == 9 and t[(F1, s)] == 7
+    crit = v.criteria.set_index(["experiment", "criterion"])
+    assert crit.loc[(F2, "epochs to within 10% of the baseline's best: more stable than baseline"), "result"] == "fail"
 
 
 def test_a_spike_difference_from_two_seeds_is_no_evidence(tmp_path):
