@@ -72,7 +72,8 @@ def _interval(row, level: float) -> str:
     level = getattr(row, "level", level)
     if not math.isfinite(row.ci_low):
         return f"MSE {pct(row.rel_change)}, no interval: fewer than 2 seeds"
-    return f"MSE {pct(row.rel_change)}, {level:.2%} CI {pct(row.ci_low)} to {pct(row.ci_high)} (after the correction), {row.test}"
+    words = f"{level:.0%}" if abs(level * 100 - round(level * 100)) < 1e-9 else f"{level:.2%}"
+    return f"MSE {pct(row.rel_change)}, {words} CI {pct(row.ci_low)} to {pct(row.ci_high)}, {row.test}"
 
 
 def _verb(change: str, rules: Decision) -> str:
