@@ -252,13 +252,19 @@ def test_holm_and_the_alpha_spent_per_look_on_known_values():
     # Sorted 0.01, 0.03, 0.04: 3 x 0.01 = 0.03, 2 x 0.03 = 0.06, max(0.06, 1 x 0.04) = 0.06.
     assert adj[:3] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adj[3])
     assert levels[:3] == pytest.approx([0.05 / 3, 0.05 / 1, 0.05 / 2]) and math.isnan(levels[3])
-    # Pocock-type spending alpha ln(1 + (e - 1) t): the look at 2 of 20 seeds gets 0.05 ln(1.171828) = 0.0079283.
-    assert look_alpha(2, 20, 0.05, "pocock") == pytest.approx(0.05 * math.log(1 + (math.e - 1) * 0.1))
-    assert look_alpha(2, 20, 0.05, "pocock") == pytest.approx(0.0079283, abs=1e-7)
-    for kind in ("pocock", "obrien_fleming"):  # the looks 2..20 spend exactly alpha: the union bound holds
-        assert sum(look_alpha(n, 20, 0.05, kind) for n in range(2, 21)) == pytest.approx(0.05)
-        assert look_alpha(25, 20, 0.05, kind) == look_alpha(20, 20, 0.05, kind)  # past the design: its last look
-    assert spending(1.0, 0.05, "obrien_fleming") == pytest.approx(0.05) and look_alpha(7, 20, 0.05, "none") == 0.05
+    # Pocock-type spending alpha ln(1 + (e - 1) t) over the looks 3, 5, 10, 20: the first look gets
+    # 0.05 ln(1 + 1.718282 x 0.15) = 0.0114659; 4 seeds is still look 3; the last gets 0.05 (1 - ln(1.859141)) = 0.0189943.
+    looks = [3, 5, 10, 20]
+    assert look_alpha(3, looks, 0.05, "pocock") == pytest.approx(0.0114659, abs=1e-7) == look_alpha(4, looks, 0.05, "pocock")
+    assert look_alpha(2, looks, 0.05, "pocock") == look_alpha(3, looks, 0.05, "pocock")  # before the first look: its alpha
+    assert look_alpha(20, looks, 0.05, "pocock") == pytest.approx(0.0189943, abs=1e-7)
+    for kind in ("pocock", "obrien_fleming"):  # the planned looks spend exactly alpha: the union bound holds
+        assert sum(look_alpha(n, looks, 0.05, kind) for n in looks) == pytest.approx(0.05)
+        assert look_alpha(25, looks, 0.05, kind) == look_alpha(20, looks, 0.05, kind)  # past the design: its last look
+    assert look_alpha(7, looks, 0.05, "none") == 0.05
+    with pytest.raises(Exception, match="invalid looks"):
+        Decision(looks=[5, 3])
+    assert spending(1.0, 0.05, "obrien_fleming") == pytest.approx(0.05)
 
 
 def test_the_equivalence_test_is_scipys_two_one_sided_tests():
@@ -280,9 +286,9 @@ def test_the_equivalence_test_is_scipys_two_one_sided_tests():
 
 
 def test_the_seeds_asked_for_follow_the_design():
-    """An open head to head asks for the first look at which the design would settle it: the smallest n after this
-    look with (t_{1-a(n)/2, n-1} + z_0.8) SD / sqrt(n) <= max(|m|, tol - |m|), a(n) = this look's spent alpha / the
-    family size (the strictest Holm step); never past max_seeds (the last look settles)."""
+    """An open head to head asks for the first planned look at which the design would settle it: the smallest look L
+    after this one with (t_{1-a(L)/2, L-1} + z_0.8) SD / sqrt(L) <= max(|m|, tol - |m|), a(L) = that look's spent alpha
+    / the family size (the strictest Holm step); past the last look: the last look."""
     from scipy import stats
 
     from imginav_lib.analysis.stats import look_alpha
@@ -291,9 +297,9 @@ def test_the_seeds_asked_for_follow_the_design():
     v = decide(_table(values, GOOD), [F1, F2], F1, HEADS, Decision())
     r = v.comparisons[v.comparisons.call == "head to head"].iloc[0]
     m = int(v.family["p"].notna().sum())
-    a = lambda n: look_alpha(n, 20, 0.05, "pocock") / m  # noqa: E731
+    a = lambda n: look_alpha(n, [3, 5, 10, 20], 0.05, "pocock") / m  # noqa: E731
     margin = max(abs(r.rel_change), 0.02 - abs(r.rel_change))
-    want = next((n for n in range(4, 21) if (stats.t.ppf(1 - a(n) / 2, n - 1) + stats.norm.ppf(0.8)) * r.sd_rel / math.sqrt(n) <= margin), 20)
+    want = next((n for n in (5, 10, 20) if (stats.t.ppf(1 - a(n) / 2, n - 1) + stats.norm.ppf(0.8)) * r.sd_rel / math.sqrt(n) <= margin), 20)
     assert v.status == "provisional" and v.seeds_needed == want
     assert f"≈{want} per experiment" in v.sureness
 

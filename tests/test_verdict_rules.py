@@ -162,7 +162,7 @@ def test_every_comparison_feeding_the_verdict_is_corrected_together(tmp_path):
     assert "Holm" in v.sureness
     step = a.steps.set_index("later").loc[F3]
     # After the correction at this look's alpha (and Holm within it), not the plain 95%.
-    assert step["level"] >= 1 - look_alpha(5, 20, 0.05, "pocock") > 0.95
+    assert step["level"] >= 1 - look_alpha(5, [3, 5, 10, 20], 0.05, "pocock") > 0.95
     assert f"{step['level']:.2%} CI" in v.paragraph  # the step sentence in the verdict uses the corrected level
     crit = v.criteria[v.criteria["criterion"].str.startswith("val MSE not worse")]
     assert crit["test"].str.contains("Holm").all() and (crit["level"] != "").all()
@@ -172,16 +172,26 @@ def test_every_comparison_feeding_the_verdict_is_corrected_together(tmp_path):
 # 6. The add-seeds loop is a sequential design.
 
 
-def test_each_look_tests_at_its_spent_alpha_and_the_last_look_settles(tmp_path):
+def test_each_look_tests_at_its_spent_alpha_and_decides_only_at_a_planned_look(tmp_path):
     rng = np.random.default_rng(3)
     base20 = list(0.004 * np.exp(rng.normal(0, 0.09, 20)))
     same = [b * math.exp(rng.normal(0, 0.02)) for b in base20]
+    looks = [3, 5, 10, 20]
     early = analyse(phase(tmp_path, {F1: base20[:5], F2: same[:5]}, name="five")).verdict
-    assert early.level == pytest.approx(1 - look_alpha(5, 20, 0.05, "pocock"))
-    assert "alpha spending" in early.design and "look (5 seeds)" in early.design
-    assert early.status == "provisional" and early.winner == F1 and 5 < early.seeds_needed <= 20
+    assert early.level == pytest.approx(1 - look_alpha(5, looks, 0.05, "pocock"))
+    assert "alpha spending" in early.design and "planned looks at 3, 5, 10, 20 seeds" in early.design
+    assert early.status == "provisional" and early.winner == F1 and early.seeds_needed in (10, 20)
+    # 4 seeds is no planned look: the numbers are shown, nothing is decided, the next look is asked for; even a
+    # clear difference waits for it.
+    clear = [b * 0.85 * math.exp(rng.normal(0, 0.002)) for b in base20]
+    four = analyse(phase(tmp_path, {F1: base20[:4], F2: clear[:4]}, name="four")).verdict
+    assert four.status == "provisional" and four.seeds_needed == 5 and "not a planned look" in four.sureness
+    five = analyse(phase(tmp_path, {F1: base20[:5], F2: clear[:5]}, name="five_clear")).verdict
+    assert (five.status, five.winner) == ("decided", F2)
+    # The last look: what it leaves open stays open; the preference picks, provisionally, and no more seeds are asked.
     last = analyse(phase(tmp_path, {F1: base20, F2: same}, name="twenty")).verdict
-    assert last.status == "decided" and last.winner == F1 and "last look" in last.design
+    assert last.winner == F1 and "last look" in last.design and last.seeds_needed is None
+    assert last.status == "decided" or "cannot be told apart" in last.sureness
     # The fixed design (the old behaviour) says that it tests the same alpha again.
     fixed = analyse(phase(tmp_path, {F1: base20[:5], F2: same[:5]}, name="fixed", decision={"alpha_spending": "none"})).verdict
     assert fixed.level == pytest.approx(0.95) and "raises the error rate" in fixed.design

@@ -12,7 +12,8 @@ The rules, in order (docs/analysis.md):
 3. Otherwise `decision.preference` picks (default: fewest auxiliary losses, then the params' order).
 Stability never overturns a significantly better primary metric: a leader every other candidate is significantly
 worse than wins by rule 1. Every test of the family is corrected together (Holm by default) at the alpha of this
-look of the add-seeds design (stats.look_alpha); at the design's last look the open questions are settled by rule 3.
+look of the add-seeds design (stats.look_alpha): decided only at a planned look; what the last look leaves open
+stays provisional (rule 3 picks).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from imginav_lib import heads as H
 from imginav_lib.text import pct
 from imginav_lib.config.schema import Decision
 from imginav_lib.analysis.stats import (STABILITY_COLUMNS, classify_change, compare, compare_paired_difference, holm,
-                                        look_alpha, seeds_needed)
+                                        look_alpha, look_reached, seeds_needed)
 
 COLUMNS = ["experiment", "versus", "n", "n_baseline", "n_pairs", "rel_change", "ci_low", "ci_high", "p_value", "effect_size",
            "sd_rel", "p_improve", "wins", "test", "change", "call", "mean", "mean_baseline", "eq_low", "eq_high",
@@ -299,12 +300,18 @@ def design_words(rules: Decision, look: int, alpha_look: float, m: int) -> str:
         seq = (f"Fixed design: every look at the seeds tests at alpha {rules.alpha:g} again, so adding seeds until "
                "significant raises the error rate (decision.alpha_spending: none).")
     else:
+        looks = ", ".join(map(str, rules.looks))
+        reached = look_reached(look, rules.looks)
         seq = (f"Sequential design: group-sequential alpha spending ({SPENDING[rules.alpha_spending]} Lan-DeMets spending "
-               f"function) with a planned look at every seed count from 2 to {rules.max_seeds}; this look ({look} seeds) "
-               f"tests at alpha {alpha_look:.2g} of the total {rules.alpha:g}, so the chance of any false call stays "
-               f"≤ {rules.alpha:g} however often seeds are added up to {rules.max_seeds}.")
+               f"function) with planned looks at {looks} seeds; with {look} seeds the look reached is "
+               + (f"{reached}" if reached else f"none yet (the first is {rules.looks[0]})")
+               + f", tested at alpha {alpha_look:.2g} of the total {rules.alpha:g}, so the chance of any false call stays "
+               f"≤ {rules.alpha:g} however the seeds are added, as long as a verdict is decided only at a planned look.")
+        if look not in rules.looks and look < rules.max_seeds:
+            nxt = min(lk for lk in rules.looks if lk > look)
+            seq += f" {look} seeds is not a planned look: nothing is decided until {nxt}."
         if look >= rules.max_seeds:
-            seq += f" This is the design's last look: what is not shown now is settled by the preference order."
+            seq += " This is the design's last look: what is not shown now stays open, and the preference order picks."
     return f"{seq} Within the look: {corr}."
 
 
@@ -327,8 +334,10 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
                        "Not at all: no finished runs.", None, calls, pd.DataFrame(crit, columns=CRITERIA),
                        pd.DataFrame(columns=COLUMNS), 1 - rules.alpha, primary=metric)
     look = max(len(by[e]) for e in finished)
-    alpha_look = look_alpha(look, rules.max_seeds, rules.alpha, rules.alpha_spending)
-    final = look >= rules.max_seeds and rules.alpha_spending != "none"
+    alpha_look = look_alpha(look, rules.looks, rules.alpha, rules.alpha_spending)
+    sequential = rules.alpha_spending != "none"
+    final = sequential and look >= rules.max_seeds
+    between = sequential and not final and look not in rules.looks  # no verdict is decided between planned looks
     base = by[baseline]
     fam = _Family()
     vs = {e: _compare(fam, by, e, baseline, metric, tol) for e in finished if e != baseline and len(base)}
@@ -405,19 +414,23 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
     for r in open_pairs:
         m = r["rel_change"]
         n = seeds_needed(m, r["sd_rel"], tol, _alpha_at(rules, max(1, fam.m)), rules.power,
-                         max_n=rules.max_seeds if rules.alpha_spending != "none" else 200, start=look + 1)
+                         max_n=rules.max_seeds if sequential else 200, start=look + 1)
         need.append(n if n is not None else 3)
+    if sequential:  # the first planned look at or after it; past the last look: none (the design ends there)
+        need = [min((lk for lk in rules.looks if lk >= n), default=rules.max_seeds + 1) for n in need]
+    if between and not need:
+        need = [min(lk for lk in rules.looks if lk > look)]
     comparisons = pd.DataFrame([{k: r.get(k) for k in COLUMNS} for r in rows + h2h_rows], columns=COLUMNS)
     gaps = _gaps(experiments, by, comparisons) + ([] if len(base) >= 2 or not len(base) else [f"the baseline {baseline} has 1 finished seed"])
-    status = "provisional" if gaps or not len(base) or (open_pairs and not final) else "decided"
+    status = "provisional" if gaps or not len(base) or open_pairs or between else "decided"
     n_need = max(need) if need and status != "decided" else None
-    if n_need is not None and rules.alpha_spending != "none":
-        n_need = min(n_need, rules.max_seeds)  # the last look settles what is still open
+    if final or (n_need is not None and sequential and n_need > rules.max_seeds):
+        n_need = None if final else rules.max_seeds  # the design ends at its last look
     design = design_words(rules, look, alpha_look, fam.m)
     steps_out = {k: t.row(fam, tol) for k, t in step_tests.items()}
     paragraph = _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, winner, status, leader,
                            contenders, rule, metric, changes or {})
-    sureness = _sureness(by, experiments, status, n_need, rules, gaps, open_pairs, look, final)
+    sureness = _sureness(by, experiments, status, n_need, rules, gaps, open_pairs, look, final, between)
     sureness += " " + design
     if not len(base):
         paragraph = (f"The baseline {baseline} has no finished run, so no experiment can be compared with it; "
@@ -429,7 +442,8 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
 
 def _alpha_at(rules: Decision, m: int):
     """The per-test alpha at look n (the strictest Holm step, alpha_n / m): what a future look must clear."""
-    return lambda n: look_alpha(n, rules.max_seeds, rules.alpha, rules.alpha_spending) / (m if rules.correction != "none" else 1)
+    at = lambda n: min((lk for lk in rules.looks if lk >= n), default=rules.max_seeds)  # noqa: E731  (the look it would be)
+    return lambda n: look_alpha(at(n), rules.looks, rules.alpha, rules.alpha_spending) / (m if rules.correction != "none" else 1)
 
 
 def _corr(rules: Decision) -> str:
@@ -551,7 +565,7 @@ def _paragraph(comparisons, calls, experiments, baseline, heads, table, rules, w
     return " ".join(parts)
 
 
-def _sureness(by, experiments, status, need, rules, gaps, open_pairs, look, final) -> str:
+def _sureness(by, experiments, status, need, rules, gaps, open_pairs, look, final, between=False) -> str:
     ns = {e: len(by[e]) for e in experiments if len(by[e])}
     lo, hi = min(ns.values()), max(ns.values())
     seeds = f"{lo}" if lo == hi else f"{lo} to {hi}"
@@ -563,13 +577,15 @@ def _sureness(by, experiments, status, need, rules, gaps, open_pairs, look, fina
     if lo < 3:
         s += " With 2 seeds a t-interval is very wide; 3 or more seeds are needed for a useful interval."
     if status == "decided":
-        if final and open_pairs:
-            return f"Decided at the design's last look ({look} seeds): the candidates not told apart are settled by the preference order. {s}"
         return f"Sure enough to pick the winner: every other candidate is out or equivalent at the corrected level. {s}"
-    cap = rules.max_seeds if rules.alpha_spending != "none" else 200
-    if need and need <= cap:
-        more = f"needs more seeds (≈{need} per experiment, {max(0, need - hi)} more: the look at which the design would settle it" \
-               + (f"; at the last look, {rules.max_seeds} seeds, the preference order settles what is still open)" if rules.alpha_spending != "none" else ")")
+    sequential = rules.alpha_spending != "none"
+    cap = rules.max_seeds if sequential else 200
+    if final and open_pairs and not gaps:
+        more = (f"the design's last look ({rules.max_seeds} seeds) leaves them open: at this noise they cannot be told "
+                "apart, so the preference order picks, provisionally; more seeds would need a new design")
+    elif need and need <= cap:
+        more = (f"needs more seeds (≈{need} per experiment, {max(0, need - hi)} more" +
+                (": the planned look at which the design would settle it)" if sequential else ")"))
     elif need:
         more = "needs more seeds (the observed change sits on a boundary: more than 200 seeds would be needed; treat them as equal)"
     else:
@@ -577,5 +593,7 @@ def _sureness(by, experiments, status, need, rules, gaps, open_pairs, look, fina
     why = []
     if open_pairs:
         why.append(f"{', '.join(r['experiment'] for r in open_pairs)} cannot be told apart from the leader")
+    if between:
+        why.append(f"{hi} seeds is not a planned look ({', '.join(map(str, rules.looks))})")
     why += gaps
     return f"Not sure yet: {'; '.join(why)}; {more}. {s}"

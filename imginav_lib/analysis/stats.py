@@ -227,18 +227,25 @@ def spending(t: float, alpha: float, kind: str) -> float:
     raise ValueError(f"invalid spending: {kind!r}")
 
 
-def look_alpha(n: int, max_n: int, alpha: float, kind: str) -> float:
-    """The family alpha of the look at n seeds in the add-seeds design with looks at 2, 3, ..., max_n seeds.
+def look_reached(n: int, looks: list[int]) -> int | None:
+    """The largest planned look (a seed count) at or below n; None before the first."""
+    return max((lk for lk in looks if lk <= n), default=None)
 
-    Each look gets the increment of the spending function, spending(n / max_n) - spending((n - 1) / max_n) (the
-    look at 2 seeds all that is spent by then); the increments sum to alpha, so by the union bound the chance of any
-    false call over all the looks stays <= alpha however the seeds are added. kind "none": alpha at every look (a
-    fixed design tested again: its error rate grows with the looks). n > max_n: past the design, the last look's.
+
+def look_alpha(n: int, looks: list[int], alpha: float, kind: str) -> float:
+    """The family alpha of the look reached with n seeds in the add-seeds design with planned looks `looks`.
+
+    The look at L_k seeds gets the increment of the spending function, spending(L_k / L_K) - spending(L_{k-1} / L_K)
+    (L_K the last look; the first look all that is spent by then); the increments sum to alpha, so by the union
+    bound the chance of any false call over all the looks stays <= alpha however the seeds are added, as long as a
+    verdict is decided only at a planned look. Before the first look: the first look's; past the last: the last's.
+    kind "none": alpha at every look (a fixed design tested again: its error rate grows with the looks).
     """
     if kind == "none":
         return alpha
-    n = min(max(n, 2), max_n)
-    return spending(n / max_n, alpha, kind) - (spending((n - 1) / max_n, alpha, kind) if n > 2 else 0.0)
+    k = max([i for i, lk in enumerate(looks) if lk <= n], default=0)
+    last = looks[-1]
+    return spending(looks[k] / last, alpha, kind) - (spending(looks[k - 1] / last, alpha, kind) if k else 0.0)
 
 
 def probability_of_improvement(x: np.ndarray, b: np.ndarray) -> tuple[float, int]:

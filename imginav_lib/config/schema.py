@@ -168,12 +168,14 @@ class Decision(Strict):
     # One correction over the family of comparisons that feed the verdict (each against the baseline, the head to
     # head, the stability comparisons, the steps): holm (step-down, the default), bonferroni (alpha / m each) or none
     correction: Literal["holm", "bonferroni", "none"] = "holm"
-    # The add-seeds loop is a group-sequential design with a look at every seed count 2..max_seeds: each look tests
-    # at the increment of this Lan-DeMets spending function (pocock: more early, obrien_fleming: more late), so the
-    # error rate holds however often seeds are added; none: alpha at every look (error rate grows with the looks).
-    # At max_seeds the design ends: what is not shown by then is settled by `preference`.
+    # The add-seeds loop is a group-sequential design with planned looks: the verdict can be decided only at a planned
+    # seed count, and the look at L seeds tests at the increment of this Lan-DeMets spending function over the looks
+    # (pocock: more early, obrien_fleming: more late), so the error rate holds however the seeds are added; none: alpha
+    # at every look (a fixed design tested again: its error rate grows with the looks). At the last look the design
+    # ends: what is not shown by then stays open and `preference` picks, provisionally.
     alpha_spending: Literal["pocock", "obrien_fleming", "none"] = "pocock"
-    max_seeds: int = Field(20, ge=2)
+    looks: list[int] = Field(default_factory=lambda: [3, 5, 10, 20], min_length=1)  # planned seed counts, increasing
+
     power: float = Field(0.8, gt=0, lt=1)  # for "needs more seeds (~N)": chance that N seeds decide
     min_seg_miou: float = Field(0.5, ge=0, le=1)
     min_cls_accuracy: float = Field(0.8, ge=0, le=1)  # on the balanced accuracy (mean recall per class)
@@ -188,6 +190,18 @@ class Decision(Strict):
     # informative row of the criteria table.
     boundary_not_worse: bool = False
     handoff: Handoff | None = Handoff()  # null: write winner.yaml only (e.g. a phase whose next params are hand-written)
+
+    @field_validator("looks")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if v[0] < 2 or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"invalid looks: {v!r} (increasing seed counts from 2)")
+        return v
+
+    @property
+    def max_seeds(self) -> int:
+        """The design's last look."""
+        return self.looks[-1]
 
 
 class ClusterResources(Strict):

@@ -250,7 +250,8 @@ def simulate_decisions(effects: float | dict[str, float], n_seeds: int = 3, seed
     stability: experiment -> {stability column: true shift}; stability_sd: per-run noise of every stability number
     (0: identical numbers); gates: experiment -> {gate column: value} (default good heads); missing: (experiment,
     seed index) runs that never finished. add_seeds: a researcher who, while the verdict is provisional, adds the
-    seeds it asks for (at least one more) and looks again, up to decision.max_seeds; otherwise one look at n_seeds.
+    seeds it asks for (at least one more, up to the next planned look) and looks again, up to the last look
+    (decision.looks); otherwise one look at n_seeds.
 
     The true winner is what `decide` picks on the noise-free values. Returns the share of draws per winner
     ("winner"), per F2 call ("call"), "rates": the true winner found, a false "hurts" (a hurts call for an
@@ -278,6 +279,8 @@ def simulate_decisions(effects: float | dict[str, float], n_seeds: int = 3, seed
             if not add_seeds or v.status == "decided" or n >= top:
                 break
             n = min(top, max(n + 1, v.seeds_needed or 0))
+            if rules.alpha_spending != "none":  # the researcher adds seeds up to a planned look
+                n = min((lk for lk in rules.looks if lk >= n), default=top)
         seeds_used += n / draws
         winners[v.winner] = winners.get(v.winner, 0) + 1 / draws
         if "F2" in v.calls:
