@@ -258,7 +258,8 @@ def stats_html(a: Analysis) -> str:
           "With 1 seed there is no interval; with 2 it is very wide: 3 or more seeds are needed.</p>"
     out += _table(["experiment", *[labels[m] for m in metrics]], rows)
     c = a.verdict.comparisons
-    level = f"the corrected ({_correction(a)}; each row's level in the criteria)"
+    level = "corrected"  # each interval at its test's level after the family's correction (the criteria table gives it)
+    out += f"<p>Intervals and p-values below are those of the verdict's family: {e(_correction(a))}; each row's level is in the criteria table.</p>"
     vs_base, h2h = c[c["versus"] == a.runs.baseline], c[c["versus"] != a.runs.baseline]
     if len(vs_base):
         out += (f"<p>Best val MSE relative to the baseline {e(a.runs.baseline)}: per seed x/baseline − 1 (paired by seed), its mean, "
