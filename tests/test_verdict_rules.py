@@ -212,3 +212,14 @@ def test_the_verdict_ranks_by_the_test_mse_when_every_run_has_one(tmp_path):
     assert "test MSE on the held-out test split" in v.paragraph
     val_only = analyse(phase(tmp_path, best, name="val_only")).verdict
     assert val_only.primary == "best_val_mse" and val_only.winner == F2 and "validation split" in val_only.paragraph
+
+
+def test_run_json_image_counts_reach_the_table_as_numbers(tmp_path):
+    import json
+
+    d = phase(tmp_path, {F1: BASE[:2], F3: BASE[:2]})
+    p = d / F3 / "seed1" / "run.json"
+    p.write_text(json.dumps({**json.loads(p.read_text()), "n_train": 100, "n_val_labelled": 0}))
+    t = analyse(d).table.set_index(["experiment", "seed"])
+    assert t.loc[(F3, 1), "n_train"] == 100.0 and t.loc[(F3, 1), "n_val_labelled"] == 0.0
+    assert math.isnan(t.loc[(F1, 1), "n_train"])  # not counted: NaN, not a made-up number

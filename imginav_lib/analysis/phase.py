@@ -351,7 +351,7 @@ def run_table(pr: PhaseRuns) -> pd.DataFrame:
         out["train_time_s"] = float(m["epoch_time_s"].sum()) if "epoch_time_s" in m else math.nan
         for col in H.image_counts():  # from run.json; NaN for runs written before they were counted
             v = getattr(r, col, None)
-            out[col] = float(v) if isinstance(v, (int, float)) and not pd.isna(v) else math.nan
+            out[col] = float(v) if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and not pd.isna(v) else math.nan
         rows.append(out)
     cols = ["experiment", "seed", "epochs_run", "best_epoch", *H.run_metrics(), "spikes", "late_wobble", "epochs_to_target"]
     return pd.DataFrame(rows, columns=list(dict.fromkeys(cols + [c for row in rows for c in row])))
