@@ -388,3 +388,32 @@ def test_status_says_how_many_more_runs_the_seeds_cost(tmp_path, capsys):
 # The criteria table, value by value (each row worked out by hand from the rules' defaults)
 
 
+
+
+def test_the_rule_functions_on_their_edges():
+    from imginav_lib.analysis.decision import _Family, aux_helps, pick, stability_call
+    from imginav_lib.analysis.stats import compare_paired_difference
+
+    rules = Decision()
+    # Rule 2 holds for a similar or a better MSE, with good heads and more stable training; an experiment with no
+    # heads beyond the baseline's (or missing from the heads table) is no auxiliary loss.
+    assert aux_helps(F2, {F2: ("seg",)}, F1, "better", True, "more stable", rules)
+    assert aux_helps(F2, {F2: ("seg",)}, F1, "similar", True, "more stable", rules)
+    assert not aux_helps(F2, {F2: ("seg",)}, F1, "similar", True, "unclear", rules)
+    assert not aux_helps(F2, {F2: ("seg",)}, F1, "unclear", True, "more stable", rules)
+    assert not aux_helps(F2, {F2: ("seg",)}, F1, "similar", False, "more stable", rules)
+    assert not aux_helps("F4", {F1: ()}, F1, "similar", True, "more stable", rules)
+    assert aux_helps(F2, {F2: ("seg",)}, F1, "similar", True, "unclear", Decision(stability_not_worse=False))
+    assert pick(F2, {F1: "similar"}, [F2], [F1, F2], HEADS, rules) == (
+        F2, "an auxiliary loss helps: its MSE is similar or better, its heads are good and its training more stable", [F2, F1])
+    assert pick(F2, {F1: "worse"}, [], [F1, F2], HEADS, rules)[1] == "best primary metric: every other candidate is significantly worse"
+    assert pick(F2, {F1: "unclear"}, [], [F1, F2], HEADS, rules)[:2] == (F1, "fewest auxiliary losses")
+    # The stability call from the corrected paired tests.
+    fam = _Family()
+    same = compare_paired_difference(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0]))
+    lower = compare_paired_difference(np.array([1.0, 1.1, 0.9]), np.array([3.0, 3.0, 3.0]))
+    tests = {"spikes": (same, fam.add("a", "d", same["p_value"])), "epochs_to_target": (lower, fam.add("b", "d", lower["p_value"]))}
+    fam.correct(0.05, "holm")
+    assert stability_call(tests, fam) == ("more stable", {"spikes": "unclear", "epochs_to_target": "more stable"})
+    assert stability_call({"spikes": tests["spikes"]}, fam) == ("unclear", {"spikes": "unclear"})
+    assert stability_call({}, fam) == ("n/a", {})
