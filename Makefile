@@ -44,10 +44,10 @@ bench: $(BIN)/imginav
 # Mutation testing (not in CI; 25 min measured on 2 idle cores, 2,317 mutants): the modules and the tests it runs are [tool.mutmut] in
 # pyproject.toml. MUTANTS narrows it to functions (mutmut's names, globs allowed): every function of the loss,
 # metric, boundary, atomic-write, palette, statistics and step modules, and the decision's rules. Left out: the
-# decision's sentences and its orchestration (decide, _paragraph, _aux_words, _head_words, _pct) and the
+# decision's sentences and its orchestration (decide, design_words, _paragraph, _aux_words, _head_words) and the
 # informative boundary row, which the report tests check. `make mutate MUTANTS=` mutates every function there.
-DECISION_RULES = call_for _judge _seeds_for _sureness preference_order head_to_head _gaps _scored _same_heads_call \
-	_heads_criteria _stability_criteria
+DECISION_RULES = primary_metric call_for stability_call aux_helps pick preference_order _leader _compare _stability_tests \
+	_heads_criteria _mse_criteria _stab_criteria _gaps _scored _same_heads_call _sureness _alpha_at
 MUTANTS ?= imginav_lib.model.losses.* imginav_lib.model.metrics.* imginav_lib.model.boundary.* imginav_lib.files.* imginav_lib.palette.* \
 	imginav_lib.analysis.stats.* imginav_lib.analysis.ablation.* imginav_lib.data.dataset.x_rgb_to_classes_torch* \
 	$(foreach f,$(DECISION_RULES),imginav_lib.analysis.decision.x_$(f)__mutmut_*)

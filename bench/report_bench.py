@@ -1,11 +1,15 @@
 """Report build time and size for a 9-run and a 90-run synthetic phase, and the decision engine's validity rates.
 
-    .venv/bin/python bench/report_bench.py            # both phases, then the validity rates
-    .venv/bin/python bench/report_bench.py --quick    # 9 runs only, fewer draws
+    .venv/bin/python bench/report_bench.py                         # both phases, then the validity table
+    .venv/bin/python bench/report_bench.py --quick                 # 9 runs only, 200 draws
+    .venv/bin/python bench/report_bench.py --validity --draws 200  # the validity table only
 
 Each phase is written with `synthetic.write_synthetic_phase` (every file of the run-folder contract) into a temporary
 folder and built with `report.build.build_report` exactly as `imginav report` does (papermill + nbconvert, one process
-each), so the times include the kernel start. Validity: `synthetic.simulate_decisions` with the demo's seed noise.
+each), so the times include the kernel start. Validity: `synthetic.simulate_decisions` with the demo's seed noise
+and a researcher who starts with 3 seeds and adds the seeds the report asks for, again and again, up to the design's
+last look (decision.max_seeds, 20): one row per scenario with the true winner, how often it was found, a decided
+wrong winner, a decided non-baseline winner, a false "hurts", decided at all, and the mean seeds used.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from imginav_lib.config.schema import Decision
 from imginav_lib.report.build import build_report
 from imginav_lib.testing.synthetic import simulate_decisions, write_synthetic_phase
 
@@ -35,35 +40,62 @@ def bench(root: Path, name: str, experiments: dict, seeds: tuple, epochs: int, s
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="9 runs only and 200 draws")
+    ap.add_argument("--validity", action="store_true", help="the decision-validity table only (no report builds)")
+    ap.add_argument("--draws", type=int, default=None, help="draws per scenario (default 1000, --quick 200)")
     args = ap.parse_args()
+    if not args.validity:
+        build_reports(args.quick)
+    validity(args.draws or (200 if args.quick else 1000))
+
+
+def build_reports(quick: bool) -> None:
     three = {"F1_rgb_only": {}, "F2_rgb_seg": {"seg": 0.05}, "F3_rgb_seg_cls": {"seg": 0.05, "cls": 0.01}}
     thirty = {f"E{i:02d}": ({"seg": 0.05} if i % 3 else {}) | ({"cls": 0.01} if i % 5 == 0 else {}) for i in range(30)}
-    cases = [("bench_9", three, (1, 2, 3), 8, 2)] + ([] if args.quick else [("bench_90", thirty, (1, 2, 3), 50, 5)])
-    rows = []
+    cases = [("bench_9", three, (1, 2, 3), 8, 2)] + ([] if quick else [("bench_90", thirty, (1, 2, 3), 50, 5)])
     with tempfile.TemporaryDirectory() as tmp:
         for name, exps, seeds, epochs, interval in cases:
-            rows.append(bench(Path(tmp), name, exps, seeds, epochs, interval))
-            r = rows[-1]
+            r = bench(Path(tmp), name, exps, seeds, epochs, interval)
             print(f"{r['phase']}: {r['runs']} runs x {r['epochs']} epochs: runs written in {r['write_s']:.1f} s; "
                   f"report built in {r['build_s']:.1f} s; HTML {r['html_mb']:.1f} MB (executed notebook {r['notebook_mb']:.1f} MB)", flush=True)
-    draws = 200 if args.quick else 1000
-    print(f"\ndecision validity, {draws} draws each, demo seed noise {DEMO_NOISE}; F1 is the baseline, F2 (seg) and F3")
-    print("(seg + cls) have good heads; the true winner is decide() on the noise-free values:")
-    for n in (3, 5) if args.quick else (3, 5, 10):
-        for k, (name, effects) in enumerate(SCENARIOS.items()):
-            sim = simulate_decisions(effects, n_seeds=n, draws=draws, rng_seed=k, **DEMO_NOISE)
-            r = sim["rates"]
-            print(f"  {n:2d} seeds, {name:<20} (true winner {sim['true_winner']}): found {r['true winner']:6.1%}; false 'hurts' "
-                  f"{r['false hurts']:5.1%}; 'decided' wrong winner {r['decided wrong']:5.1%}; decided at all {r['decided']:5.1%}", flush=True)
 
 
-# True relative changes of val MSE against F1 (negative = better).
+def validity(draws: int) -> None:
+    print(f"\ndecision validity, {draws} draws per scenario, demo seed noise {DEMO_NOISE}; F1 is the baseline, F2 (seg)")
+    print("and F3 (seg + cls) have good heads unless said; the true winner is decide() on the noise-free values; each")
+    print("draw starts at 3 seeds and adds the seeds the verdict asks for until it is decided or has 20 (the last look).")
+    print(f"{'scenario':<58} {'true':>4} {'found':>6} {'decided wrong':>13} {'decided non-F1':>14} {'false hurts':>11} "
+          f"{'decided':>7} {'mean seeds':>10}")
+    for k, (name, kw) in enumerate(SCENARIOS.items()):
+        t = time.perf_counter()
+        sim = simulate_decisions(n_seeds=3, draws=draws, rng_seed=k, add_seeds=True, **DEMO_NOISE, **kw)
+        r = sim["rates"]
+        print(f"{name:<58} {sim['true_winner']:>4} {r['true winner']:6.1%} {r['decided wrong']:13.1%} "
+              f"{r['decided non-baseline']:14.1%} {r['false hurts']:11.1%} {r['decided']:7.1%} {sim['mean_seeds']:10.1f}"
+              f"   ({time.perf_counter() - t:.0f} s)", flush=True)
+
+
+# Each scenario: simulate_decisions' keywords. effects: true relative change of val MSE against F1 (negative =
+# better); stability: true shift of a stability number (epochs to the common target; lower = more stable), with
+# per-run noise stability_sd; gates: the heads' gate values; missing: runs that never finished.
+STAB_NOISE = 1.0  # SD of epochs to the common target between runs (epochs)
 SCENARIOS = {
-    "all equal": {"F2": 0.0, "F3": 0.0},
-    "F2 10% better": {"F2": -0.10, "F3": 0.0},
-    "F2 5% better": {"F2": -0.05, "F3": 0.0},
-    "F3 10% better": {"F2": 0.0, "F3": -0.10},
-    "F2 and F3 10% worse": {"F2": 0.10, "F3": 0.10},
+    "all equal": {"effects": {"F2": 0.0, "F3": 0.0}},
+    "all equal, fixed design (no spending, no correction: old)": {
+        "effects": {"F2": 0.0, "F3": 0.0}, "rules": Decision(alpha_spending="none", correction="none")},
+    "F2 10% better": {"effects": {"F2": -0.10, "F3": 0.0}},
+    "F2 5% better": {"effects": {"F2": -0.05, "F3": 0.0}},
+    "F2 1.5% worse (within tolerance), equal stability": {"effects": {"F2": 0.015, "F3": 0.0}},
+    "F2 10% better but 3 epochs slower": {"effects": {"F2": -0.10, "F3": 0.0}, "stability": {"F2": {"epochs_to_target": 3.0}},
+                                          "stability_sd": STAB_NOISE},
+    "head to head, F3 seed 1 missing: F3 -3.7%, F2 = F3 + 2.8%": {"effects": {"F2": -0.0103, "F3": -0.037},
+                                                                   "missing": (("F3", 0),)},
+    "F2 equal, truly 2 epochs faster (a real stability gain)": {"effects": {"F2": 0.0, "F3": 0.0},
+                                                               "stability": {"F2": {"epochs_to_target": -2.0}}, "stability_sd": STAB_NOISE},
+    "F2 equal, stability differs by noise only": {"effects": {"F2": 0.0, "F3": 0.0}, "stability_sd": STAB_NOISE},
+    "F3 equal, 2 epochs faster, constant classifier (bacc 0.5)": {
+        "effects": {"F2": 0.0, "F3": 0.0}, "stability": {"F3": {"epochs_to_target": -2.0}}, "stability_sd": STAB_NOISE,
+        "gates": {"F3": {"val_cls_bacc": 0.5}}},
+    "F2 and F3 10% worse": {"effects": {"F2": 0.10, "F3": 0.10}},
 }
 
 

@@ -16,11 +16,14 @@ from imginav_lib.analysis.handoff import write_handoff
 from imginav_lib.config.params import load_params
 from imginav_lib.config.schema import Decision
 from imginav_lib.analysis.phase import load_phase_runs, run_table
-from imginav_lib.analysis.stats import (compare, count_spikes, epochs_to_within, late_wobble, probability_of_improvement, seeds_needed,
+from imginav_lib.analysis.stats import (compare, count_spikes, epochs_to_target, late_wobble, probability_of_improvement, seeds_needed,
                                 summarize)
 from imginav_lib.testing.synthetic import simulate_decisions, write_synthetic_phase
 
 F = ("F1_rgb_only", "F2_rgb_seg", "F3_rgb_seg_cls")
+# Little epoch-to-epoch noise: with the sequential design's early looks (alpha spent over up to 20 seeds, Holm over
+# the family) a handful of seeds decides only on clear evidence.
+CALM = {"wobble": 0.0005}
 
 
 def synthetic(tmp_path, **kw):
@@ -73,29 +76,33 @@ def test_stability_numbers_on_known_inputs():
     loss[[30, 60]] = 5.0  # two steps at 5x the running median
     loss[80] = 2.0  # 2x: not a spike
     assert count_spikes(loss) == 2
-    assert late_wobble(np.linspace(2, 1, 10)) == pytest.approx(0.0, abs=1e-12)  # a straight decline: no wobble
-    assert late_wobble(np.array([1.0, 1.0, 1.1, 0.9, 1.1, 0.9])) > 0.05
-    assert epochs_to_within(np.arange(1, 6), np.array([10, 5, 1.2, 1.05, 1.0])) == 4
-    # A realistic val MSE scale (best 0.1): within 10% means <= 0.11, first reached at epoch 4.
-    assert epochs_to_within(np.arange(1, 6), np.array([0.5, 0.3, 0.12, 0.105, 0.1])) == 4
+    assert late_wobble(np.linspace(2, 1, 10)) == pytest.approx(0.0, abs=1e-3)  # a smooth decline: no roughness
+    assert late_wobble(np.array([1.0, 1.0, 1.0, 1.1, 0.9, 1.1, 0.9, 1.1])) > 0.05
+    # A realistic val MSE scale: the target is 1.1 x the baseline's best 0.1 = 0.11, first reached at epoch 4.
+    assert epochs_to_target(np.arange(1, 6), np.array([0.5, 0.3, 0.12, 0.105, 0.1]), 0.11) == 4
+    assert epochs_to_target(np.arange(1, 6), np.array([0.5, 0.3, 0.2, 0.15, 0.12]), 0.11) == 6  # never: epochs run + 1
 
 
-def test_late_wobble_and_epochs_to_converge_on_hand_values():
-    """Late wobble of [5, 4, 3, 2, 2.4, NaN, 1.6, 2.2, 1.8]: the second half from epoch 9 // 2 = 4, NaN dropped:
-    [2.4, 1.6, 2.2, 1.8] at x = 0..3; line 2.18 - 0.12 x, residuals 0.22, -0.46, 0.26, -0.02, squares 0.328 / (4 - 2):
-    SD 0.40497, over the mean 2: 0.202485. [9, 9, 3, 2, 2.5]: half [3, 2, 2.5], line 2.75 - 0.25 x, residuals
-    0.25, -0.5, 0.25: sqrt(0.375 / 1) / 2.5 = 0.244949; two values left: none. Epochs to within 10% of the best:
-    the first epoch at or below 1.1 x best (1.1 itself counts), NaN skipped, read from the epochs given."""
+def test_late_roughness_and_epochs_to_the_common_target_on_hand_values():
+    """Late roughness of [5, 4, 3, 2, 2.4, NaN, 1.6, 2.2, 1.8]: the second half from epoch 9 // 2 = 4, NaN dropped:
+    [2.4, 1.6, 2.2, 1.8]; log second differences ln(2.4 * 2.2 / 1.6^2) = 0.723919 and ln(1.6 * 1.8 / 2.2^2) =
+    -0.519124; their SD 0.878956 / sqrt(6) = 0.358836. Fewer than 4 values left: none. A smooth exponential
+    approach, however slow, scores ~0 (the issue's noise-free curve that was still bending failed the old number).
+    Epochs to target: the first epoch at or below the target (the target itself counts), NaN skipped, read from
+    the epochs given; never reached: the last epoch + 1; no target: NaN."""
     nan = math.nan
-    assert late_wobble(np.array([5, 4, 3, 2, 2.4, nan, 1.6, 2.2, 1.8])) == pytest.approx(0.202485, abs=1e-6)
-    assert late_wobble([5, 4, 3, 2, 2.4, None, 1.6, 2.2, 1.8]) == pytest.approx(0.202485, abs=1e-6)  # None: missing too
-    assert late_wobble(np.array([9, 9, 3.0, 2.0, 2.5])) == pytest.approx(0.244949, abs=1e-6)
-    assert math.isnan(late_wobble(np.array([9, 9, 3.0, 2.0]))) and math.isnan(late_wobble(np.array([9, 9, 9, 3.0, nan, 2.0])))
+    assert late_wobble(np.array([5, 4, 3, 2, 2.4, nan, 1.6, 2.2, 1.8])) == pytest.approx(0.358836, abs=1e-6)
+    assert late_wobble([5, 4, 3, 2, 2.4, None, 1.6, 2.2, 1.8]) == pytest.approx(0.358836, abs=1e-6)  # None: missing too
+    assert math.isnan(late_wobble(np.array([9, 9, 3.0, 2.0, 2.5]))) and math.isnan(late_wobble(np.array([9, 9, 9, 3.0, nan, 2.0])))
+    ep = np.arange(1, 21)
+    slow = 0.004 * (1 + 4 * np.exp(-ep / 8))  # still bending at epoch 20
+    fast = 0.004 * (1 + 4 * np.exp(-ep / 2)) * (1 + 0.01 * np.tile([1, -1], 10))  # converged, 1% noise
+    assert late_wobble(slow) < 0.002 < 0.005 < late_wobble(fast)
     epochs = np.array([5, 10, 15, 20])
-    assert epochs_to_within(epochs, np.array([nan, 2.0, 1.1, 1.0])) == 15
-    assert epochs_to_within(epochs, np.array([nan, 2.0, 1.1, 1.0]), frac=1.0) == 10
-    assert epochs_to_within(epochs, np.array([nan, 2.0, 1.5, 1.0]), frac=0.5) == 15
-    assert math.isnan(epochs_to_within(epochs, np.full(4, nan)))
+    assert epochs_to_target(epochs, np.array([nan, 2.0, 1.1, 1.0]), 1.1) == 15
+    assert epochs_to_target(epochs, np.array([nan, 2.0, 1.1, 1.0]), 2.0) == 10
+    assert epochs_to_target(epochs, np.array([nan, 2.0, 1.5, 1.2]), 1.1) == 21
+    assert math.isnan(epochs_to_target(epochs, np.full(4, nan), 1.0)) and math.isnan(epochs_to_target(epochs, np.ones(4), nan))
 
 
 def test_t_interval_on_known_values():
@@ -160,13 +167,13 @@ def test_seeds_needed_on_known_values():
     # (t_{0.975, n-1} + z_0.8) / sqrt(n): n = 9 gives 1.049, n = 10 gives 0.982; n = 3 gives 2.970, n = 4 gives 2.012.
     assert seeds_needed(0.0, 0.02, 0.02, 0.05) == 10  # margin max(0.02 - 0, 0) = 0.02 = 1 SD
     assert seeds_needed(0.05, 0.02, 0.02, 0.05) == 4  # margin max(0.02 - 0.05, 0.05) = 0.05 = 2.5 SD
-    assert seeds_needed(-0.05, 0.02, 0.02, 0.05) == 3  # margin max(0.02 + 0.05, -0.05) = 0.07 = 3.5 SD: n = 3 gives 2.97
+    assert seeds_needed(-0.05, 0.02, 0.02, 0.05) == 4  # margin max(0.02 - 0.05, 0.05) = 0.05: better, clear of 0
     assert seeds_needed(0.05, 0.0, 0.02, 0.05) == 2  # no spread: two seeds settle it
     assert seeds_needed(0.0, 1.0, 0.02, 0.05) == 201 and seeds_needed(0.0, 1.0, 0.02, 0.05, max_n=50) == 51
     assert seeds_needed(math.inf, 0.02, 0.02, 0.05) is None
 
     def reference(m, sd, tol, alpha, power=0.8, margin=None):  # the formula, with scipy's quantiles
-        margin = max(tol - m, m) if margin is None else margin
+        margin = max(tol - abs(m), abs(m)) if margin is None else margin
         return next(n for n in range(2, 201) if (stats.t.ppf(1 - alpha / 2, n - 1) + stats.norm.ppf(power)) * sd / math.sqrt(n) <= margin)
 
     # Edges of the search: n = 2 itself ((12.706 + 0.842) * 0.01 / sqrt(2) = 0.096 <= margin 0.2); the answer exactly
@@ -264,18 +271,18 @@ def test_summary_on_a_hand_made_table():
     rows = [("A", 1, 1.0, 0, 0.01, 4), ("A", 2, 2.0, 1, 0.02, 5), ("A", 3, 3.0, 2, 0.03, 6), ("B", 1, 1.0, 0, 0.01, 4),
             ("B", 2, 3.0, 0, 0.01, 4), ("C", 1, 2.0, 0, 0.01, 4)]
     table = pd.DataFrame([{"experiment": e, "seed": s, "best_val_mse": v, "final_val_mse": v, "spikes": k, "late_wobble": w,
-                           "epochs_to_10pct": ep} for e, s, v, k, w, ep in rows])  # fmt: skip
+                           "epochs_to_target": ep} for e, s, v, k, w, ep in rows])  # fmt: skip
     s = summarize(table, ["A", "B", "C", "D"], level=0.90)
     assert list(s.columns) == ["experiment", "metric", "label", "n", "mean", "sd", "ci_low", "ci_high"]
-    labels = {**H.run_metrics(), "spikes": "loss spikes per run", "late_wobble": "late val wobble",
-              "epochs_to_10pct": "epochs to within 10% of best", "seed_spread": "seed spread of final val MSE"}
+    labels = {**H.run_metrics(), "spikes": "MSE spikes per run", "late_wobble": "late roughness",
+              "epochs_to_target": "epochs to within 10% of the baseline's best", "seed_spread": "seed spread of final val MSE"}
     assert s.experiment.tolist() == [e for e in "ABCD" for _ in labels]
     assert s.metric.tolist() == list(labels) * 4 and s.label.tolist() == list(labels.values()) * 4
     s = s.set_index(["experiment", "metric"])
     half = 2.919986 / math.sqrt(3)
     a = s.loc[("A", "best_val_mse")]
     assert (a.n, a["mean"], a.sd) == (3, 2.0, 1.0) and (a.ci_low, a.ci_high) == pytest.approx((2 - half, 2 + half), abs=1e-6)
-    assert (s.loc[("A", "spikes")]["mean"], s.loc[("A", "epochs_to_10pct")]["mean"]) == (1.0, 5.0)
+    assert (s.loc[("A", "spikes")]["mean"], s.loc[("A", "epochs_to_target")]["mean"]) == (1.0, 5.0)
     assert s.loc[("A", "late_wobble")]["mean"] == pytest.approx(0.02)
     spread = s.xs("seed_spread", level="metric")
     assert spread.n.tolist() == [3, 2, 1, 0]
@@ -302,21 +309,23 @@ def test_seeds_needed_grows_as_the_change_nears_the_tolerance():
 
 
 def test_planted_effects_are_found(tmp_path):
-    runs = synthetic(tmp_path, seeds=(1, 2, 3, 4, 5), noise=0.01,
-                     effects={F[1]: {"mse": 1.0}, F[2]: {"mse": 1.15}})
+    # F2 equal to F1 (equivalent within ±2%) with no evidence of more stable training: no gain; the baseline wins
+    # by the preference (fewest auxiliary losses). F3 15% worse: hurts.
+    runs = synthetic(tmp_path, seeds=(1, 2, 3, 4, 5), noise=0.002,
+                     effects={F[0]: CALM, F[1]: {"mse": 1.0, **CALM}, F[2]: {"mse": 1.15, **CALM}})
     a = analyse(runs)
     v = a.verdict
-    assert v.calls == {F[0]: "baseline", F[1]: "helps", F[2]: "hurts"}
-    assert v.winner == F[1] and v.status == "decided"
-    assert f"{F[2]} reconstructs worse" in v.paragraph and "does not hurt" in v.paragraph
+    assert v.calls == {F[0]: "baseline", F[1]: "no gain", F[2]: "hurts"}
+    assert v.winner == F[0] and v.status == "decided" and "fewest auxiliary losses" in v.rule
+    assert f"{F[2]} reconstructs worse" in v.paragraph and f"{F[1]} is equivalent to {F[0]}" in v.paragraph
     crit = v.criteria.set_index(["experiment", "criterion"])
     assert crit.loc[(F[2], "val MSE not worse than baseline"), "result"] == "fail"
     assert crit.loc[(F[1], "seg mIoU good"), "result"] == "pass"
 
 
 def test_a_bad_aux_head_or_unstable_training_is_not_a_win(tmp_path):
-    runs = synthetic(tmp_path, seeds=(1, 2, 3, 4), noise=0.01,
-                     effects={F[1]: {"mse": 1.0, "seg_miou": 0.2}, F[2]: {"mse": 1.0, "spikes": 8}})
+    runs = synthetic(tmp_path, seeds=(1, 2, 3, 4), noise=0.002,
+                     effects={F[0]: CALM, F[1]: {"mse": 1.0, "seg_miou": 0.2, **CALM}, F[2]: {"mse": 1.0, "spikes": 8, **CALM}})
     v = analyse(runs).verdict
     assert v.calls[F[1]] == "no gain" and v.calls[F[2]] == "hurts"
     assert v.winner == F[0] and "simplify to RGB-only" in v.paragraph
@@ -336,18 +345,18 @@ def test_wide_intervals_ask_for_more_seeds(tmp_path):
     assert v.seeds_needed and v.seeds_needed > 3 and "needs more seeds" in v.sureness
 
 
-@pytest.mark.parametrize("n_seeds", [3, 5])
-def test_decision_validity_over_many_draws(n_seeds):
-    """Seed noise as measured on the demo (see DEMO_NOISE): SD of log val MSE shared per seed and per run."""
-    sd = dict(seed_sd=DEMO_NOISE["seed_sd"], run_sd=DEMO_NOISE["run_sd"], n_seeds=n_seeds, draws=400)
+def test_decision_validity_over_many_draws():
+    """Seed noise as measured on the demo (see DEMO_NOISE), a researcher who adds the seeds the report asks for from
+    3 up to 20 (the design's last look), 200 draws each (bench/report_bench.py runs more)."""
+    sd = dict(seed_sd=DEMO_NOISE["seed_sd"], run_sd=DEMO_NOISE["run_sd"], n_seeds=3, draws=200, add_seeds=True)
     worse = simulate_decisions(0.10, **sd)  # F2 truly 10% worse: the true winner is F1
-    equal = simulate_decisions(0.0, **sd, rng_seed=1)  # truly equal: "aux hurts" would be a false alarm
-    better = simulate_decisions(-0.10, **sd, rng_seed=2)  # F2 truly 10% better: the true winner is F2
-    print(f"\n{n_seeds} seeds: worse {worse}\n equal {equal}\n better {better}")
+    equal = simulate_decisions({"F2": 0.0, "F3": 0.0}, **sd, rng_seed=1)  # truly equal: any "hurts" is a false alarm
+    better = simulate_decisions({"F2": -0.10, "F3": 0.0}, **sd, rng_seed=2)  # F2 truly 10% better
+    print(f"\nworse {worse}\n equal {equal}\n better {better}")
     assert worse["winner"].get("F1", 0) >= 0.95
-    assert equal["call"].get("hurts", 0) <= 0.05  # by construction about alpha / 2
-    if n_seeds >= 5:  # with 3 seeds of demo-like noise the interval is too wide for >= 95% (about 92%)
-        assert better["winner"].get("F2", 0) >= 0.95
+    assert equal["rates"]["false hurts"] <= 0.05 and equal["rates"]["decided non-baseline"] <= 0.05
+    assert better["true_winner"] == "F2" and better["rates"]["decided"] - better["rates"]["decided wrong"] >= 0.90
+    assert 3 < better["mean_seeds"] < 20 and equal["mean_seeds"] <= 20 + 1e-9
 
 
 # The demo's seed noise (3 seeds x 3 experiments, 8 epochs on 64 px layouts): SD of log best val MSE shared by
@@ -360,7 +369,7 @@ DEMO_NOISE = {"seed_sd": 0.094, "run_sd": 0.022}
 
 
 def test_handoff_writes_winner_and_valid_next_params(tmp_path, monkeypatch):
-    runs = synthetic(tmp_path, seeds=(1, 2, 3), noise=0.01, effects={F[1]: {"mse": 0.9}})
+    runs = synthetic(tmp_path, seeds=(1, 2, 3), noise=0.002, effects={F[0]: CALM, F[1]: {"mse": 0.9, **CALM}, F[2]: CALM})
     (runs / "data").mkdir()
     from PIL import Image
 
@@ -407,7 +416,7 @@ def test_bonferroni_widens_the_intervals_with_many_experiments(tmp_path):
     exps = {f"E{i}": {} for i in range(6)}
     runs = synthetic(tmp_path, experiments=exps, seeds=(1, 2, 3))
     a = analyse(runs)
-    plain = decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision())
+    plain = decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision(correction="none"))
     bonf = decide(a.table, a.runs.experiments, "E0", a.runs.heads, Decision(correction="bonferroni"))
     vs_base = lambda v: v.comparisons[v.comparisons.versus == "E0"]  # noqa: E731  (head-to-head rows follow)
     w = lambda v: (vs_base(v).ci_high - vs_base(v).ci_low).to_numpy()  # noqa: E731
@@ -419,4 +428,5 @@ def test_a_clearly_better_reconstruction_wins_even_with_weak_heads(tmp_path):
     runs = synthetic(tmp_path, seeds=(1, 2, 3, 4, 5), noise=0.01, effects={F[1]: {"mse": 0.85, "seg_miou": 0.2}})
     v = analyse(runs).verdict
     assert v.calls[F[1]] == "helps" and v.winner == F[1]
-    assert "below the bar, but reconstruction comes first" in v.paragraph
+    assert "reconstruction comes first; its seg mIoU is below the bar" in v.paragraph
+    assert v.rule.startswith("best primary metric")

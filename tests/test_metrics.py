@@ -227,3 +227,22 @@ def test_every_accumulator_is_on_the_validation_device(monkeypatch):
     vm = ValMetrics(("rgb", "seg"), torch.device("cpu"))
     vm.update(out, images, masks, labels, {"mse": torch.tensor(0.0)}, torch.tensor(0.0))
     assert moved == [(torch.device("cpu"),)] * 2
+
+
+def test_a_constant_classifier_scores_half_balanced_accuracy_beside_the_majority_rate():
+    # 20 images, 17 rooms (label 0) and 3 scenes, 2 unlabelled; the head always answers "room": accuracy 0.85,
+    # balanced accuracy (1 + 0) / 2 = 0.5, majority-class rate 17 / 20 = 0.85. A perfect head: 1.0.
+    out, images, masks, _ = _batch()
+    n = 22
+    reps = lambda t: t[:1].repeat(n, *([1] * (t.dim() - 1)))  # noqa: E731
+    labels = torch.tensor([0] * 17 + [1] * 3 + [UNKNOWN_LABEL] * 2)
+    for logits, acc, bacc in ((torch.tensor([[3.0, 0.0]]).repeat(n, 1), 0.85, 0.5),
+                              (torch.nn.functional.one_hot(labels.clamp(min=0), 2).float() * 3, 1.0, 1.0)):
+        vm = ValMetrics(("rgb", "cls"), torch.device("cpu"))
+        vm.update({"rgb": reps(out["rgb"]), "cls": logits}, reps(images), reps(masks), labels, {}, torch.tensor(0.5))
+        m = vm.compute()
+        assert (m["val_cls_acc"], m["val_cls_bacc"], m["val_cls_majority"]) == pytest.approx((acc, bacc, 0.85))
+    no_labels = ValMetrics(("rgb", "cls"), torch.device("cpu"))
+    no_labels.update({"rgb": out["rgb"], "cls": out["cls"]}, images, masks, torch.tensor([UNKNOWN_LABEL] * 2), {}, torch.tensor(0.5))
+    m = no_labels.compute()
+    assert math.isnan(m["val_cls_bacc"]) and math.isnan(m["val_cls_majority"])

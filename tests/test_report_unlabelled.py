@@ -61,7 +61,7 @@ def test_classification_without_labels_is_not_applicable_and_does_not_decide(unl
     runs, params, *_ = unlabelled
     a = A.analyse(runs, params)
     crit = a.verdict.criteria.set_index(["experiment", "criterion"])
-    row = crit.loc[("F3", "cls accuracy good")]
+    row = crit.loc[("F3", "cls balanced accuracy good")]
     assert row.result == "n/a" and "no validation image has a room/scene label" in row.value
     assert a.verdict.calls["F3"] == a.verdict.calls["F2"]  # the same runs get the same call
 

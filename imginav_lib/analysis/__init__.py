@@ -37,8 +37,10 @@ def analyse(runs_dir: str | Path, params_file: str | Path | None = None) -> Anal
     summary = summarize(table, pr.experiments, level)
     configs = {x: {s: resolved_section(pr, x, s) for s in ("loss", "architecture")} for x in pr.experiments}
     changes = {x: what_is_added(configs[pr.baseline], configs[x]) for x in pr.experiments}
-    verdict = with_evidence(decide(table, pr.experiments, pr.baseline, pr.heads, pr.decision, changes), pr, table)
-    steps = compare_steps(table, step_pairs(pr.decision, pr.experiments, pr.baseline), configs, pr.decision, level)
+    pairs = step_pairs(pr.decision, pr.experiments, pr.baseline)
+    verdict = with_evidence(decide(table, pr.experiments, pr.baseline, pr.heads, pr.decision, changes, pairs), pr, table)
+    # The steps' tests are in the verdict's family: their intervals and classes after the one correction.
+    steps = compare_steps(table, pairs, configs, pr.decision, verdict.level, verdict.primary, verdict.steps)
     sentence = classification_sentence(steps, pr.decision, level)
     if sentence:  # the question the researchers ask of the classification loss, answered in the verdict
         verdict.paragraph += " " + sentence

@@ -16,7 +16,7 @@ from imginav_lib.text import pct
 from imginav_lib.config.schema import Decision
 from imginav_lib.analysis.stats import classify_change, compare
 
-COLUMNS = ["earlier", "later", "added", "n_pairs", "rel_change", "ci_low", "ci_high", "p_value", "test", "change"]
+COLUMNS = ["earlier", "later", "added", "n_pairs", "rel_change", "ci_low", "ci_high", "p_value", "test", "change", "level"]
 
 
 def step_pairs(rules: Decision, experiments: list[str], baseline: str) -> list[tuple[str, str]]:
@@ -44,34 +44,45 @@ def what_is_added(earlier: dict, later: dict) -> str:
 
 
 def compare_steps(table: pd.DataFrame, pairs: list[tuple[str, str]], configs: dict, rules: Decision,
-                  level: float, metric: str = "best_val_mse") -> pd.DataFrame:  # fmt: skip
+                  level: float, metric: str = "best_val_mse", tests: dict | None = None) -> pd.DataFrame:  # fmt: skip
     """One row per pair: the relative change of `metric` (later / earlier - 1), paired by seed, and its call.
 
     table: run_table() rows of finished runs; configs: experiment -> its resolved {"loss", "architecture"}.
+    tests: (earlier, later) -> the step's row from decision.decide (Verdict.steps): its interval at the level after
+    the family's correction and its class from the corrected tests. Without it: `level`, uncorrected (the
+    two-sided interval for better/worse, the (1 - 2 alpha) interval inside ±tolerance for similar).
     """
     rows = []
     for a, b in pairs:
         ta, tb = (table[table["experiment"] == e].set_index("seed")[metric] for e in (a, b))
         seeds = sorted(set(ta.index) | set(tb.index))
         c = compare(tb.reindex(seeds).to_numpy(), ta.reindex(seeds).to_numpy(), level)
-        rows.append({"earlier": a, "later": b, "added": what_is_added(configs.get(a, {}), configs.get(b, {})), **c,
-                     "change": classify_change(c["ci_low"], c["ci_high"], rules.similar_tolerance)})  # fmt: skip
+        got = (tests or {}).get((a, b))
+        if got is not None:
+            row = {k: got[k] for k in (*c.keys(), "level", "change") if k in got and not k.startswith("_")}
+        else:
+            eq_lo, eq_hi = c.interval(1 - 2 * (1 - level))
+            row = {**{k: v for k, v in c.items() if not k.startswith("_")}, "level": level,
+                   "change": classify_change(c["ci_low"], c["ci_high"], rules.similar_tolerance, eq_lo, eq_hi)}
+        rows.append({"earlier": a, "later": b, "added": what_is_added(configs.get(a, {}), configs.get(b, {})), **row})
     return pd.DataFrame(rows, columns=list(dict.fromkeys(COLUMNS + (list(rows[0]) if rows else []))))
 
 
 def _interval(row, level: float) -> str:
+    level = getattr(row, "level", level)
     if not math.isfinite(row.ci_low):
-        return f"val MSE {pct(row.rel_change)}, no interval: fewer than 2 seeds"
-    return f"val MSE {pct(row.rel_change)}, {level:.0%} CI {pct(row.ci_low)} to {pct(row.ci_high)}, {row.test}"
+        return f"MSE {pct(row.rel_change)}, no interval: fewer than 2 seeds"
+    words = f"{level:.0%}" if abs(level * 100 - round(level * 100)) < 1e-9 else f"{level:.2%}"
+    return f"MSE {pct(row.rel_change)}, {words} CI {pct(row.ci_low)} to {pct(row.ci_high)}, {row.test}"
 
 
 def _verb(change: str, rules: Decision) -> str:
     tol = f"±{rules.similar_tolerance:.0%}"
     return {
         "better": "improves reconstruction",
-        "similar": f"does not degrade reconstruction (similar within {tol})",
-        "worse": "degrades reconstruction",
-        "unclear": f"may or may not degrade reconstruction: the interval is too wide to call it similar ({tol}) or worse",
+        "similar": f"does not degrade reconstruction (equivalent within {tol}: two one-sided tests)",
+        "worse": "degrades reconstruction (interval clear of 0)",
+        "unclear": f"may or may not degrade reconstruction: the interval is neither clear of 0 nor inside {tol}",
     }[change]
 
 

@@ -21,7 +21,7 @@ from imginav_lib.palette import CLASS_NAMES
 from imginav_lib.runs.runfolder import home_params
 from imginav_lib.config.params import deep_merge, load_params, params_hash
 from imginav_lib.config.schema import Decision, Phase
-from imginav_lib.analysis.stats import count_spikes, epochs_to_within, late_wobble
+from imginav_lib.analysis.stats import TARGET_FRAC, count_spikes, epochs_to_target, late_wobble
 
 STATES = ("done", "running", "preempted", "failed", "diverged", "missing", "unreadable")
 # The columns each CSV must have (the first one numbers its rows), and the arrays every samples/*.npz holds.
@@ -305,15 +305,22 @@ def _trained_heads(exp: str, params: Phase | None, configs: dict, metrics: pd.Da
 
 
 def run_table(pr: PhaseRuns) -> pd.DataFrame:
-    """One row per finished (`done`) run: outcome metrics at the best epoch and the stability numbers."""
+    """One row per finished (`done`) run: outcome metrics at the best epoch, the held-out test metrics (eval.json
+    "test": every test_* key, a column of the same name) and the stability numbers: MSE spikes on steps.csv's `mse`
+    (the reconstruction term, not the weighted total), the late roughness, and the epochs to within 10% of the best
+    val MSE of the baseline's run with the same seed (a common target; NaN without that run)."""
     rows = []
     met = pr.metrics.groupby(["experiment", "seed"]) if len(pr.metrics) else {}
     stp = dict(list(pr.steps.groupby(["experiment", "seed"]))) if len(pr.steps) else {}
+    curves = {}
     for r in pr.done.itertuples():
         key = (r.experiment, r.seed)
         m = met.get_group(key).sort_values("epoch") if key in getattr(met, "groups", {}) else None
-        if m is None or "val_mse" not in m or m["val_mse"].notna().sum() == 0:
-            continue
+        if m is not None and "val_mse" in m and m["val_mse"].notna().sum() > 0:
+            curves[key] = m
+    for (exp, seed), m in curves.items():
+        r = pr.done[(pr.done["experiment"] == exp) & (pr.done["seed"] == seed)].iloc[0]
+        key = (exp, seed)
         # The epoch whose checkpoint eval.json's metrics come from (early stopping's best, which with min_delta
         # need not be the lowest val MSE on the curve); the curve's minimum for runs without eval.json.
         chosen = (pr.evals.get(key) or {}).get("epoch")
@@ -321,28 +328,35 @@ def run_table(pr: PhaseRuns) -> pd.DataFrame:
         best_i = at[0] if len(at) else m["val_mse"].idxmin()
         at_best = m.loc[best_i].to_dict()
         ev = (pr.evals.get(key) or {}).get("val") or {}
+        test = (pr.evals.get(key) or {}).get("test") or {}
         latent = (pr.evals.get(key) or {}).get("latent") or {}
-        out = {"experiment": r.experiment, "seed": r.seed, "epochs_run": int(m["epoch"].max()),
+        out = {"experiment": exp, "seed": seed, "epochs_run": int(m["epoch"].max()),
                "best_epoch": int(at_best["epoch"]), "best_val_mse": float(ev.get("val_mse", m["val_mse"].min())),
                "final_val_mse": float(m["val_mse"].iloc[-1])}
         for col in [c for c in H.run_metrics() if c.startswith("val_")] + [f"val_{p}_iou_{c}" for p in H.class_iou_prefixes() for c in CLASS_NAMES]:
             v = ev.get(col, at_best.get(col, math.nan))
             out[col] = float(v) if v is not None else math.nan
+        if isinstance(test, dict):
+            for col, v in test.items():
+                if col.startswith("test_"):
+                    out[col] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
         out["probe_miou"] = float((latent.get("probe") or {}).get("miou", math.nan))
         out["latent_scale"] = float(latent.get("scaling_factor", math.nan))
         out["latent_seconds"] = float(latent.get("seconds", math.nan))
         s = stp.get(key)
-        out["spikes"] = count_spikes(s.sort_values("global_step")["loss"].to_numpy()) if s is not None and "loss" in s else math.nan
+        out["spikes"] = count_spikes(s.sort_values("global_step")["mse"].to_numpy()) if s is not None and "mse" in s and s["mse"].notna().any() else math.nan
         out["late_wobble"] = late_wobble(m["val_mse"].to_numpy())
-        out["epochs_to_10pct"] = epochs_to_within(m["epoch"].to_numpy(), m["val_mse"].to_numpy())
+        b = curves.get((pr.baseline, seed))
+        target = (1 + TARGET_FRAC) * float(b["val_mse"].min()) if b is not None else math.nan
+        out["epochs_to_target"] = epochs_to_target(m["epoch"].to_numpy(), m["val_mse"].to_numpy(), target)
         out["epoch_time_s"] = float(m["epoch_time_s"].mean()) if "epoch_time_s" in m else math.nan
         out["train_time_s"] = float(m["epoch_time_s"].sum()) if "epoch_time_s" in m else math.nan
         for col in H.image_counts():  # from run.json; NaN for runs written before they were counted
             v = getattr(r, col, None)
-            out[col] = float(v) if isinstance(v, (int, float)) else math.nan
+            out[col] = float(v) if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and not pd.isna(v) else math.nan
         rows.append(out)
-    cols = ["experiment", "seed", "epochs_run", "best_epoch", *H.run_metrics(), "spikes", "late_wobble", "epochs_to_10pct"]
-    return pd.DataFrame(rows, columns=list(dict.fromkeys(cols + (list(rows[0]) if rows else []))))
+    cols = ["experiment", "seed", "epochs_run", "best_epoch", *H.run_metrics(), "spikes", "late_wobble", "epochs_to_target"]
+    return pd.DataFrame(rows, columns=list(dict.fromkeys(cols + [c for row in rows for c in row])))
 
 
 def resolved_section(pr: PhaseRuns, exp: str, section: str) -> dict:

@@ -222,23 +222,33 @@ class Handoff(Strict):
 class Decision(Strict):
     """The researchers' decision rules (defaults are theirs); evaluated by analysis.decide."""
 
-    primary_metric: Literal["val_mse"] = "val_mse"  # compared at each run's best epoch (best val MSE)
+    # compared at each run's best epoch (best val MSE); where every finished run has a held-out test MSE (eval.json
+    # "test"), the decision ranks by that instead (analysis.decision.primary_metric) and the report says so
+    primary_metric: Literal["val_mse"] = "val_mse"
     baseline: str | None = None  # experiment the others are compared to; default: the first one
     # Order of preference between winner candidates that cannot be told apart (head to head, paired by seed);
     # default: fewest auxiliary losses first ("if F1 wins clearly, simplify"), then the order of `experiments`.
     preference: list[str] | None = None
-    similar_tolerance: float = Field(0.02, ge=0)  # |relative change of val MSE vs baseline| within this is "similar"
-    alpha: float = Field(0.05, gt=0, lt=1)  # significance level; intervals are (1 - alpha) confidence intervals
-    # bonferroni: each of the m comparisons with the baseline uses alpha / m, so that with many experiments the
-    # chance of any false "worse"/"better" stays near alpha (none: alpha per comparison, the researchers' default)
-    correction: Literal["none", "bonferroni"] = "none"
+    # "Similar" is equivalence: the (1 - 2 alpha) interval of the relative change inside ±this (two one-sided tests)
+    similar_tolerance: float = Field(0.02, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1)  # family error rate of one verdict, over every look of the add-seeds design
+    # One correction over the family of comparisons that feed the verdict (each against the baseline, the head to
+    # head, the stability comparisons, the steps): holm (step-down, the default), bonferroni (alpha / m each) or none
+    correction: Literal["holm", "bonferroni", "none"] = "holm"
+    # The add-seeds loop is a group-sequential design with planned looks: the verdict can be decided only at a planned
+    # seed count, and the look at L seeds tests at the increment of this Lan-DeMets spending function over the looks
+    # (pocock: more early, obrien_fleming: more late), so the error rate holds however the seeds are added; none: alpha
+    # at every look (a fixed design tested again: its error rate grows with the looks). At the last look the design
+    # ends: what is not shown by then stays open and `preference` picks, provisionally.
+    alpha_spending: Literal["pocock", "obrien_fleming", "none"] = "pocock"
+    looks: list[int] = Field(default_factory=lambda: [3, 5, 10, 20], min_length=1)  # planned seed counts, increasing
+
     power: float = Field(0.8, gt=0, lt=1)  # for "needs more seeds (~N)": chance that N seeds decide
     min_seg_miou: float = Field(0.5, ge=0, le=1)
-    min_cls_accuracy: float = Field(0.8, ge=0, le=1)
-    stability_not_worse: bool = True  # if false, the stability rows are shown but do not decide
-    max_extra_spikes: float = Field(1.0, ge=0)  # loss spikes per run allowed above the baseline's mean
-    stability_ratio: float = Field(2.0, ge=1)  # late val wobble allowed, as a multiple of the baseline's
-    max_extra_epochs: float = Field(2.0, ge=0)  # epochs to within 10% of best allowed above the baseline's
+    min_cls_accuracy: float = Field(0.8, ge=0, le=1)  # on the balanced accuracy (mean recall per class)
+    # If false, the stability rows are shown but do not decide. They decide by paired intervals across seeds
+    # (MSE spikes, late roughness, epochs to within 10% of the baseline's best): "more stable", "less stable", "unclear".
+    stability_not_worse: bool = True
     # Step comparisons [earlier, later]: each added loss on its own, e.g. [[F1, F2], [F2, F3]]: F3 against F2 is the
     # classification loss alone. Paired by seed, same statistics as the baseline comparison. Default: each
     # experiment against the baseline.
@@ -247,6 +257,18 @@ class Decision(Strict):
     # informative row of the criteria table.
     boundary_not_worse: bool = False
     handoff: Handoff | None = Handoff()  # null: write winner.yaml only (e.g. a phase whose next params are hand-written)
+
+    @field_validator("looks")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if v[0] < 2 or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"invalid looks: {v!r} (increasing seed counts from 2)")
+        return v
+
+    @property
+    def max_seeds(self) -> int:
+        """The design's last look."""
+        return self.looks[-1]
 
 
 class ClusterResources(Strict):

@@ -87,6 +87,10 @@ class ValMetrics:
         self.sem_cm = MulticlassConfusionMatrix(NUM_CLASSES, ignore_index=IGNORE_INDEX).to(device)
         self.seg_cm = MulticlassConfusionMatrix(NUM_CLASSES, ignore_index=IGNORE_INDEX).to(device)
         self.cls_acc = MulticlassAccuracy(2, average="micro", ignore_index=UNKNOWN_LABEL).to(device)
+        # Balanced accuracy: the mean recall over the classes present (macro; torchmetrics leaves out a class with
+        # no validation image). The label counts give the majority-class rate beside it.
+        self.cls_bacc = MulticlassAccuracy(2, average="macro", ignore_index=UNKNOWN_LABEL).to(device)
+        self.cls_counts = torch.zeros(2, dtype=torch.long, device=device)
         self.loss_sums: dict[str, torch.Tensor] = {}
         self.n = 0
         self.has_cls_labels = False
@@ -114,6 +118,9 @@ class ValMetrics:
                 self.seg_bf.update(seg, masks)
             if "cls" in self.heads:
                 self.cls_acc.update(out["cls"].argmax(1), labels)
+                self.cls_bacc.update(out["cls"].argmax(1), labels)
+                known = labels[labels != UNKNOWN_LABEL]
+                self.cls_counts += torch.bincount(known, minlength=2)[:2]
                 self.has_cls_labels = self.has_cls_labels or bool((labels != UNKNOWN_LABEL).any())
 
     def compute(self) -> dict[str, float]:
@@ -129,6 +136,8 @@ class ValMetrics:
         m["val_sem_bf"] = self.sem_bf.compute()[1] if self.sem_bf is not None else NAN
         m["val_seg_bf"] = self.seg_bf.compute()[1] if "seg" in self.heads and self.seg_bf is not None else NAN
         m["val_cls_acc"] = self.cls_acc.compute().item() if self.has_cls_labels else NAN
+        m["val_cls_bacc"] = self.cls_bacc.compute().item() if self.has_cls_labels else NAN
+        m["val_cls_majority"] = (self.cls_counts.max() / self.cls_counts.sum()).item() if self.has_cls_labels else NAN
         if not self.has_cls_labels:  # no labelled image: the 0 from the empty mean is not a loss value
             m["val_cls_ce"] = NAN
         for i, c in enumerate(CLASS_NAMES):

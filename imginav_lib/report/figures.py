@@ -115,9 +115,9 @@ def fig_final_metrics(a: Analysis) -> go.Figure:
 
 def fig_relative(a: Analysis) -> go.Figure:
     c = a.verdict.comparisons
-    c = c[c["versus"] == a.runs.baseline]  # the head-to-head rows are in the stats table
+    c = c[(c["versus"] == a.runs.baseline) & (c["call"] != "head to head")]  # the head-to-head rows are in the stats table
     tol = a.runs.decision.similar_tolerance
-    level = f"{a.verdict.level:.0%}" if a.verdict.level == 1 - a.runs.decision.alpha else f"{a.verdict.level:.2%} (Bonferroni)"
+    level = "corrected"  # each interval at its level after the family's correction (the criteria table gives it)
     fig = go.Figure()
     fig.add_vrect(x0=-tol * 100, x1=tol * 100, fillcolor="green", opacity=0.1, line_width=0,
                   annotation_text=f"similar (±{tol:.0%})", annotation_position="top left")
@@ -138,8 +138,8 @@ def fig_relative(a: Analysis) -> go.Figure:
 
 def fig_stability(a: Analysis) -> go.Figure:
     t = a.table
-    specs = [("spikes", "loss spikes per run", 1), ("late_wobble", "late val wobble (% of mean)", 100),
-             ("epochs_to_10pct", "epochs to within 10% of best", 1)]
+    specs = [("spikes", "MSE spikes per run", 1), ("late_wobble", "late roughness (%)", 100),
+             ("epochs_to_target", "epochs to 10% of the baseline's best", 1)]
     fig = make_subplots(rows=1, cols=4, subplot_titles=[s[1] for s in specs] + ["seed spread of final val MSE (%)"])
     colr = colors(a.runs.experiments)
     traces, cols = [], []

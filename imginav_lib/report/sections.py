@@ -162,10 +162,27 @@ def criteria_html(a: Analysis) -> str:
     c = a.verdict.criteria
     if not len(c):
         return "<p>No criteria evaluated: no finished runs.</p>"
-    rows = [[e(str(r.experiment)), e(r.criterion), e(str(r.value)), e(str(r.threshold)), e(r.result)] for r in c.itertuples()]
-    classes = [["", "", "", "", r.result if r.result in ("pass", "fail", "unclear") else ""] for r in c.itertuples()]
-    calls = "".join(f"<li>{e(x)}: <b>{e(call)}</b></li>" for x, call in a.verdict.calls.items())
-    return _table(["experiment", "criterion", "value", "threshold", "result"], rows, classes) + f"<p>Calls:</p><ul>{calls}</ul>"
+    v = a.verdict
+    rows = [[e(str(r.experiment)), e(r.criterion), e(str(r.value)), e(str(r.threshold)), e(str(r.test or "")),
+             e(str(r.level or "")), e(r.result)] for r in c.itertuples()]
+    classes = [["", "", "", "", "", "", r.result if r.result in ("pass", "fail", "unclear") else ""] for r in c.itertuples()]
+    calls = "".join(f"<li>{e(x)}: <b>{e(call)}</b></li>" for x, call in v.calls.items())
+    from imginav_lib.analysis.decision import metric_words
+
+    split = "the held-out test split" if v.primary == "test_mse" else "the validation split (no held-out test MSE in every run)"
+    intro = (f"<p>Primary metric: {e(metric_words(v.primary))} on {e(split)}. Each criterion with its evidence: the "
+             f"value with its interval, the test, and the confidence level after the correction (the level of that "
+             f"test's step in {e(_correction(a))}). {e(v.design)}</p>")
+    rule = f"<p>The pick: <b>{e(v.winner or 'none')}</b>, by the rule: {e(v.rule)}.</p>" if v.rule else ""
+    return intro + _table(["experiment", "criterion", "value", "threshold", "test", "level", "result"], rows, classes) \
+        + rule + f"<p>Calls:</p><ul>{calls}</ul>"
+
+
+def _correction(a: Analysis) -> str:
+    m = int(a.verdict.family["p"].notna().sum()) if len(a.verdict.family) else 0
+    return {"holm": f"Holm's correction over the family of {m} tests that feed the verdict",
+            "bonferroni": f"Bonferroni over the family of {m} tests that feed the verdict",
+            "none": "no correction (decision.correction: none)"}[a.runs.decision.correction]
 
 
 def _whole(v) -> str:
@@ -220,7 +237,8 @@ def stats_html(a: Analysis) -> str:
     """Per experiment: mean [CI] (n) of every metric, then the comparison with the baseline."""
     s = a.summary
     level = f"{1 - a.runs.decision.alpha:.0%}"
-    metrics = [m for m in [*H.run_metrics(), "spikes", "late_wobble", "epochs_to_10pct", "seed_spread"] if s[s.metric == m]["n"].sum() > 0]
+    tests = [m for m in dict.fromkeys(s.metric) if str(m).startswith("test_")]
+    metrics = [m for m in [*H.run_metrics(), *tests, "spikes", "late_wobble", "epochs_to_target", "seed_spread"] if s[s.metric == m]["n"].sum() > 0]
     rows = []
     for x in a.runs.experiments:
         row = [e(x)]
@@ -233,14 +251,15 @@ def stats_html(a: Analysis) -> str:
             else:
                 row.append(f"{_fmt(q['mean'], m)}<br><span class='muted'>n={q.n}{', no CI' if m != 'seed_spread' else ''}</span>")
         rows.append(row)
-    labels = {**H.run_metrics(), "spikes": "loss spikes / run", "late_wobble": "late val wobble", "epochs_to_10pct": "epochs to 10% of best",
+    labels = {**H.run_metrics(), **{m: m.replace("_", " ") for m in tests}, "spikes": "MSE spikes / run", "late_wobble": "late roughness",
+              "epochs_to_target": "epochs to 10% of the baseline's best",
               "seed_spread": "seed spread (final val MSE)"}
     out = f"<p>Mean across finished seeds with the {level} t-interval [low, high] and the number of seeds n. " \
           "With 1 seed there is no interval; with 2 it is very wide: 3 or more seeds are needed.</p>"
     out += _table(["experiment", *[labels[m] for m in metrics]], rows)
     c = a.verdict.comparisons
-    if a.verdict.level != 1 - a.runs.decision.alpha:
-        level = f"{a.verdict.level:.2%} (Bonferroni)"
+    level = "corrected"  # each interval at its test's level after the family's correction (the criteria table gives it)
+    out += f"<p>Intervals and p-values below are those of the verdict's family: {e(_correction(a))}; each row's level is in the criteria table.</p>"
     vs_base, h2h = c[c["versus"] == a.runs.baseline], c[c["versus"] != a.runs.baseline]
     if len(vs_base):
         out += (f"<p>Best val MSE relative to the baseline {e(a.runs.baseline)}: per seed x/baseline − 1 (paired by seed), its mean, "
@@ -322,16 +341,17 @@ def steps_html(a: Analysis) -> str:
     st = a.steps
     if st is None or not len(st):
         return "<p>No step comparisons: the phase has one experiment.</p>"
-    level = 1 - a.runs.decision.alpha
+    level = a.verdict.level
     pct = lambda x: f"{x:+.2%}" if math.isfinite(x) else "n/a"  # noqa: E731
     rows = [[e(r.later), e(r.earlier), e(r.added), e(f"{r.n_pairs} paired"), e(pct(r.rel_change)),
-             e(f"[{pct(r.ci_low)}, {pct(r.ci_high)}]" if math.isfinite(r.ci_low) else "n/a"),
+             e(f"[{pct(r.ci_low)}, {pct(r.ci_high)}] at {r.level:.2%}" if math.isfinite(r.ci_low) else "n/a"),
              e(f"{r.p_value:.3g}" if math.isfinite(r.p_value) else "n/a"), e(r.test), e(r.change)] for r in st.itertuples()]  # fmt: skip
     source = "decision.steps in the params" if a.runs.decision.steps else "default: each experiment against the baseline"
     sentences = "".join(f"<li>{e(step_sentence(r, a.runs.decision, level))}</li>" for r in st.itertuples())
     return (f"<p>Best val MSE of each experiment relative to the one it extends ({e(source)}): per seed later/earlier − 1, "
-            f"its mean and {level:.0%} CI; the same statistics and calls as the comparison with the baseline.</p>"
-            + _table(["experiment", "against", "what it changes", "seeds", "change", f"{level:.0%} CI", "p", "test", "call"], rows)
+            f"its mean and CI at the level after the correction (its tests are in the verdict's family); the same "
+            "statistics and calls as the comparison with the baseline.</p>"
+            + _table(["experiment", "against", "what it changes", "seeds", "change", "CI (level)", "p", "test", "call"], rows)
             + f"<ul>{sentences}</ul>")
 
 

@@ -36,6 +36,11 @@ def write_synthetic_phase(
     rng_seed: int = 0,
     notes: dict[str, str] | None = None,
     environments: dict[str, dict] | None = None,
+    curves: dict[tuple[str, int], list[float]] | None = None,
+    test_split: bool | dict[tuple[str, int], float] = False,
+    step_mse: dict[tuple[str, int], list[float]] | None = None,
+    cls_bacc: dict[str, float] | None = None,
+    decision: dict | None = None,
 ) -> Path:
     """Write `<root>/<phase>/` with every contract file for experiments x seeds; return that folder.
 
@@ -46,6 +51,12 @@ def write_synthetic_phase(
     notes: name -> the experiment's note in params.yaml.
     environments: name -> fields of run.json's environment that differ from the default (one GPU model, fp16, the
     same torch/CUDA/cuDNN for every run), e.g. {"F3_rgb_seg_cls": {"gpu": "NVIDIA L40S"}}.
+    curves: (name, seed) -> its val MSE per epoch, written as it is (instead of the planted curve; `epochs` values).
+    test_split: True: eval.json gets a "test" section (issue 21's held-out split: the val keys with test_ instead of
+    val_; test MSE = the best val MSE x 1.05); a mapping (name, seed) -> test MSE sets it per run.
+    step_mse: (name, seed) -> steps.csv's `mse` column per logged step (the `loss` column stays the planted one).
+    cls_bacc: name -> the classification head's balanced accuracy (default: its accuracy); val_cls_majority is 0.85.
+    decision: the params' decision section.
     """
     rng = np.random.default_rng(rng_seed)
     extra = np.random.default_rng(rng_seed + 1)  # boundary F and latent draws: rng's stream (the planted MSEs) stays as it was
@@ -60,6 +71,7 @@ def write_synthetic_phase(
         "training": {"epochs": epochs, "sample_interval": sample_interval, "log_every": 1},
         "seeds": list(seeds),
         "experiments": {e: {"note": (notes or {}).get(e, f"synthetic {e}"), **({"loss": w} if w else {})} for e, w in experiments.items()},
+        **({"decision": decision} if decision else {}),
     }
     params_path = out / "params.yaml"
     atomic_write_text(params_path, yaml.safe_dump(params, sort_keys=False))
@@ -91,14 +103,16 @@ def write_synthetic_phase(
             ep = np.arange(1, last + 1)
             wob = rng.normal(0, eff.get("wobble", 0.005), last)
             val = true_final * (1 + 4 * np.exp(-ep / max(1, epochs / 5))) * (1 + wob)
+            if (e, s) in (curves or {}):
+                val = np.asarray(curves[(e, s)], dtype=float)[:last]
             if state == "diverged":
                 val[-1] = math.nan
             miou, acc = eff.get("seg_miou", 0.7), eff.get("cls_acc", 0.85)
             rows = []
-            rows = _metric_rows(val, epochs, heads, weights, miou, acc, s, rng)
+            rows = _metric_rows(val, epochs, heads, weights, miou, acc, s, rng, (cls_bacc or {}).get(e))
             metrics = pd.DataFrame(rows)
             atomic_write_text(d / "metrics.csv", metrics.to_csv(index=False))
-            _write_steps(d, val, steps_per_epoch, int(eff.get("spikes", 0)), rng)
+            _write_steps(d, val, steps_per_epoch, int(eff.get("spikes", 0)), rng, (step_mse or {}).get((e, s)))
             best = int(np.nanargmin(val)) if np.isfinite(val).any() else 0
             cfg = {"phase": phase, "experiment": e, "seed": s, "run_dir": str(d), "params_file": str(params_path),
                    "params_hash": index["params_hash"], "data": phase_cfg.data.model_dump(),
@@ -123,7 +137,12 @@ def write_synthetic_phase(
                 latent = {"channel_mean": extra.normal(0, 0.1, 4).tolist(), "channel_std": [std] * 4, "mean": 0.0, "std": std,
                           "scaling_factor": 1 / std, "shape": [4, image_size // 4, image_size // 4], "seconds": 0.5,
                           "probe": {"miou": eff.get("probe_miou", 0.5 if "seg" in heads else 0.4) + extra.normal(0, 0.02)}}
-                atomic_write_text(d / "eval.json", json.dumps({"epoch": best + 1, "val": metrics.iloc[best].drop("epoch").to_dict(),
+                val_section = metrics.iloc[best].drop("epoch").to_dict()
+                test = None
+                if test_split is not False:
+                    test = {"test_" + k[4:]: v for k, v in val_section.items() if k.startswith("val_")}
+                    test["test_mse"] = test_split.get((e, s), math.nan) if isinstance(test_split, dict) else val_section["val_mse"] * 1.05
+                atomic_write_text(d / "eval.json", json.dumps({"epoch": best + 1, "val": val_section, **({"test": test} if test else {}),
                                                          "seg_confusion": cm.tolist() if "seg" in heads else None,
                                                          "sem_confusion": cm.tolist(), "latent": latent,
                                                          "boundary_f": {"tolerance_px": 1, "sem": bf(0.7),
@@ -140,7 +159,7 @@ SYNTHETIC_ENVIRONMENT = {"device": "cuda", "gpu": "Tesla V100-SXM2-32GB", "capab
 
 
 def _metric_rows(val: np.ndarray, epochs: int, heads: tuple[str, ...], weights: dict, miou: float, acc: float, s: int,
-                 rng: np.random.Generator) -> list[dict]:
+                 rng: np.random.Generator, bacc: float | None = None) -> list[dict]:
     """metrics.csv rows of one run: val is its val MSE per epoch run; the heads learn towards miou / acc."""
     ep = np.arange(1, len(val) + 1)
     rows = []
@@ -159,6 +178,8 @@ def _metric_rows(val: np.ndarray, epochs: int, heads: tuple[str, ...], weights: 
             r[f"train_{h}_acc"] = min(1, mval + 0.1) if on else math.nan
             r[f"val_{h}_acc"] = (min(1, mval + 0.15) if h == "seg" else mval) if on else math.nan
         r["val_seg_miou"] = r.pop("val_seg_acc_tmp", miou * prog) if "seg" in heads else math.nan
+        r["val_cls_bacc"] = (acc if bacc is None else bacc) * prog if "cls" in heads else math.nan
+        r["val_cls_majority"] = 0.85 if "cls" in heads else math.nan
         r["train_loss"] = r["train_mse"] + sum(weights.get(h, 0) * r[f"train_{h}_ce"] for h in heads)
         r["val_loss"] = r["val_mse"] + sum(weights.get(h, 0) * r[f"val_{h}_ce"] for h in heads)
         for j, c in enumerate(CLASS_NAMES):
@@ -168,15 +189,17 @@ def _metric_rows(val: np.ndarray, epochs: int, heads: tuple[str, ...], weights: 
     return rows
 
 
-def _write_steps(d: Path, val: np.ndarray, steps_per_epoch: int, n_spikes: int, rng: np.random.Generator) -> None:
-    """steps.csv: a noisy loss that follows the val MSE, with n_spikes steps 10x higher."""
+def _write_steps(d: Path, val: np.ndarray, steps_per_epoch: int, n_spikes: int, rng: np.random.Generator,
+                 mse: list[float] | None = None) -> None:
+    """steps.csv: a noisy loss that follows the val MSE, with n_spikes steps 10x higher; `mse` replaces its MSE column."""
     last = len(val)
     n_steps = last * steps_per_epoch
     base = np.repeat(val * 1.2, steps_per_epoch) * np.exp(rng.normal(0, 0.1, n_steps))
     spikes = rng.choice(np.arange(25, n_steps), size=min(n_spikes, max(0, n_steps - 25)), replace=False)
     base[spikes] *= 10
     steps = pd.DataFrame({"global_step": np.arange(1, n_steps + 1), "epoch": np.repeat(np.arange(1, last + 1), steps_per_epoch),
-                  "step": np.tile(np.arange(steps_per_epoch), last), "loss": base, "mse": base / 1.2,
+                  "step": np.tile(np.arange(steps_per_epoch), last), "loss": base,
+                  "mse": base / 1.2 if mse is None else np.asarray(mse, dtype=float)[:n_steps],
                   "seg_ce": math.nan, "cls_ce": math.nan, "kl": math.nan, "lr": 1e-4})
     atomic_write_text(d / "steps.csv", steps.to_csv(index=False))
 
@@ -203,45 +226,79 @@ def _write_samples(d: Path, val: np.ndarray, true_final: float, sample_interval:
 
 
 SIM_HEADS = {"F1": (), "F2": ("seg",), "F3": ("seg", "cls")}  # the Phase 1.4 experiments, good heads
+SIM_STABILITY = {"spikes": 0.0, "late_wobble": 0.01, "epochs_to_target": 5.0}  # every experiment's, unless shifted
+SIM_GATES = {"val_seg_miou": 0.7, "val_cls_bacc": 0.9}
 
 
-def _sim_table(effects: dict[str, float], seed_effect: np.ndarray, run_noise: np.ndarray) -> pd.DataFrame:
-    """Per-run rows of F1 (val MSE 0.004) and the experiments in `effects` (x (1 + effect)), equal stability."""
-    fixed = {"spikes": 0.0, "late_wobble": 0.01, "epochs_to_10pct": 5.0}
+def _sim_table(effects: dict[str, float], seed_effect: np.ndarray, run_noise: np.ndarray, stability: dict | None = None,
+               stability_noise: np.ndarray | None = None, gates: dict | None = None, missing=()) -> pd.DataFrame:
+    """Per-run rows of F1 (val MSE 0.004) and the experiments in `effects` (x (1 + effect)).
+
+    stability: experiment -> {column: shift} added to SIM_STABILITY; stability_noise: (experiments, seeds, 3) added
+    per run (the columns of SIM_STABILITY in order); gates: experiment -> {gate column: value}; missing: (experiment,
+    seed) pairs left out (a run that did not finish)."""
     rows = []
     for i, (e, f) in enumerate({"F1": 0.0, **effects}.items()):
         for s in range(len(seed_effect)):
+            if (e, s) in missing:
+                continue
+            stab = {c: v + (stability or {}).get(e, {}).get(c, 0.0) + (stability_noise[i, s, j] if stability_noise is not None else 0.0)
+                    for j, (c, v) in enumerate(SIM_STABILITY.items())}
+            g = {c: ((gates or {}).get(e, {}).get(c, v) if h in SIM_HEADS[e] else math.nan)
+                 for h, (c, v) in zip(("seg", "cls"), SIM_GATES.items())}
             rows.append({"experiment": e, "seed": s, "best_val_mse": 0.004 * (1 + f) * math.exp(seed_effect[s] + run_noise[i, s]),
-                         "val_seg_miou": 0.7 if "seg" in SIM_HEADS[e] else math.nan,
-                         "val_cls_acc": 0.9 if "cls" in SIM_HEADS[e] else math.nan, **fixed})
+                         **g, **stab})
     return pd.DataFrame(rows)
 
 
 def simulate_decisions(effects: float | dict[str, float], n_seeds: int = 3, seed_sd: float = 0.03, run_sd: float = 0.015,
-                       draws: int = 400, rules: Decision | None = None, rng_seed: int = 0) -> dict:
+                       draws: int = 400, rules: Decision | None = None, rng_seed: int = 0, stability: dict | None = None,
+                       stability_sd: float = 0.0, gates: dict | None = None, missing=(), add_seeds: bool = False) -> dict:
     """How often `decide` gets it right: draw phases of a baseline F1 and the experiments in `effects` (name ->
     true relative change of val MSE against F1; a float is F2's), with seed noise (seed_sd: shared by the
-    experiments of a seed, as the same init and data order; run_sd: per run), equal stability and good heads.
+    experiments of a seed, as the same init and data order; run_sd: per run).
+
+    stability: experiment -> {stability column: true shift}; stability_sd: per-run noise of every stability number
+    (0: identical numbers); gates: experiment -> {gate column: value} (default good heads); missing: (experiment,
+    seed index) runs that never finished. add_seeds: a researcher who, while the verdict is provisional, adds the
+    seeds it asks for (at least one more, up to the next planned look) and looks again, up to the last look
+    (decision.looks); otherwise one look at n_seeds.
 
     The true winner is what `decide` picks on the noise-free values. Returns the share of draws per winner
-    ("winner"), per F2 call ("call"), and "rates": the true winner found, a false "hurts" (a hurts call for an
-    experiment that does not truly hurt), a "decided" wrong winner, and decided at all; plus "true_winner".
+    ("winner"), per F2 call ("call"), "rates": the true winner found, a false "hurts" (a hurts call for an
+    experiment that does not truly hurt), a "decided" wrong winner, a decided non-baseline winner, and decided at
+    all; "mean_seeds": the seeds per experiment at the last look (mean over draws); plus "true_winner".
     """
     effects = {"F2": effects} if isinstance(effects, (int, float)) else dict(effects)
     rng = np.random.default_rng(rng_seed)
     rules = rules or Decision()
     exps = ["F1", *effects]
     heads = {e: SIM_HEADS[e] for e in exps}
-    truth = decide(_sim_table(effects, np.zeros(2), np.zeros((len(exps), 2))), exps, "F1", heads, rules)
-    winners, calls, rates = {}, {}, {"true winner": 0.0, "false hurts": 0.0, "decided wrong": 0.0, "decided": 0.0}
+    truth = decide(_sim_table(effects, np.zeros(2), np.zeros((len(exps), 2)), stability, None, gates), exps, "F1", heads, rules)
+    winners, calls = {}, {}
+    rates = {"true winner": 0.0, "false hurts": 0.0, "decided wrong": 0.0, "decided non-baseline": 0.0, "decided": 0.0}
+    seeds_used = 0.0
+    top = max(rules.max_seeds, n_seeds) if add_seeds else n_seeds
     for _ in range(draws):
-        table = _sim_table(effects, rng.normal(0, seed_sd, n_seeds), rng.normal(0, run_sd, (len(exps), n_seeds)))
-        v = decide(table, exps, "F1", heads, rules)
+        seed_effect, run_noise = rng.normal(0, seed_sd, top), rng.normal(0, run_sd, (len(exps), top))
+        stab_noise = rng.normal(0, stability_sd, (len(exps), top, len(SIM_STABILITY))) if stability_sd else None
+        n = n_seeds
+        while True:
+            table = _sim_table(effects, seed_effect[:n], run_noise[:, :n], stability,
+                               stab_noise[:, :n] if stab_noise is not None else None, gates, missing)
+            v = decide(table, exps, "F1", heads, rules)
+            if not add_seeds or v.status == "decided" or n >= top:
+                break
+            n = min(top, max(n + 1, v.seeds_needed or 0))
+            if rules.alpha_spending != "none":  # the researcher adds seeds up to a planned look
+                n = min((lk for lk in rules.looks if lk >= n), default=top)
+        seeds_used += n / draws
         winners[v.winner] = winners.get(v.winner, 0) + 1 / draws
         if "F2" in v.calls:
             calls[v.calls["F2"]] = calls.get(v.calls["F2"], 0) + 1 / draws
         rates["true winner"] += (v.winner == truth.winner) / draws
         rates["false hurts"] += any(c == "hurts" and truth.calls[e] != "hurts" for e, c in v.calls.items()) / draws
         rates["decided wrong"] += (v.status == "decided" and v.winner != truth.winner) / draws
+        rates["decided non-baseline"] += (v.status == "decided" and v.winner != "F1") / draws
         rates["decided"] += (v.status == "decided") / draws
-    return {"winner": winners, "call": calls, "rates": rates, "true_winner": truth.winner}
+    return {"winner": winners, "call": calls, "rates": rates, "true_winner": truth.winner, "mean_seeds": seeds_used}
