@@ -279,8 +279,10 @@ def pick(leader: str, h2h: dict[str, str], helpers: list[str], experiments: list
     helping = [e for e in preference_order(contenders, experiments, heads, rules) if e in helpers]
     if helping:
         return helping[0], "an auxiliary loss helps: its MSE is similar or better, its heads are good and its training more stable", contenders
-    why = "decision.preference" if rules.preference else "fewest auxiliary losses"
-    return preference_order(contenders, experiments, heads, rules)[0], why, contenders
+    ordered = preference_order(contenders, experiments, heads, rules)
+    differ = len({len(heads.get(e, ())) for e in contenders}) > 1  # an architecture phase: all train the same heads
+    why = "decision.preference" if rules.preference else "fewest auxiliary losses" if differ else "the params' order"
+    return ordered[0], why, contenders
 
 
 def _gaps(experiments: list[str], by: dict, comparisons: pd.DataFrame) -> list[str]:
