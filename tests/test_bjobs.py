@@ -30,9 +30,10 @@ EXPECTED = {
     ("101", 5): "pending",  # WAIT: a chunk job member waiting its turn
     ("101", 6): "unknown",  # UNKWN: the execution host's sbatchd lost contact with mbatchd
     ("101", 7): "unknown",  # ZOMBI
-    ("101", 10): "running",  # SSUSP: suspended by LSF while running; it keeps its slot
+    ("101", 9): "exited",  # EXIT: failed; LSF lists it for a while (CLEAN_PERIOD) and says why
+    ("101", 10): "suspended",  # SSUSP: suspended by LSF while running; it keeps its slot
     ("103", 0): "running",
-}  # DONE (8) and EXIT (9) have ended: not in the queue
+}  # DONE (8) ended well: run.json says the rest
 
 
 @pytest.mark.parametrize("fixture", ["plain_ids.txt", "indexed_ids.txt"])
@@ -90,9 +91,9 @@ def test_status_shows_held_unknown_queued_and_the_log_of_each_running_run(lsf_ph
     out = capsys.readouterr().out
     rows = {int(line.split()[0]): line.split()[3] for line in out.splitlines() if re.match(r"\d+ +F1 ", line)}
     assert rows == {1: "running", 2: "queued", 3: "held", 4: "queued", 5: "queued", 6: "unknown", 7: "unknown",
-                    8: "done", 9: "failed", 10: "running"}  # fmt: skip
+                    8: "done", 9: "failed", 10: "suspended"}  # fmt: skip
     logs = phase_dir / "logs"
-    assert f"log: {logs / 't-default_101_1.log'}" in out and f"log: {logs / 't-default_101_10.log'}" in out
+    assert f"log: {logs / 't-default_101_1.log'}" in out and f"log: {logs / 't-default_101_9.log'}" in out
     assert "t-default_101_2.log" not in out  # queued: no log yet
     assert "held after too many requeues or by bstop: release with: bresume '101[3]'" in out
     assert "unknown to LSF (UNKWN/ZOMBI): ask the admins" in out
@@ -156,3 +157,96 @@ def test_lsf_job_id_from_the_environment(monkeypatch, env, expected):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert Lsf().job_id_from_env() == expected
+
+
+# ---- issue 22: every bjobs answer, through `imginav status`.
+# tests/fixtures/bjobs/o_fields.txt is what `bjobs -noheader -o "jobid stat jobindex exit_code exit_reason
+# estimated_start_time pend_reason delimiter='|'" <ids>` prints, written from IBM LSF 10.1's documentation, not
+# captured on a cluster: the -o field names and "-" for a field without a value ("bjobs -o"), the termination
+# reasons TERM_MEMLIMIT (exit 137: SIGKILL) and TERM_RUNLIMIT (exit 140: SIGUSR2, LSF's default for a run limit) as
+# IBM's "Termination reasons" table words them, and the pending reasons quoted in issue 22 from the researchers'
+# `bjobs -l` and IBM's `bjobs -p` page ("The job array has reached its job slot limit."). The exact text of the
+# exit_reason and estimated_start_time columns is not verified against a live LSF: status reads the TERM_ name (or
+# the table's phrase) and shows the estimated start as printed.
+
+
+def fake_bjobs(bin_dir: Path, stdout: str = "", stderr: str = "", rc: int = 0) -> None:
+    (bin_dir / "bjobs.out").write_text(stdout)
+    (bin_dir / "bjobs.err").write_text(stderr)
+    (bin_dir / "bjobs").write_text(f"#!/bin/sh\ncat '{bin_dir / 'bjobs.out'}'\ncat '{bin_dir / 'bjobs.err'}' >&2\nexit {rc}\n")
+    (bin_dir / "bjobs").chmod(0o755)
+
+
+def status_of(phase_dir: Path, capsys) -> tuple[dict[int, str], str]:
+    capsys.readouterr()
+    assert main(["status", str(phase_dir)]) == 0
+    out = capsys.readouterr().out
+    return {int(line.split()[0]): line.split()[3] for line in out.splitlines() if re.match(r"\d+ +F1 ", line)}, out
+
+
+def test_an_empty_or_unreadable_bjobs_answer_means_cannot_tell_like_no_bjobs(lsf_phase, capsys):
+    """Case 1: bjobs printing nothing (exit 0) on a busy cluster is not "every job has left the queue": a requeued
+    element (run.json preempted) stays `requeued`, as when bjobs is missing; only "not found" for each job is."""
+    phase_dir, bin_dir = lsf_phase
+    set_runs(phase_dir, {1: {"status": "preempted", "epoch": 4}, 2: {"status": "running", "epoch": 1}})
+    no_bjobs, _ = status_of(phase_dir, capsys)
+    assert no_bjobs[1] == "requeued" and no_bjobs[2] == "running" and no_bjobs[3] == "queued"
+    for stdout, rc in (("", 0), ("\n", 0), ("bjobs: a line that is not a job\n", 0), ("", 255)):
+        fake_bjobs(bin_dir, stdout, rc=rc)
+        assert status_of(phase_dir, capsys)[0] == no_bjobs, (stdout, rc)
+    fake_bjobs(bin_dir, "", "Job <101> is not found\n", rc=255)  # gone from the queue: the checkpoint decides
+    assert status_of(phase_dir, capsys)[0][1] == "preempted"
+
+
+def test_what_lsf_says_about_exited_suspended_and_pending_elements(lsf_phase, capsys):
+    """Cases 2-5: EXIT after run.json -> failed with LSF's reason and exit code; EXIT before run.json -> failed
+    before training, with the log; USUSP/SSUSP -> suspended, with bresume for the one its owner stopped; PEND ->
+    queued with LSF's pending reason and estimated start."""
+    phase_dir, bin_dir = lsf_phase
+    fake_bjobs(bin_dir, (FIXTURES / "o_fields.txt").read_text())
+    set_runs(phase_dir, {1: {"status": "running", "epoch": 2}, 2: {"status": "running", "epoch": 7},
+                         4: {"status": "running", "epoch": 3}, 5: {"status": "running", "epoch": 3},
+                         9: {"status": "done", "epoch": 10}, 10: {"status": "running", "epoch": 5}})  # fmt: skip
+    rows, out = status_of(phase_dir, capsys)
+    assert rows == {1: "failed", 2: "failed", 3: "failed", 4: "suspended", 5: "suspended", 6: "queued", 7: "queued",
+                    8: "queued", 9: "done", 10: "running"}  # fmt: skip
+    logs = phase_dir / "logs"
+    assert ("F1 seed 1: failed: killed: over its memory reservation, raise mem_per_core_gb (LSF: TERM_MEMLIMIT: job "
+            "killed after reaching LSF memory usage limit, exit 137)") in out  # fmt: skip
+    assert "F1 seed 2: failed: killed: walltime reached, raise walltime" in out and "exit 140)" in out
+    assert "F1 seed 3: failed before training (no run.json): ended with exit code 1 (LSF: exit 1)" in out
+    assert f"F1 seed 3: log: {logs / 't-default_101_3.log'}" in out
+    assert "F1 seed 4: suspended by its owner or an admin (USUSP, bstop): resume with: bresume '101[4]'" in out
+    assert "F1 seed 5: suspended by LSF (SSUSP: host load or preemption); LSF resumes it by itself" in out
+    assert ("F1 seed 6: waits: LSF says: Job's requirements for reserving resource (ngpus_physical) not satisfied: "
+            "3 hosts; estimated start Nov  4 10:00") in out  # fmt: skip
+    assert "F1 seed 7: waits: LSF says: The job array has reached its job slot limit" in out
+    assert "F1 seed 8: waits" not in out and "F1 seed 10: failed" not in out
+
+
+@pytest.mark.parametrize("reason, code, words", [
+    ("TERM_MEMLIMIT: job killed after reaching LSF memory usage limit", 137, "killed: over its memory reservation"),
+    ("job killed after reaching LSF memory usage limit", 137, "killed: over its memory reservation"),  # no TERM_ name
+    ("TERM_RUNLIMIT: job killed after reaching LSF run time limit", 140, "killed: walltime reached"),
+    ("TERM_OWNER: job killed by owner", 130, "killed by its owner (bkill)"),
+    (None, 2, "ended with exit code 2"),
+    (None, None, "ended with an error"),
+])
+def test_lsf_exit_reasons_in_a_persons_words(reason, code, words):
+    from imginav_lib.launch.schedulers.base import QueueJob
+
+    said = Lsf.exit_words(QueueJob("exited", "EXIT", code, reason))
+    assert said.startswith(words)
+    assert (reason or "EXIT, no reason given" if code is None else str(code)) in said
+
+
+def test_an_lsf_without_the_newer_o_fields_is_asked_again_with_the_basic_ones(tmp_path, monkeypatch):
+    """bjobs rejects an -o field it does not know (an older LSF 10.1 fix pack; the wording of its error here is a
+    stand-in, status only looks for "field" in it): states are still read, from `jobid stat jobindex`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "bjobs").write_text('#!/bin/sh\ncase "$*" in *exit_reason*) echo "exit_reason: Illegal field name" >&2; exit 255;; esac\n'
+                                   "printf '101|RUN|1\\n101|USUSP|2\\n'\n")  # fmt: skip
+    (bin_dir / "bjobs").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert Lsf().states({"101"}) == {("101", 1): "running", ("101", 2): "suspended"}

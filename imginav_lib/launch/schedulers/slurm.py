@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imginav_lib.launch.schedulers.base import env_job_id, expand_ranges, mem, query, quoted
+from imginav_lib.launch.schedulers.base import QueueJob, env_job_id, expand_ranges, mem, query, quoted
 
 if TYPE_CHECKING:
     from imginav_lib.config.schema import Cluster, ClusterResources
@@ -80,6 +80,11 @@ class Slurm:
             # squeue -j fails once every listed job has left the queue: all of them ended
             return {} if "Invalid job id" in out.stderr or "not found" in out.stderr else None
         return self.parse_states(out.stdout)
+
+    def jobs(self, job_ids: set[str]) -> dict[tuple[str, int], QueueJob] | None:
+        """`states` as QueueJobs: squeue is asked for the state only."""
+        states = self.states(job_ids)
+        return None if states is None else {k: QueueJob(v) for k, v in states.items()}
 
     @classmethod
     def parse_states(cls, stdout: str) -> dict[tuple[str, int], str]:
