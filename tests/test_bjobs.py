@@ -250,3 +250,47 @@ def test_an_lsf_without_the_newer_o_fields_is_asked_again_with_the_basic_ones(tm
     (bin_dir / "bjobs").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     assert Lsf().states({"101"}) == {("101", 1): "running", ("101", 2): "suspended"}
+
+
+def test_a_run_whose_lock_is_free_is_not_running_whatever_its_heartbeat(lsf_phase, capsys):
+    """Case 9: a local run killed with kill -9 leaves run.json `running` with a fresh heartbeat; the kernel dropped
+    its run lock, so status says `stopped` at once. While a process holds the lock the run is `running`."""
+    import signal
+    import subprocess
+    import sys
+
+    phase_dir, _ = lsf_phase
+    (phase_dir / "submission.json").write_text(json.dumps({"submissions": [  # the local pool's record
+        {"backend": "local", "entries": list(range(1, 11)), "jobs": [], "logs": str(phase_dir / "logs")}]}))  # fmt: skip
+    set_runs(phase_dir, {1: {"status": "running", "epoch": 2}, 2: {"status": "running", "epoch": 2}})
+    run_dir = Path(json.loads((phase_dir / "index.json").read_text())["runs"][0]["run_dir"])
+    trainer = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom imginav_lib.runs.runlock import FolderLock\n"
+                                "with FolderLock(sys.argv[1], 'training'):\n    print('locked', flush=True)\n    time.sleep(120)\n",
+                                str(run_dir)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert trainer.stdout.readline().strip() == "locked"
+        rows, _ = status_of(phase_dir, capsys)
+        assert rows[1] == "running"
+        assert rows[2] == "running"  # never locked on this host (no run.lock): the heartbeat decides, as before
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait(timeout=30)
+        rows, out = status_of(phase_dir, capsys)
+        assert rows[1] == "stopped" and rows[2] == "running"
+        assert "F1 seed 1: its run lock is free: no process trains it (killed?); run `imginav run` again to resume it" in out
+    finally:
+        trainer.kill()
+        trainer.wait()
+
+
+def test_the_lock_is_asked_only_when_the_scheduler_says_nothing():
+    from imginav_lib.launch.status import run_state
+
+    fresh = {"status": "running", "updated": iso_ago(5)}
+    assert run_state(fresh, True, "local", None, False, 600, lock_free=True) == "stopped"
+    assert run_state(fresh, True, "local", None, False, 600, lock_free=False) == "running"
+    # LSF says RUN: a requeued element's new process may not have taken the lock yet
+    assert run_state(fresh, True, "lsf", "running", True, 600, lock_free=True) == "running"
+    assert run_state(fresh, True, "lsf", "exited", True, 600) == "failed"
+    assert run_state({"status": "preempted"}, True, "lsf", "exited", True, 600) == "preempted"  # not requeued
+    assert run_state({}, True, "lsf", "exited", True, 600) == "failed"
+    assert run_state({"status": "done"}, True, "lsf", "exited", True, 600) == "done"  # run.json wins once it ended
