@@ -45,18 +45,25 @@ def iso_ago(seconds: float) -> str:
     return (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)).isoformat(timespec="seconds")
 
 
-@pytest.fixture
-def lsf_phase(tmp_path, monkeypatch):
-    """A phase folder of 10 runs submitted to LSF as array 101; run.json files as the runs left them; a `bjobs`
-    stand-in (tests only) that prints a recorded output."""
+def write_phase_params(tmp_path: Path, **cluster) -> Path:
+    """A 10-run phase (seeds 1-10 of one experiment) on 8 tiny layouts; `cluster`: more cluster fields."""
     from imginav_lib.demo.layouts import make_layouts
 
     manifest = make_layouts(tmp_path / "layouts", n=8, size=32, seed=0)
     params = {"phase": "t", "runs_root": str(tmp_path / "runs my scratch"), "seeds": list(range(1, 11)),
               "data": {"manifest": str(manifest), "image_size": 32, "cache_dir": str(tmp_path / "cache")},
-              "experiments": {"F1": {}}, "cluster": {"defaults": {"walltime": "1:00"}, "warning_minutes": 10}}  # fmt: skip
+              "experiments": {"F1": {}},
+              "cluster": {"defaults": {"walltime": "1:00"}, "warning_minutes": 10, **cluster}}  # fmt: skip
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.fixture
+def lsf_phase(tmp_path, monkeypatch):
+    """A phase folder of 10 runs submitted to LSF as array 101; run.json files as the runs left them; a `bjobs`
+    stand-in (tests only) that prints a recorded output."""
+    path = write_phase_params(tmp_path)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     bsub = bin_dir / "bsub"
@@ -294,3 +301,79 @@ def test_the_lock_is_asked_only_when_the_scheduler_says_nothing():
     assert run_state({"status": "preempted"}, True, "lsf", "exited", True, 600) == "preempted"  # not requeued
     assert run_state({}, True, "lsf", "exited", True, 600) == "failed"
     assert run_state({"status": "done"}, True, "lsf", "exited", True, 600) == "done"  # run.json wins once it ended
+
+
+# ---- issue 22 case 6: a submission rides out a busy scheduler. The failure lines are bsub's messages as ert's and
+# Toil's LSF drivers match them (and issue 22 quotes them); "No such queue" and "Request aborted by esub" are
+# bsub's rejections as LSF 10.1's documentation words them. The exact lines around them are stand-ins.
+
+FLAKY_BSUB = """#!/bin/sh
+cat >/dev/null
+echo "$*" >> "$0.calls"
+n=$(wc -l < "$0.calls")
+if [ "$n" -le {fails} ]; then echo "{message}" >&2; exit 255; fi
+id=$((100 + n - {fails}))
+echo "Job <$id> is submitted to queue <normal>."
+"""
+
+
+@pytest.fixture
+def flaky(tmp_path, monkeypatch):
+    """(params file, bin folder, pauses): a phase whose cache exists (so bsub is called for the array, then the
+    report), and a recorder in place of the pause between tries."""
+    path = write_phase_params(tmp_path)
+    assert main(["prepare", str(path)]) == 0
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    pauses: list[float] = []
+    monkeypatch.setattr(Lsf, "pause", staticmethod(pauses.append))
+    return path, bin_dir, pauses
+
+
+def flaky_bsub(bin_dir: Path, fails: int, message: str) -> Path:
+    (bin_dir / "bsub").write_text(FLAKY_BSUB.format(fails=fails, message=message))
+    (bin_dir / "bsub").chmod(0o755)
+    return bin_dir / "bsub.calls"
+
+
+@pytest.mark.parametrize("message", [
+    "LSF is processing your request. Please wait ...",
+    "Cannot connect to LSF. Please wait ...",
+    "Request from non-LSF host rejected",
+    "lsb_init: Failed in an LSF library call",
+])
+def test_a_transient_bsub_failure_is_tried_again_after_a_pause(flaky, capsys, message):
+    path, bin_dir, pauses = flaky
+    calls = flaky_bsub(bin_dir, 2, message)
+    capsys.readouterr()
+    assert main(["run", str(path), "--backend", "lsf"]) == 0
+    out = capsys.readouterr().out
+    assert len(calls.read_text().splitlines()) == 4  # the array: 2 failures and a success; the report: 1
+    assert pauses == list(Lsf.retry_pauses_s[:2])
+    assert f"imginav: bsub: LSF says: {message}; trying again in 10 s (2/4)" in out
+    assert "submitted t-default: job 101" in out and "submitted report: job 102" in out
+    sub = json.loads((path.parent / "runs my scratch" / "t" / "submission.json").read_text())["submissions"][-1]
+    assert [j["job_id"] for j in sub["jobs"]] == ["101"] and "error" not in sub
+
+
+@pytest.mark.parametrize("message", ["normal: No such queue. Job not submitted.",
+                                     "Request aborted by esub. Job not submitted."])
+def test_a_real_rejection_is_not_tried_again_and_the_error_says_lsfs_words(flaky, capsys, message):
+    path, bin_dir, pauses = flaky
+    calls = flaky_bsub(bin_dir, 1, message)
+    capsys.readouterr()
+    assert main(["run", str(path), "--backend", "lsf"]) == 1
+    err = capsys.readouterr().err
+    assert len(calls.read_text().splitlines()) == 1 and pauses == []
+    assert f"failed (exit 255), LSF says: {message}" in err and "imginav: error: bsub" in err
+
+
+def test_a_scheduler_busy_for_every_try_fails_after_the_last(flaky, capsys):
+    path, bin_dir, pauses = flaky
+    calls = flaky_bsub(bin_dir, 99, "Cannot connect to LSF. Please wait ...")
+    capsys.readouterr()
+    assert main(["run", str(path), "--backend", "lsf"]) == 1
+    err = capsys.readouterr().err
+    assert len(calls.read_text().splitlines()) == len(Lsf.retry_pauses_s) + 1 and pauses == list(Lsf.retry_pauses_s)
+    assert "failed after 4 tries (exit 255), LSF says: Cannot connect to LSF. Please wait ..." in err
