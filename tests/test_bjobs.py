@@ -377,3 +377,42 @@ def test_a_scheduler_busy_for_every_try_fails_after_the_last(flaky, capsys):
     err = capsys.readouterr().err
     assert len(calls.read_text().splitlines()) == len(Lsf.retry_pauses_s) + 1 and pauses == list(Lsf.retry_pauses_s)
     assert "failed after 4 tries (exit 255), LSF says: Cannot connect to LSF. Please wait ..." in err
+
+
+# ---- issue 22: the queues' load before submitting. What `bqueues <queue>` prints, laid out as in IBM LSF 10.1's
+# bqueues page (QUEUE_NAME PRIO STATUS MAX JL/U JL/P JL/H NJOBS PEND RUN SUSP), written from it, not captured.
+BQUEUES = """#!/bin/sh
+echo "$*" > "$0.args"
+echo "QUEUE_NAME      PRIO STATUS          MAX JL/U JL/P JL/H NJOBS  PEND   RUN  SUSP"
+echo "gpuv100          50  Open:Active       -    -    -    -   412   301   111     0"
+"""
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_the_dry_run_and_the_submission_show_each_queues_pending_and_running_jobs(tmp_path, monkeypatch, capsys, dry_run):
+    path = write_phase_params(tmp_path, defaults={"walltime": "1:00", "queue": "gpuv100"})
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "bqueues").write_text(BQUEUES)
+    (bin_dir / "bsub").write_text("#!/bin/sh\ncat >/dev/null\necho 'Job <7> is submitted to queue <gpuv100>.'\n")
+    for tool in ("bqueues", "bsub"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert main(["run", str(path), "--backend", "lsf"] + (["--dry-run"] if dry_run else [])) == 0
+    out = capsys.readouterr().out
+    line = "queue gpuv100: 301 pending, 111 running jobs (Open:Active; bqueues)"
+    assert (f"# {line}" if dry_run else f"\n{line}\n") in out
+    assert (bin_dir / "bqueues.args").read_text().split() == ["gpuv100"]  # the queues used, by name
+    assert "the site's default queue (no queue set) not asked" in out  # the prepare and report jobs set none
+    if not dry_run:
+        assert out.index(line) < out.index("submitted ")  # before the first bsub
+
+
+def test_without_bqueues_the_submission_says_so_and_goes_on(tmp_path, monkeypatch, capsys):
+    path = write_phase_params(tmp_path, defaults={"walltime": "1:00", "queue": "gpuv100"})
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    assert main(["run", str(path), "--backend", "lsf", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "# queue load: bqueues not found on PATH (not asked)" in out and "bsub -w" in out

@@ -60,6 +60,9 @@ class Scheduler(Protocol):
     def jobs(self, job_ids: set[str]) -> dict[tuple[str, int], QueueJob] | None:
         """Like `states`, with what the scheduler says about each job (reasons, exit codes); None: cannot tell."""
 
+    def queue_load(self, queues: list[str | None]) -> list[str]:
+        """Lines on how busy each queue is (None: the default queue), printed before submitting; [] if not asked."""
+
     def job_id_from_env(self) -> str | None:
         """"<job id>[<array index>]" inside a job of this scheduler, else None."""
 

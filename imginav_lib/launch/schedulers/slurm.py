@@ -100,5 +100,9 @@ class Slurm:
                 states[(m.group(1), k)] = cls.STATES[parts[1]]
         return states
 
+    def queue_load(self, queues: list[str | None]) -> list[str]:
+        """Not asked on SLURM (sinfo/squeue could tell; issue 22 is about LSF): nothing printed."""
+        return []
+
     def job_id_from_env(self) -> str | None:
         return env_job_id(*self.job_env) or env_job_id("SLURM_JOB_ID", None)  # a job outside an array
