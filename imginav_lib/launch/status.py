@@ -260,7 +260,7 @@ def print_status(runs_dir: str | Path, stale_after_s: float = 600, verdict: Call
         for message in dict.fromkeys(r["prepare"] for r in rows if r["prepare"]):  # once per submission
             print(f"  {message}")
         for r in rows:
-            for line in ([f"log: {r['log']}"] if r["log"] else []) + r["notes"] + ([r["error"][:200]] if r["error"] else []):
+            for line in ([f"log: {r['log']}"] if r["log"] else []) + r["notes"] + ([r["error"][:400]] if r["error"] else []):
                 print(f"  {r['experiment']} seed {r['seed']}: {line}")
         if verdict is not None and any(r["state"] == RunStatus.DONE for r in rows):
             print(verdict(phase_dir), end="")
