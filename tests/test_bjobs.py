@@ -249,7 +249,7 @@ def test_lsf_exit_reasons_in_a_persons_words(reason, code, words):
 
 def test_an_lsf_without_the_newer_o_fields_is_asked_again_with_the_basic_ones(tmp_path, monkeypatch):
     """bjobs rejects an -o field it does not know (an older LSF 10.1 fix pack; the wording of its error here is a
-    stand-in, status only looks for "field" in it): states are still read, from `jobid stat jobindex`."""
+    stand-in, status does not read it): states are still read, from `jobid stat jobindex`."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "bjobs").write_text('#!/bin/sh\ncase "$*" in *exit_reason*) echo "exit_reason: Illegal field name" >&2; exit 255;; esac\n'

@@ -170,9 +170,8 @@ class Lsf:
             if not out.stdout.strip() and "not found" in out.stderr:
                 found = re.findall(r"Job <(\d+)(?:\[\d+\])?> is not found", out.stderr)
                 return {} if set(found) >= set(job_ids) else None  # every listed job has left the queue
-            if out.returncode == 0 or "field" not in out.stderr.lower():
-                return None  # an empty or unreadable answer; an unknown -o field is tried again with fewer fields
-        return None
+            # nothing readable: an LSF that does not know one of the newer fields is asked again with the basic ones
+        return None  # an empty or unreadable answer both times: cannot tell
 
     @classmethod
     def parse_states(cls, stdout: str) -> dict[tuple[str, int], str]:
