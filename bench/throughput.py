@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from imginav_lib.data.dataset import load_cache, prepare_cache, read_manifest, to_model_input, train_val_split
+from imginav_lib.data.dataset import load_cache, prepare_cache, read_manifest, split_indices, to_model_input
 from imginav_lib.demo.layouts import make_layouts
 from imginav_lib.model.losses import total_loss
 from imginav_lib.model.autoencoder import LayoutAutoencoder, heads_for
@@ -49,7 +49,7 @@ def main():
     data_cfg = Data(manifest=str(manifest), image_size=a.size, cache_dir=str(tmp / "cache"))
     m = read_manifest(manifest, data_cfg.filters)
     layouts = load_cache(prepare_cache(m, a.size, data_cfg.cache_dir, progress=False))
-    train_idx = train_val_split(len(layouts), 0.01, 0)[0][:n]
+    train_idx = split_indices(len(layouts), 0.01, 0.0, 0).train[:n]
     data = RunData(layouts, train_idx, train_idx[:1], train_idx[:1])
     device, dtype = setup_device(training)
     print(f"device {device} ({dtype}), {torch.get_num_threads()} threads, {a.size}x{a.size}, batch {a.batch}, "

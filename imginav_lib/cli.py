@@ -22,7 +22,7 @@ def _make_layouts(a):
 
 
 def _validate(a):
-    from imginav_lib.data.dataset import manifest_summary
+    from imginav_lib.data.dataset import manifest_summary, split_summary
     from imginav_lib.config.params import load_params, runs_of
     from imginav_lib.text import plural
 
@@ -33,6 +33,7 @@ def _validate(a):
     print(f"{a.params}: ok{with_sets}: phase {phase.phase}, {plural(len(phase.experiments), 'experiment')} x "
           f"{plural(len(phase.seeds), 'seed')} = {plural(len(runs), 'run')}")  # fmt: skip
     print(data)
+    print(split_summary(phase.data, phase.seeds))
 
 
 def _prepare(a):

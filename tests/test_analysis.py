@@ -379,7 +379,7 @@ def test_handoff_writes_winner_and_valid_next_params(tmp_path, monkeypatch):
     assert main(["validate", str(nxt)]) == 0
     p = load_params(nxt)
     assert (p.phase, p.training.epochs, p.training.batch_size, p.training.lr, p.training.weight_decay) == ("phase1_5", 50, 16, 1e-4, 0.01)
-    assert (p.training.early_stopping.patience, p.training.early_stopping.min_delta) == (5, 1e-4)
+    assert (p.training.early_stopping.patience, p.training.early_stopping.min_delta) == (5, 1e-3)
     assert list(p.experiments) == [F[1]] and p.loss.seg == 0.05
     # A later phase can take the architecture from winner.yaml.
     later = tmp_path / "later.yaml"

@@ -39,8 +39,8 @@ class Killed(BaseException):
 
 
 def test_killed_during_final_evaluation_after_an_early_stop_resumes_without_training_on(tmp_path, labelled_manifest, monkeypatch):
-    # min_delta this large: epoch 1 improves on inf, epoch 2 does not, and patience 1 stops the 4-epoch run there
-    over = {"training": {"epochs": 4, "early_stopping": {"patience": 1, "min_delta": 1e9}}}
+    # min_delta this large (99% of the best): epoch 1 improves on inf, epoch 2 does not, and patience 1 stops the 4-epoch run there
+    over = {"training": {"epochs": 4, "early_stopping": {"patience": 1, "min_delta": 0.99}}}
     cfg = resolve_run(tiny_params(tmp_path, labelled_manifest, **over), "F1", 1)
 
     def die(*args):

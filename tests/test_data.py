@@ -132,3 +132,114 @@ def test_torch_snapping_stays_on_the_device_of_the_images():
     with torch.device("meta"):
         classes = data.rgb_to_classes_torch(x)
     assert classes.device.type == "cpu" and classes.tolist() == [[[2, 9]]]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The split: by group (scene and its rooms), with a held-out test split
+
+
+def _scene_manifest(tmp_path, real_manifest, scene_of=lambda i: f"s{i // 4}" if i % 9 else ""):
+    """The real layouts with a scene_id column: groups of 4 (a scene and its rooms), every ninth row without one."""
+    import csv
+
+    rows = list(csv.DictReader(real_manifest.open()))
+    out = tmp_path / "scenes.csv"
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["scene_id", "room_id", "type", "meta_path", "layout_path", "is_empty"])
+        w.writeheader()
+        for i, r in enumerate(rows):
+            w.writerow({"scene_id": scene_of(i), "room_id": f"r{i}", "type": ("room", "scene")[i % 2], "meta_path": "",
+                        "layout_path": str(real_manifest.parent / r["layout_path"]), "is_empty": r["is_empty"]})
+    return out
+
+
+def _sides_of_groups(split, groups) -> dict[str, set]:
+    """group label -> the sides its images are on."""
+    sides: dict[str, set] = {}
+    for side in ("train", "val", "test"):
+        for i in getattr(split, side).tolist():
+            if groups[i]:
+                sides.setdefault(groups[i], set()).add(side)
+    return sides
+
+
+def test_a_scene_is_never_on_two_sides_for_any_seed_under_per_seed(tmp_path, real_manifest):
+    from conftest import tiny_params
+    from imginav_lib.config.params import resolve_run
+
+    manifest = _scene_manifest(tmp_path, real_manifest)
+    seeds = [1, 2, 3, 4, 5, 6]
+    params = tiny_params(tmp_path, manifest, seeds=seeds, data={"split": "per_seed", "test_fraction": 0.2, "filters": {}})
+    splits = []
+    for s in seeds:
+        cfg = resolve_run(params, "F1", s)
+        assert cfg.data.group_by == "auto"  # the default: scene_id, because the manifest has it
+        rd = data.load_run_data(cfg, progress=False)  # what the run trains on
+        groups = [dict(zip(read_manifest(manifest)["path"], read_manifest(manifest)["scene_id"]))[p] for p in rd.layouts.paths]
+        assert rd.split.group_by == "scene_id"
+        sides = _sides_of_groups(rd.split, groups)
+        assert all(len(v) == 1 for v in sides.values()), {g: v for g, v in sides.items() if len(v) > 1}
+        assert len(rd.test_idx) and len(rd.val_idx) and len(rd.train_idx)
+        assert sorted(torch.cat([rd.train_idx, rd.val_idx, rd.test_idx]).tolist()) == list(range(len(rd.layouts)))
+        # the counts run.json and the report show: groups per side, the images without a scene_id one group each
+        n_groups = len(set(g for g in groups if g)) + sum(1 for g in groups if not g)
+        assert sum(rd.split.groups.values()) == n_groups
+        # `imginav validate` calls the same function on the manifest: the same split
+        same = data.split_for(cfg.data, read_manifest(manifest, cfg.data.filters), s)
+        assert torch.equal(same.val, rd.val_idx) and torch.equal(same.test, rd.test_idx)
+        splits.append(tuple(rd.val_idx.tolist()))
+    assert len(set(splits)) == len(seeds)  # per_seed: each seed draws its own
+
+
+def test_without_grouping_scenes_straddle_the_split(tmp_path, real_manifest):
+    """The control: the same manifest split image by image (group_by: null) puts scenes on two sides."""
+    manifest = _scene_manifest(tmp_path, real_manifest)
+    m = read_manifest(manifest, {})
+    from imginav_lib.config.schema import Data
+
+    split = data.split_for(Data(manifest=str(manifest), group_by=None, test_fraction=0.2), m, 0)
+    assert split.group_by is None
+    sides = _sides_of_groups(split, list(m["scene_id"]))
+    assert any(len(v) > 1 for v in sides.values())
+
+
+def test_ungrouped_split_without_test_is_the_split_of_before():
+    """Run folders made before grouping and test splits resume on the same images."""
+    perm = torch.randperm(50, generator=torch.Generator().manual_seed(7))
+    s = data.split_indices(50, 0.2, 0.0, 7)
+    assert s.val.tolist() == sorted(perm[:10].tolist()) and s.train.tolist() == sorted(perm[10:].tolist())
+    assert len(s.test) == 0 and s.groups == {"train": 40, "val": 10, "test": 0}
+
+
+def test_group_sizes_give_whole_groups_and_fractions_near_the_target():
+    groups = [f"g{i // 5}" for i in range(200)]  # 40 groups of 5
+    s = data.split_indices(200, 0.2, 0.1, 3, groups, "scene_id")
+    assert (len(s.val), len(s.test), len(s.train)) == (40, 20, 140)
+    assert s.groups == {"train": 28, "val": 8, "test": 4}
+    assert "grouped by scene_id" in s.sentence() and "test 20 images / 4 scene_id groups" in s.sentence()
+
+
+def test_group_by_an_unknown_column_is_an_input_error(tmp_path, real_manifest):
+    from imginav_lib.config.schema import Data
+
+    m = read_manifest(real_manifest)
+    with pytest.raises(InputError, match="data.group_by: the manifest has no column 'house'"):
+        data.split_for(Data(manifest=str(real_manifest), group_by="house"), m, 0)
+    assert data.split_for(Data(manifest=str(real_manifest)), m, 0).group_by is None  # auto without scene_id
+
+
+def test_validate_says_how_the_split_is_made_with_the_runs_split_function(tmp_path, real_manifest, capsys):
+    from conftest import tiny_params
+    from imginav_lib.cli import main
+
+    manifest = _scene_manifest(tmp_path, real_manifest)
+    params = tiny_params(tmp_path, manifest, seeds=[1, 2], data={"split": "per_seed", "test_fraction": 0.2, "filters": {}})
+    assert main(["validate", str(params)]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("split: "))
+    from imginav_lib.config.params import resolve_run
+
+    cfg = resolve_run(params, "F1", 1)
+    assert line == "split: " + data.split_for(cfg.data, read_manifest(manifest, {}), 1).sentence() + \
+        " (data.split per_seed: each of the 2 seeds draws its own)"
+    assert "grouped by scene_id: no scene_id on two sides" in line and "scene_id groups" in line

@@ -69,3 +69,11 @@ def test_latent_report_of_a_model_has_stats_probe_and_cost():
     assert 0 <= a["probe"]["miou"] <= 1 and a["seconds"] > 0
     assert repr({**a, "seconds": 0}) == repr({**b, "seconds": 0})
     assert not math.isnan(a["probe"]["train_ce"])
+
+
+def test_shift_and_scale_bring_the_latent_to_zero_mean_and_unit_variance():
+    z = torch.randn(16, 4, 8, 8, generator=torch.Generator().manual_seed(0)) * 3.0 + 1.5
+    s = latent_stats(z)
+    shifted = (z.double() - s["shift_factor"]) * s["scaling_factor"]  # diffusers: (z - shift_factor) * scaling_factor
+    assert shifted.mean().item() == pytest.approx(0.0, abs=1e-9) and shifted.std().item() == pytest.approx(1.0)
+    assert s["shift_factor"] == pytest.approx(1.5, abs=0.1)

@@ -62,8 +62,8 @@ def test_layout_does_not_depend_on_n(tmp_path):
 
 def test_manifest_format(generated):
     text = generated.read_text().splitlines()
-    assert text[0] == "layout_path,type,is_empty"
-    assert text[1].startswith("images/layout_00001.png,")
+    assert text[0] == "scene_id,room_id,type,meta_path,layout_path,is_empty"  # the researchers' columns (+ is_empty)
+    assert text[1].startswith("scene_00001,") and ",images/layout_00001.png," in text[1]
     df = read_manifest(generated)
     assert len(df) == 200
     assert set(df["type"]) == {"room", "scene"}
@@ -126,3 +126,21 @@ def test_class_fractions_match_real_layouts(generated):
                 bad.append(rows[-1])
     print("\n" + "\n".join(rows))
     assert not bad, "class fractions off by more than 3x:\n" + "\n".join(bad)
+
+
+def test_rooms_are_cut_from_their_scene(generated):
+    """A scene row is followed by rooms of the same scene_id whose pixels come from the scene's image: the
+    leakage a split by image would have, which data.group_by (scene_id) prevents."""
+    df = read_manifest(generated)
+    scenes = df[df["type"] == "scene"]
+    cut = df[(df["type"] == "room") & df["scene_id"].isin(scenes["scene_id"])]
+    assert len(cut) >= len(scenes) // 2, "too few rooms cut from scenes"
+    assert (df.groupby("scene_id")["type"].apply(lambda t: (t == "scene").sum()) <= 1).all()
+    rooms = df[df["type"] == "room"]
+    assert all(r.startswith(f"{s}_room") for r, s in zip(rooms["room_id"], rooms["scene_id"]))
+    assert (df["room_id"][df["type"] == "scene"] == "").all()
+    # A cut room's furniture colours are a subset of its scene's (same furniture, cropped).
+    for _, room in cut.head(20).iterrows():
+        scene = scenes[scenes["scene_id"] == room["scene_id"]].iloc[0]
+        colours = lambda p: {tuple(c) for c in np.unique(_rgb(p).reshape(-1, 3), axis=0)}  # noqa: E731
+        assert colours(room["path"]) <= colours(scene["path"]), (room["path"], scene["path"])

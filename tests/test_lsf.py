@@ -27,9 +27,11 @@ TIMING = ["epoch_time_s", "train_images_per_s"]  # wall-clock columns: differ be
 
 
 def eval_without_timing(path) -> dict:
-    """eval.json less its one wall-clock field (what the latent statistics took, seconds)."""
+    """eval.json less its one wall-clock field (what the latent statistics took, seconds) and the name of the run
+    its latent statistics were measured on (experiments of one config compare equal)."""
     ev = json.loads(path.read_text())
     (ev.get("latent") or {}).pop("seconds", None)
+    (ev.get("latent") or {}).pop("measured_on", None)
     return ev
 
 
@@ -44,8 +46,9 @@ def bsub_lines(script: str) -> list[str]:
 
 
 def test_phase1_4_dry_run_groups_queues_and_chains_the_report(capsys, monkeypatch, tmp_path):
-    """The acceptance command: the decode as a CPU job, F1+F2 in one gpuv100 array and F3 in a gpul40s array that
-    wait for it, the report after both; exclusive GPUs, a log per element, the index guard."""
+    """The acceptance command: the decode as a CPU job, the seeds' runs in a gpuv100 and a gpul40s array
+    (cluster.assign by_seed) that wait for it, the report after both; exclusive GPUs, a log per element, the index
+    guard."""
     for var in ("IMGINAV_DATA", "IMGINAV_SCRATCH"):
         monkeypatch.delenv(var, raising=False)  # a laptop without the cluster's variables
     assert main(["run", str(REPO / "params" / "phase1_4.yaml"), "--backend", "lsf", "--dry-run"]) == 0
@@ -53,9 +56,10 @@ def test_phase1_4_dry_run_groups_queues_and_chains_the_report(capsys, monkeypatc
     scripts = scripts_of(out)
     assert set(scripts) == {"prepare.lsf.sh", "phase1_4-gpuv100.lsf.sh", "phase1_4-gpul40s.lsf.sh", "report.lsf.sh"}
     v100, l40s = bsub_lines(scripts["phase1_4-gpuv100.lsf.sh"]), bsub_lines(scripts["phase1_4-gpul40s.lsf.sh"])
-    # The index lists F1's seeds, then F2's, then F3's (5 seeds each): array index = index entry.
-    assert v100[:2] == ['-J "phase1_4-gpuv100[1-10]%4"', "-q gpuv100"]
-    assert l40s[:2] == ['-J "phase1_4-gpul40s[11-15]%4"', "-q gpul40s"]
+    # The index lists F1's seeds, then F2's, then F3's (5 seeds each): array index = index entry. Seeds 42, 44, 46
+    # (entries 1, 3, 5 of each experiment) on gpuv100, 43 and 45 on gpul40s.
+    assert v100[:2] == ['-J "phase1_4-gpuv100[1,3,5-6,8,10-11,13,15]%4"', "-q gpuv100"]
+    assert l40s[:2] == ['-J "phase1_4-gpul40s[2,4,7,9,12,14]%4"', "-q gpul40s"]
     for lines, name in ((v100, "phase1_4-gpuv100"), (l40s, "phase1_4-gpul40s")):
         for expected in ["-n 8", '-R "span[hosts=1]"', '-R "rusage[mem=8GB]"', '-gpu "num=1:mode=exclusive_process"',
                          "-W 6:00", "-wa USR2", "-wt 10", '-Q "99"']:  # fmt: skip
@@ -85,6 +89,66 @@ def test_phase1_4_dry_run_groups_queues_and_chains_the_report(capsys, monkeypatc
         check = subprocess.run(["bash", "-n", str(tmp_path / name)], capture_output=True, text=True)
         assert check.returncode == 0, (name, check.stderr)
     assert not list(tmp_path.glob("**/index.json"))  # a dry run writes nothing
+
+
+def _array_entries(directive: str) -> list[int]:
+    """'phase1_4-gpuv100[1,3,5-6]%4' (bsub -J or sbatch --array) -> [1, 3, 5, 6]."""
+    spec = re.search(r"\[?([0-9,\-]+)\]?(%\d+)?\"?$", directive).group(1)
+    out = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
+
+
+@pytest.mark.parametrize("backend", ["lsf", "slurm"])
+def test_phase1_4_dry_run_puts_each_seeds_three_runs_on_one_queue(capsys, monkeypatch, backend):
+    """cluster.assign by_seed: F1, F2 and F3 of a seed share a queue (one GPU type per paired comparison), and the
+    seeds use both queues."""
+    for var in ("IMGINAV_DATA", "IMGINAV_SCRATCH"):
+        monkeypatch.delenv(var, raising=False)
+    params = REPO / "params" / "phase1_4.yaml"
+    assert main(["run", str(params), "--backend", backend, "--dry-run"]) == 0
+    scripts = scripts_of(capsys.readouterr().out)
+    index = [(e, s) for e in yaml.safe_load(params.read_text())["experiments"] for s in yaml.safe_load(params.read_text())["seeds"]]
+    queue_of = {}
+    for name, text in scripts.items():
+        if backend == "lsf":
+            lines = bsub_lines(text)
+            array = next((x for x in lines if x.startswith("-J ") and "[" in x), None)
+            queue = next((x[3:] for x in lines if x.startswith("-q ")), None)
+        else:
+            lines = [x.removeprefix("#SBATCH ") for x in text.splitlines() if x.startswith("#SBATCH ")]
+            array = next((x for x in lines if x.startswith("--array=")), None)
+            queue = next((x.split("=", 1)[1] for x in lines if x.startswith("--partition=")), None)
+        if array is None:
+            continue  # prepare, report
+        for i in _array_entries(array):
+            assert i not in queue_of, f"entry {i} in two arrays"
+            queue_of[i] = queue
+    assert sorted(queue_of) == list(range(1, len(index) + 1))  # every run submitted once
+    per_seed = {}
+    for i, (experiment, seed) in enumerate(index, 1):
+        per_seed.setdefault(seed, set()).add(queue_of[i])
+    assert all(len(q) == 1 for q in per_seed.values()), per_seed
+    assert {q for qs in per_seed.values() for q in qs} == {"gpuv100", "gpul40s"}
+
+
+def test_by_seed_refuses_an_experiment_queue_and_by_experiment_still_works(tmp_path, capsys):
+    params = yaml.safe_load((REPO / "params" / "phase1_4.yaml").read_text())
+    params["cluster"]["experiments"] = {"phase1_4_AE_F3_rgb_seg_cls": {"queue": "gpul40s"}}
+    path = tmp_path / "phase1_4.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert main(["run", str(path), "--backend", "lsf", "--dry-run"]) == 2
+    assert "experiments.phase1_4_AE_F3_rgb_seg_cls.queue would split it" in capsys.readouterr().err
+    # the per-experiment layout the params file's comment shows: F1+F2 on gpuv100, F3 on gpul40s
+    params["cluster"].update(assign="by_experiment", defaults={**params["cluster"]["defaults"], "queue": "gpuv100"})
+    del params["cluster"]["queues"]
+    path.write_text(yaml.safe_dump(params))
+    assert main(["run", str(path), "--backend", "lsf", "--dry-run"]) == 0
+    scripts = scripts_of(capsys.readouterr().out)
+    assert bsub_lines(scripts["phase1_4-gpuv100.lsf.sh"])[0] == '-J "phase1_4-gpuv100[1-10]%4"'
+    assert bsub_lines(scripts["phase1_4-gpul40s.lsf.sh"])[0] == '-J "phase1_4-gpul40s[11-15]%4"'
 
 
 @pytest.mark.parametrize(
@@ -316,3 +380,17 @@ def test_resubmitting_skips_runs_that_are_done_and_a_cache_that_exists(tmp_path,
     assert run_phase(path, backend="lsf") == 0
     assert "nothing to submit" in capsys.readouterr().out
     assert len((tmp_path / "bsub.jsonl").read_text().splitlines()) == 2  # no new bsub
+
+
+@pytest.mark.parametrize("backend", ["lsf", "slurm"])
+def test_a_phase_on_two_gpu_queues_states_its_precision(tmp_path, capsys, backend):
+    params = yaml.safe_load((REPO / "params" / "phase1_4.yaml").read_text())
+    params["training"]["precision"] = "auto"
+    path = tmp_path / "phase1_4.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert main(["run", str(path), "--backend", backend, "--dry-run"]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("imginav: error: ")]  # after unset-variable warnings
+    assert len(err) == 1 and f"{path}: training.precision: auto" in err[0] and "gpul40s, gpuv100" in err[0]
+    params["cluster"]["queues"] = ["gpuv100"]  # one GPU type: auto means one precision
+    path.write_text(yaml.safe_dump(params))
+    assert main(["run", str(path), "--backend", backend, "--dry-run"]) == 0

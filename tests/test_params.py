@@ -164,3 +164,12 @@ def test_a_run_made_under_other_overrides_is_refused_naming_the_field(tmp_path, 
         run_phase(tiny, dry_run=True, overrides=["experiments.F3.loss.seg=0.2"])
     assert run_phase(tiny, dry_run=True, overrides=["experiments.F3.loss.seg=0.1"]) == 0  # the same overrides: fine
     assert run_phase(tiny, dry_run=True, overrides=["experiments.F3.loss.seg=0.1", "training.epochs=3"]) == 0  # more epochs
+
+
+def test_phase1_4_states_a_precision_native_on_both_its_queues_and_splits_by_scene_with_a_test_split():
+    phase = load_params(REPO / "params" / "phase1_4.yaml", check_files=False)
+    assert phase.training.precision == "fp16"  # V100 (7.0) and L40s (8.9) both have fp16 units; bf16 only the L40s
+    assert phase.cluster.assign == "by_seed" and phase.cluster.queues == ["gpuv100", "gpul40s"]
+    assert phase.data.group_by == "auto" and phase.data.test_fraction == 0.1
+    for name in ("phase1_4_demo.yaml", "phase1_3_demo.yaml"):
+        assert load_params(REPO / "params" / name, check_files=False).data.test_fraction == 0.1

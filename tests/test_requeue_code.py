@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -48,7 +49,10 @@ def run_script(tmp_path: Path, backend: str, text: str, imginav_exit: int) -> tu
     script = tmp_path / "array.sh"
     script.write_text(text)
     env = {**os.environ, **ENV[backend], "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    p = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    # The scheduler starts the script with no signal blocked (an in-process run-one test may have left them
+    # blocked in this process, and a child inherits that).
+    unblock = lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR2, signal.SIGTERM])  # noqa: E731
+    p = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, preexec_fn=unblock)
     return p.returncode, calls.read_text() if calls.exists() else ""
 
 

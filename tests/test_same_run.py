@@ -15,7 +15,6 @@ MAY_CHANGE = {
     "overrides",  # checked on its own: the values they set are what counts (test_lifecycle)
     "training.epochs",  # raised to extend a run; lowering below what it has run is refused elsewhere
     "training.checkpoint_interval", "training.sample_interval", "training.log_every", "training.heartbeat_s",
-    "training.device", "training.precision",
     "data.manifest", "data.cache_dir",  # paths: the cache key holds the content
     "data.on_bad_image", "data.workers", "data.num_samples",
 }

@@ -95,12 +95,21 @@ def test_architecture_phase_verdict_speaks_of_the_architecture_and_hands_on_the_
     assert winner["latent_scale"] == ev["latent"]["scaling_factor"] and winner["architecture"]["latent_channels"] == 8
 
 
-def test_next_phase_params_carry_the_winners_latent_scale(tmp_path):
+def test_latent_statistics_are_labelled_with_their_model_and_the_next_phase_measures_its_own(tmp_path):
+    """winner.yaml's latent statistics name the checkpoint they were measured on; the next phase's params do not
+    hand them on as if they described its retrained model (its runs measure their own), and say so."""
     runs = write_synthetic_phase(tmp_path, experiments=EXPS, seeds=(1, 2, 3))
     a = analyse(runs)
     written = write_handoff(a.runs, a.verdict, a.summary)
-    nxt = yaml.safe_load(written["next_params"].read_text())
-    assert nxt["latent_scale"] == yaml.safe_load(written["winner"].read_text())["latent_scale"] > 0
+    winner = yaml.safe_load(written["winner"].read_text())
+    lat = winner["latent"]
+    assert lat["measured_on"].startswith(f"synthetic {winner['winner']} seed {winner['best_seed']}, checkpoint of epoch ")
+    assert lat["scaling_factor"] == winner["latent_scale"] > 0 and len(lat["channel_shift"]) == len(lat["channel_scale"]) == 4
+    text = written["next_params"].read_text()
+    nxt = yaml.safe_load(text)
+    assert "latent_scale" not in nxt
+    assert "every run of phase1_5 measures its own on its final checkpoint" in text
+    assert f"were measured\n# on {lat['measured_on']}: another model" in text
 
 
 def test_the_call_of_an_experiment_with_the_baselines_heads_is_said_of_what_it_changes():

@@ -130,6 +130,7 @@ def test_blocking_outside_the_main_thread_holds_the_signals_and_puts_them_back(k
     seen = {}
 
     def worker():
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)  # a thread inherits its starter's mask
         saved = stopping.block_stop_signals()
         seen["blocked"] = set(SIGNALS) <= signal.pthread_sigmask(signal.SIG_BLOCK, [])
         stopping.restore_stop_signals(saved)

@@ -152,3 +152,52 @@ def test_a_run_folder_of_another_config_is_refused_not_mixed(tmp_path, labelled_
     other = resolve_run(tiny_params(tmp_path, labelled_manifest, architecture={"latent_channels": 8}), "F1", 1)
     with pytest.raises(InputError, match="experiment F1 seed 1: architecture.latent_channels 4 → 8 would mix two runs"):
         fit(other, progress=False)
+
+
+def test_the_selected_checkpoint_is_evaluated_once_on_the_test_split(tmp_path, labelled_manifest, monkeypatch):
+    """Early stopping and best.pt use validation; eval.json's "test" holds the test metrics of best.pt, with the
+    keys of "val" (val_ -> test_); the curves stay on validation."""
+    from imginav_lib.data.dataset import load_run_data
+    from imginav_lib.model.autoencoder import LayoutAutoencoder
+    from imginav_lib.runs.runfolder import load_checkpoint
+    from imginav_lib.train.device import setup_device
+
+    cfg = resolve_run(tiny_params(tmp_path, labelled_manifest, training={"epochs": 3}, data={"test_fraction": 0.25}), "F3", 1)
+    calls = []
+    real_evaluate = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda *a, **k: calls.append(k.get("idx")) or real_evaluate(*a, **k))
+    d = fit(cfg, progress=False).run_dir
+    tested = [c for c in calls if c is not None]
+    assert len(tested) == 1  # once, after training: never for selection
+    ev = json.loads((d / "eval.json").read_text())
+    assert set(ev["test"]) == {k.replace("val_", "test_", 1) for k in ev["val"]}
+    data = load_run_data(cfg, progress=False)
+    assert ev["n_test"] == len(data.test_idx) > 0 and torch.equal(tested[0], data.test_idx)
+    assert not set(data.test_idx.tolist()) & (set(data.val_idx.tolist()) | set(data.train_idx.tolist()))
+    # the numbers are best.pt's on the test images, recomputed here
+    model = LayoutAutoencoder(cfg.architecture)
+    ckpt = load_checkpoint(d / "checkpoints" / "best.pt")
+    model.load_state_dict(ckpt["model"])
+    device, dtype = setup_device(cfg.training)
+    again = real_evaluate(model, cfg, data, device, dtype, idx=data.test_idx).compute()
+    assert ev["test"]["test_mse"] == pytest.approx(again["val_mse"]) and ev["test"]["test_psnr"] == pytest.approx(again["val_psnr"])
+    assert ev["epoch"] == ckpt["state"]["best_epoch"]
+    assert ev["test"]["test_mse"] != pytest.approx(ev["val"]["val_mse"])  # other images than validation
+    m = pd.read_csv(d / "metrics.csv")
+    assert not [c for c in m.columns if c.startswith("test_")]  # curves: validation only
+    info = json.loads((d / "run.json").read_text())
+    assert info["n_test"] == ev["n_test"] and info["split"]["images"]["test"] == ev["n_test"]
+
+
+@pytest.mark.parametrize("best, val, min_delta, improved", [
+    (0.004, 0.00399, 0.001, True),  # 0.25% better than the best, the rule asks 0.1%
+    (0.004, 0.00399, 0.005, False),  # ... asks 0.5%
+    (0.04, 0.0399, 0.005, False),  # the same relative change at another scale: the same answer
+    (0.004, 0.0040, 0.0, False),  # equal is no improvement
+])  # fmt: skip
+def test_min_delta_is_a_fraction_of_the_best_so_far(best, val, min_delta, improved):
+    from imginav_lib.config.schema import EarlyStopping
+
+    state = trainer.TrainState(epoch=4, best_value=best, best_epoch=4)
+    got, _ = trainer._update_best(state, {"epoch": 5, "val_mse": val}, EarlyStopping(min_delta=min_delta))
+    assert got is improved and state.best_epoch == (5 if improved else 4)

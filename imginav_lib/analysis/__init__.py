@@ -15,6 +15,7 @@ from imginav_lib.analysis.evidence import with_evidence
 from imginav_lib.analysis.phase import PhaseRuns, load_phase_runs, resolved_section, run_table
 from imginav_lib.analysis.stats import summarize
 from imginav_lib.analysis.ablation import classification_sentence, compare_steps, step_pairs, what_is_added
+from imginav_lib.analysis.confounds import confound_sentences
 
 
 @dataclass
@@ -41,4 +42,7 @@ def analyse(runs_dir: str | Path, params_file: str | Path | None = None) -> Anal
     sentence = classification_sentence(steps, pr.decision, level)
     if sentence:  # the question the researchers ask of the classification loss, answered in the verdict
         verdict.paragraph += " " + sentence
+    confounds = confound_sentences(pr)  # another GPU, precision or torch/CUDA/cuDNN within a comparison
+    if confounds:
+        verdict.sureness = " ".join([verdict.sureness, *confounds])
     return Analysis(pr, table, summary, verdict, steps)

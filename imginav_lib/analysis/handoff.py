@@ -41,8 +41,10 @@ def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame, copy_t
         paths["next_params"] = pr.runs_dir / f"{nxt.phase}.yaml"
         if copy_to is not None:
             paths["next_params_copy"] = Path(copy_to) / f"{nxt.phase}.yaml"
-    # The latent scale of the winner's best checkpoint (diffusers scaling_factor): the diffusion stage's input scale.
-    scale = ((pr.evals.get((w, int(best.seed))) or {}).get("latent") or {}).get("scaling_factor") if best is not None else None
+    # The latent statistics of the winner's best checkpoint (diffusers scaling_factor and shift_factor): the
+    # diffusion stage's input scale for this model. A retrained model (the next phase) measures its own.
+    lat = ((pr.evals.get((w, int(best.seed))) or {}).get("latent") or {}) if best is not None else {}
+    scale = lat.get("scaling_factor")
     winner = {
         "phase": pr.phase,
         "winner": w,
@@ -55,6 +57,7 @@ def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame, copy_t
         "best_seed": int(best.seed) if best is not None else None,
         "best_checkpoint": str(RunFolder(runinfo.loc[(w, int(best.seed)), "run_dir"]).best) if best is not None else None,
         "latent_scale": float(scale) if scale is not None and math.isfinite(scale) else None,
+        "latent": _latent_record(pr, w, best, lat) if lat else None,
         "params_file": str(pr.params_file) if pr.params_file else None,
         "params_hash": pr.params_hash,
         "git_commit": commit if isinstance(commit, str) else None,
@@ -64,15 +67,31 @@ def write_handoff(pr: PhaseRuns, verdict: Verdict, summary: pd.DataFrame, copy_t
     atomic_write_text(paths["winner"], yaml.safe_dump(winner, sort_keys=False, allow_unicode=True, width=120))
     if "next_params" in paths:
         text = _next_params_text(pr, w, architecture, loss, verdict, paths["winner"], Path(copy_to or pr.runs_dir),
-                                 winner["latent_scale"])
+                                 winner["latent"])
         for dest in (paths["next_params"], paths.get("next_params_copy")):
             if dest is not None:
                 atomic_write_text(dest, text)
     return paths
 
 
+def _finite(x):
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _latent_record(pr: PhaseRuns, w: str, best, lat: dict) -> dict:
+    """winner.yaml's `latent`: the statistics of the winner's best checkpoint, with the model they describe."""
+    epoch = (pr.evals.get((w, int(best.seed))) or {}).get("epoch")
+    return {
+        "measured_on": lat.get("measured_on") or f"{pr.phase} {w} seed {int(best.seed)}, checkpoint of epoch {epoch}",
+        "scaling_factor": _finite(lat.get("scaling_factor")),
+        "shift_factor": _finite(lat.get("shift_factor", lat.get("mean"))),
+        "channel_shift": [_finite(x) for x in lat.get("channel_mean") or []],
+        "channel_scale": [_finite(1 / x) if isinstance(x, (int, float)) and x > 0 else None for x in lat.get("channel_std") or []],
+    }
+
+
 def _next_params_text(pr: PhaseRuns, w: str, architecture: dict, loss: dict, verdict: Verdict, winner_file: Path,
-                      home: Path, latent_scale: float | None) -> str:  # fmt: skip
+                      home: Path, latent: dict | None) -> str:  # fmt: skip
     """The next phase's params, valid where the params file is (`home`): its data paths are copied as written."""
     nxt = pr.decision.handoff
     raw = apply_sets(yaml.safe_load(pr.params_file.read_text()) or {}, pr.overrides)  # as the runs saw it
@@ -83,7 +102,6 @@ def _next_params_text(pr: PhaseRuns, w: str, architecture: dict, loss: dict, ver
         "runs_root": raw.get("runs_root", "runs"),
         "data": raw["data"],  # as written (relative paths and ${VAR} stay valid: this file sits next to it)
         "architecture": architecture,
-        **({"latent_scale": latent_scale} if latent_scale else {}),  # the winner's, for the diffusion stage
         "training": training,
         "loss": loss,
         "seeds": nxt.seeds or [pr.params.seeds[0]],
@@ -97,7 +115,12 @@ def _next_params_text(pr: PhaseRuns, w: str, architecture: dict, loss: dict, ver
               f"{dt.date.today().isoformat()}; do not edit by hand, edit {pr.params_file.name}'s decision.handoff.\n"
               f"# Winner: {w} ({verdict.status}). To follow a later winner file instead, use\n"
               f"# architecture_from: {os.path.relpath(winner_file, home)}\n"
-              f"# Relative paths are those of {pr.params_file.name}: this file belongs beside it.\n")
+              f"# Relative paths are those of {pr.params_file.name}: this file belongs beside it.\n"
+              f"# Latent statistics: every run of {nxt.phase} measures its own on its final checkpoint (eval.json latent:\n"
+              f"# scaling_factor, shift_factor, per-channel mean and std) and its report's winner.yaml carries the winner's.\n"
+              + (f"# {pr.phase}'s (scaling_factor {latent['scaling_factor']:.4g}, shift_factor {latent['shift_factor']:.4g}) were measured\n"
+                 f"# on {latent['measured_on']}: another model than the one this phase trains.\n"
+                 if latent and latent.get("scaling_factor") is not None and latent.get("shift_factor") is not None else ""))
     text = header + yaml.safe_dump(params, sort_keys=False, allow_unicode=True, width=120)
     with tempfile.TemporaryDirectory() as d:  # what `imginav validate` checks, before anything is written
         check = Path(d) / f"{nxt.phase}.yaml"

@@ -314,7 +314,11 @@ def run_table(pr: PhaseRuns) -> pd.DataFrame:
         m = met.get_group(key).sort_values("epoch") if key in getattr(met, "groups", {}) else None
         if m is None or "val_mse" not in m or m["val_mse"].notna().sum() == 0:
             continue
-        best_i = m["val_mse"].idxmin()
+        # The epoch whose checkpoint eval.json's metrics come from (early stopping's best, which with min_delta
+        # need not be the lowest val MSE on the curve); the curve's minimum for runs without eval.json.
+        chosen = (pr.evals.get(key) or {}).get("epoch")
+        at = m.index[m["epoch"] == chosen] if isinstance(chosen, int) and not isinstance(chosen, bool) else []
+        best_i = at[0] if len(at) else m["val_mse"].idxmin()
         at_best = m.loc[best_i].to_dict()
         ev = (pr.evals.get(key) or {}).get("val") or {}
         latent = (pr.evals.get(key) or {}).get("latent") or {}

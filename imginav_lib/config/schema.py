@@ -105,6 +105,13 @@ class Data(Strict):
     image_size: int = Field(512, ge=16, le=MAX_IMAGE_SIZE)  # pixels; other sizes are resized (nearest) in the cache
     filters: dict[str, list] = {"is_empty": [False]}  # manifest column -> allowed values
     val_fraction: float = Field(0.2, gt=0, lt=1)
+    # A held-out test split: selection (early stopping, best.pt, the best epoch) uses validation only; the selected
+    # checkpoint is evaluated once on the test images (eval.json "test"). 0: no test split.
+    test_fraction: float = Field(0.0, ge=0, lt=1)
+    # The manifest column whose groups never straddle a split (a scene and the rooms cut from it show the same
+    # furniture). "auto": scene_id when the manifest has that column, else no grouping; null: no grouping.
+    # Rows with an empty cell are groups of their own.
+    group_by: str | None = "auto"
     split_seed: Seed = 42
     # fixed: every run uses the split of split_seed, so the intervals across seeds cover initialisation and data
     # order only; per_seed: seed s uses the split of split_seed + s (the same for every experiment of that seed,
@@ -115,6 +122,12 @@ class Data(Strict):
     mask_tolerance: float = Field(30.0, gt=0)  # RGB distance beyond which a pixel is ignored in seg targets
     workers: int | None = Field(None, ge=1)  # decoding processes of prepare; None: the job's cores (cache.default_workers)
     num_samples: int = Field(8, ge=1)  # fixed validation images shown in samples/
+
+    @model_validator(mode="after")
+    def _fractions(self):
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError(f"val_fraction {self.val_fraction} + test_fraction {self.test_fraction} leave no training images")
+        return self
 
 
 class Architecture(Strict):
@@ -134,7 +147,9 @@ class Architecture(Strict):
 
 class EarlyStopping(Strict):
     patience: int = Field(3, ge=1)  # epochs without improvement of val_mse
-    min_delta: float = Field(1e-4, ge=0)
+    # An improvement counts when val_mse < best * (1 - min_delta): a fraction of the best so far (0.001 = 0.1%),
+    # so the rule means the same at an MSE of 0.04 and of 0.004.
+    min_delta: float = Field(1e-3, ge=0, lt=1)
     restore_best: bool = True
 
 
@@ -149,7 +164,12 @@ class Training(Strict):
     sample_interval: int = Field(5, ge=1)  # epochs between saved samples (the last epoch always)
     log_every: int = Field(10, ge=1)  # steps between rows of steps.csv
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on CUDA if supported, else fp16; fp32 on CPU
+    # auto: bf16 on a GPU of compute capability >= 8.0 (native bf16 units), fp16 with the grad scaler below that
+    # (a V100 would run bf16 emulated), fp32 on the CPU. A resumed run must resolve to the precision it started in.
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    # cuDNN's deterministic mode and torch.use_deterministic_algorithms (and the cuBLAS workspace they need):
+    # repeatable on one GPU model and software stack, at a cost (bench/gpu_check.py measures it).
+    deterministic: bool = False
     heartbeat_s: float = Field(30.0, gt=0)  # seconds between run.json heartbeats
 
 
@@ -180,7 +200,7 @@ class Handoff(Strict):
         "optimizer": "adamw",
         "lr": 1e-4,
         "weight_decay": 0.01,
-        "early_stopping": {"patience": 5, "min_delta": 1e-4, "restore_best": True},
+        "early_stopping": {"patience": 5, "min_delta": 1e-3, "restore_best": True},
     }
     seeds: Seeds | None = None  # default: the first seed of this phase
 
@@ -250,6 +270,11 @@ class Cluster(Strict):
     backend: Literal[BACKENDS] = "local"  # type: ignore[valid-type]
     defaults: ClusterResources = ClusterResources(cores=8, mem_per_core_gb=8, gpus=1, walltime="6:00")
     experiments: dict[Name, ClusterResources] = {}  # per-experiment overrides, e.g. another queue
+    # Which queue a run goes to. by_experiment: defaults.queue, or the experiment's own queue in `experiments`.
+    # by_seed: all experiments of one seed on one queue, the seeds dealt round-robin over `queues` in the order of
+    # `seeds`, so every comparison paired by seed runs on one GPU type (an experiment may not then set a queue).
+    assign: Literal["by_experiment", "by_seed"] = "by_experiment"
+    queues: list[str] = []  # by_seed only: the queues the seeds are spread over
     # The report job after all runs: a CPU job; queue None means the scheduler's default queue.
     report: ClusterResources = ClusterResources(cores=1, mem_per_core_gb=8, gpus=0, walltime="1:00")
     # The decode of the images into the cache (`imginav prepare`) when the cache does not exist yet: a CPU job.
@@ -266,6 +291,19 @@ class Cluster(Strict):
     max_parallel: int | None = Field(None, ge=1)  # array slot limit (%K)
     warning_minutes: int = Field(10, ge=1)  # warning signal this long before the walltime
     requeue_exit_code: int = Field(99, ge=1, le=255)
+
+    @model_validator(mode="after")
+    def _queues_for_assign(self):
+        if self.assign == "by_seed":
+            if not self.queues:
+                raise ValueError("assign by_seed needs queues: the queues the seeds are spread over")
+            own = [n for n, r in self.experiments.items() if r.queue is not None]
+            if own:
+                raise ValueError(f"assign by_seed puts every experiment of a seed on one queue: experiments.{own[0]}.queue "
+                                 f"would split it (use assign: by_experiment for per-experiment queues)")
+        elif self.queues:
+            raise ValueError("queues is used by assign: by_seed only (by_experiment: defaults.queue and experiments.<name>.queue)")
+        return self
 
     @model_validator(mode="after")
     def _warning_before_walltime(self):
@@ -289,8 +327,8 @@ class Phase(Strict):
     description: str = ""
     runs_root: str = "runs"  # relative to the params file's folder, or absolute
     architecture_from: str | None = None  # a previous phase's winner.yaml; its architecture replaces ours
-    # The previous phase winner's latent scale (diffusers scaling_factor, 1 / std of its latent), carried along
-    # for the diffusion stage; it does not change training. Written into the next phase's params by the report.
+    # A latent scale (diffusers scaling_factor, 1 / std of the latent) noted by hand; it does not change training.
+    # The report no longer writes it into the next phase's params: a retrained model measures its own (eval.json).
     latent_scale: float | None = Field(None, gt=0)
     data: Data
     architecture: Architecture = Architecture()
@@ -333,6 +371,7 @@ class WinnerFile(Strict):
     best_seed: int | None = None
     best_checkpoint: str | None = None
     latent_scale: float | None = Field(None, gt=0)  # 1 / std of the best checkpoint's latents (diffusers scaling_factor)
+    latent: dict | None = None  # measured_on, scaling_factor, shift_factor, channel_shift, channel_scale of that checkpoint
     params_file: str | None = None
     params_hash: str | None = None
     git_commit: str | None = None

@@ -10,7 +10,7 @@ import csv
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,7 +45,8 @@ def rgb_to_classes_torch(rgb: torch.Tensor) -> torch.Tensor:
 def read_manifest(path: str | Path, filters: dict[str, list] | None = None) -> pd.DataFrame:
     """Read the researchers' manifest CSV (layout_path, type, is_empty; other columns ignored).
 
-    Returns columns: path (absolute), type ('' when unknown), is_empty (bool), label (int), row (1-based CSV line).
+    Returns columns: path (absolute), type ('' when unknown), is_empty (bool), label (int), row (1-based CSV line),
+    and the manifest's other columns as stripped text (scene_id, room_id, ...).
     Refused (InputError naming the file and the row): a file that is missing or not a regular file, malformed
     CSV, a column given twice (pandas would rename the second and ignore it), an empty path, and an image listed
     twice (it could land in both the training and the validation split).
@@ -90,9 +91,12 @@ def read_manifest(path: str | Path, filters: dict[str, list] | None = None) -> p
         raise InputError(f"manifest {path}: row {row}: is_empty {df['is_empty'][bad_empty].iloc[0]!r} is not true/false")
     out["is_empty"] = empty.isin(["true", "1"])
     out["label"] = out["type"].map(lambda t: SCENE_TYPES.get(t, UNKNOWN_LABEL)).astype(int)
+    for c in df.columns:  # the other columns as text (scene_id, room_id, ...): data.group_by and filters may name them
+        if c not in out.columns and c != "layout_path":
+            out[c] = df[c].str.strip()
     for column, allowed in (filters or {}).items():
         if column not in out.columns:
-            raise InputError(f"data.filters: unknown manifest column {column!r} (use type or is_empty)")
+            raise InputError(f"data.filters: unknown manifest column {column!r} (use type, is_empty or a column of the manifest)")
         out = out[out[column].isin(allowed)]
     if len(out) == 0:
         raise InputError(f"manifest {path}: no rows left after filters {filters}")
@@ -138,31 +142,98 @@ def load_cache(cache_dir: str | Path) -> LayoutData:
     )
 
 
-def run_split_seed(d, seed: int) -> int:
-    """The split seed of a run of seed `seed` (`d`: params.Data): split_seed, plus the seed when split: per_seed."""
-    return d.split_seed + seed if d.split == "per_seed" else d.split_seed
-
-
 def check_split(d, seeds: list[int], manifest: pd.DataFrame | None = None) -> None:
     """Raise InputError unless every run of the phase gets at least one training and one validation image: the
-    split a run makes (`train_val_split`, of each seed's split seed) on the rows the filters keep. `d`:
-    params.Data; `manifest`: read_manifest(d.manifest, d.filters) when already read."""
+    split a run makes (`split_for`, of each seed) on the rows the filters keep. `d`: params.Data; `manifest`:
+    read_manifest(d.manifest, d.filters) when already read."""
     manifest = read_manifest(d.manifest, d.filters) if manifest is None else manifest
     n = len(manifest)
     for seed in seeds if d.split == "per_seed" else seeds[:1]:
-        train, val = train_val_split(n, d.val_fraction, run_split_seed(d, seed))
-        if len(train) == 0 or len(val) == 0:
+        split = split_for(d, manifest, seed)
+        if len(split.train) == 0 or len(split.val) == 0:
             per_seed = f" (seed {seed}, split: per_seed)" if d.split == "per_seed" else ""
-            raise InputError(f"data: {plural(n, 'image')} after data.filters split into {len(train)} for training and "
-                             f"{len(val)} for validation with val_fraction {d.val_fraction}{per_seed}: a run needs at "
-                             "least one of each")  # fmt: skip
+            raise InputError(f"data: {plural(n, 'image')} after data.filters split into {len(split.train)} for training "
+                             f"and {len(split.val)} for validation with val_fraction {d.val_fraction}"
+                             f"{per_seed}: a run needs at least one of each")  # fmt: skip
 
 
-def train_val_split(n: int, val_fraction: float, split_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic 80/20-style split of range(n) -> (train indices, val indices)."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+@dataclass
+class Split:
+    """A run's train/validation/test split (indices into the cache's rows) and how it was drawn."""
+
+    train: torch.Tensor  # (N_train,) sorted
+    val: torch.Tensor
+    test: torch.Tensor  # empty when data.test_fraction is 0
+    split_seed: int
+    group_by: str | None  # the manifest column no group of which is on two sides; None: image by image
+    groups: dict[str, int]  # side -> number of groups on it (images, when not grouped)
+
+    def describe(self) -> dict:
+        """run.json's `split`: how the split was made and what each side holds."""
+        return {"split_seed": self.split_seed, "group_by": self.group_by,
+                "images": {k: len(getattr(self, k)) for k in ("train", "val", "test")}, "groups": dict(self.groups)}  # fmt: skip
+
+    def sentence(self) -> str:
+        """One line for `imginav validate` and the report."""
+        sides = ", ".join(f"{k} {len(getattr(self, k))} images" + (f" / {self.groups[k]} {self.group_by} groups" if self.group_by else "")
+                          for k in ("train", "val", "test") if len(getattr(self, k)) or k != "test")  # fmt: skip
+        how = (f"grouped by {self.group_by}: no {self.group_by} on two sides" if self.group_by
+               else "image by image (no group column)")
+        return f"split_seed {self.split_seed}, {how}: {sides}"
+
+
+def group_column(group_by: str | None, columns) -> str | None:
+    """data.group_by resolved against the manifest's columns: "auto" is scene_id when it is there, else None."""
+    if group_by == "auto":
+        return "scene_id" if "scene_id" in columns else None
+    if group_by is not None and group_by not in columns:
+        raise InputError(f"data.group_by: the manifest has no column {group_by!r} (columns: {', '.join(map(str, columns))})")
+    return group_by
+
+
+def split_indices(n: int, val_fraction: float, test_fraction: float, split_seed: int,
+                  groups=None, group_by: str | None = None) -> Split:  # fmt: skip
+    """The one split function (the trainer and `imginav validate` call it): whole groups to each side.
+
+    groups: (n,) group label per cache row (None or group_by None: every image its own group; an empty label is a
+    group of its own). The groups are shuffled by split_seed and dealt in that order to validation until it holds
+    round(n * val_fraction) images (at least 1), then to test until round(n * test_fraction) (at least 1 when the
+    fraction is above 0), the rest to training. Ungrouped without a test split this is the split of before
+    (the first n_val of one permutation of range(n)).
+    """
+    if groups is None or group_by is None:
+        codes, n_groups = np.arange(n), n
+    else:
+        labels = [g if g else f"\0row{i}" for i, g in enumerate(groups)]  # an empty cell: a group of its own
+        codes, uniques = pd.factorize(pd.Series(labels, dtype=object))
+        n_groups = len(uniques)
+    perm = torch.randperm(n_groups, generator=torch.Generator().manual_seed(split_seed)).numpy()
+    size = np.bincount(codes, minlength=n_groups)
     n_val = max(1, round(n * val_fraction)) if n > 1 else 0
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
+    n_test = max(1, round(n * test_fraction)) if test_fraction > 0 and n > 2 else 0
+    side = np.full(n_groups, 0)  # 0 train, 1 val, 2 test
+    filled = [0, 0, 0]
+    for g in perm:
+        k = 1 if filled[1] < n_val else 2 if filled[2] < n_test else 0
+        side[g] = k
+        filled[k] += size[g]
+    of = side[codes]
+    idx = [torch.from_numpy(np.flatnonzero(of == k)) for k in range(3)]
+    counts = {name: int((side == k).sum()) for k, name in enumerate(("train", "val", "test"))}
+    return Split(idx[0], idx[1], idx[2], split_seed, group_by if groups is not None else None, counts)
+
+
+def split_for(d, manifest: pd.DataFrame, seed: int, paths: list[str] | None = None) -> Split:
+    """The split of run seed `seed` (d: params.Data; manifest: read_manifest's frame after filters; paths: the
+    cache's rows, which leave out skipped images; default the manifest's)."""
+    split_seed = d.split_seed + seed if d.split == "per_seed" else d.split_seed
+    column = group_column(d.group_by, manifest.columns)
+    paths = list(manifest["path"]) if paths is None else paths
+    groups = None
+    if column is not None:
+        of_path = dict(zip(manifest["path"], manifest[column]))
+        groups = [of_path[p] for p in paths]
+    return split_indices(len(paths), d.val_fraction, d.test_fraction, split_seed, groups, column)
 
 
 def read_rows(path: Path, offset: int, idx: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -229,6 +300,8 @@ class RunData:
     train_idx: torch.Tensor  # (N_train,) indices into layouts
     val_idx: torch.Tensor  # (N_val,)
     sample_idx: torch.Tensor  # the fixed validation images shown in samples/
+    test_idx: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))  # (N_test,) held out
+    split: Split | None = None
 
 
 def load_run_data(cfg: RunConfig, progress: bool = True) -> RunData:
@@ -237,10 +310,19 @@ def load_run_data(cfg: RunConfig, progress: bool = True) -> RunData:
     manifest = read_manifest(d.manifest, d.filters)
     cache = prepare_cache(manifest, d.image_size, d.cache_dir, d.on_bad_image, d.mask_tolerance, progress, d.workers)
     layouts = load_cache(cache)
-    train_idx, val_idx = train_val_split(len(layouts), d.val_fraction, run_split_seed(d, cfg.seed))
-    if len(train_idx) == 0 or len(val_idx) == 0:
+    split = split_for(d, manifest, cfg.seed, layouts.paths)
+    if len(split.train) == 0 or len(split.val) == 0:
         raise ValueError(f"data: {len(layouts)} image(s) are too few for a train/val split")
-    return RunData(layouts, train_idx, val_idx, val_idx[: d.num_samples])
+    return RunData(layouts, split.train, split.val, split.val[: d.num_samples], split.test, split)
+
+
+def split_summary(d, seeds: list[int]) -> str:
+    """What `imginav validate` says about the split (`d`: params.Data): the split of the first seed, and for
+    data.split: per_seed that every seed's keeps its groups apart too (the function the runs call)."""
+    kept = read_manifest(d.manifest, d.filters)
+    splits = [split_for(d, kept, s) for s in (seeds if d.split == "per_seed" else seeds[:1])]
+    every = f" (data.split per_seed: each of the {len(seeds)} seeds draws its own)" if d.split == "per_seed" else ""
+    return f"split: {splits[0].sentence()}{every}"
 
 
 def manifest_summary(d, seeds: list[int] | None = None) -> str:

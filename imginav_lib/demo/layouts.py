@@ -4,6 +4,11 @@ A layout is planned in metres (rooms from a binary space partition, doors, and f
 rasterised straight into a (size, size) array of class ids, so every pixel is an exact palette colour at any
 size. Wall thickness is a fixed fraction of the tile, like the real renders; furniture scales with the plan.
 The look and the per-class pixel fractions were tuned against ../shared/real_layouts (tests/test_layouts.py).
+
+Like the researchers' manifest, every layout has a `scene_id` and a `room_id`: a multi-room scene is followed by
+some of its rooms cut from the scene's image (the same walls and furniture, cropped and rescaled to the tile), so
+a split that is not grouped by scene would validate on rooms whose scene it trained on. A single-room plan is a
+scene of one room. `meta_path` is empty (the researchers' points at a JSON of the source scene).
 """
 from __future__ import annotations
 
@@ -134,6 +139,48 @@ def _draw_walls(rng: np.random.Generator, c: Canvas, rooms: list[Rect], doors) -
 
 def draw_layout(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str, bool]:
     """One layout -> ((size, size) uint8 class ids, 'room' | 'scene', is_empty)."""
+    c, _, kind, empty = _draw_plan(rng, size)
+    return c.ids, kind, empty
+
+
+ROOMS_CUT = (1, 3)  # rooms cut from each multi-room scene: from 1 to 2 (at most the scene's rooms that fit the tile)
+MIN_ROOM_M = 2.0  # a cut room has both sides at least this long
+
+
+def cut_rooms(rng: np.random.Generator, c: Canvas, rooms: list[Rect], size: int) -> list[tuple[int, np.ndarray]]:
+    """Some rooms of a rendered scene as tiles of their own: (room number, (size, size) class ids).
+
+    The room's square box (its walls included, a wall band of margin) is cut from the scene's class ids and
+    rescaled (nearest) to the tile, so every pixel stays an exact palette colour. Rooms mostly outside the tile
+    (a cropped scene) are not cut."""
+    fits = []
+    for k, r in enumerate(rooms):
+        if min(r[2] - r[0], r[3] - r[1]) < MIN_ROOM_M:
+            continue
+        x0, y0, x1, y1 = c.ox + r[0] * c.ppm, c.oy + r[1] * c.ppm, c.ox + r[2] * c.ppm, c.oy + r[3] * c.ppm
+        inside = (min(x1, size) - max(x0, 0)) * (min(y1, size) - max(y0, 0)) / ((x1 - x0) * (y1 - y0))
+        if min(x1, size) > max(x0, 0) and min(y1, size) > max(y0, 0) and inside >= 0.8:
+            fits.append((k, x0, y0, x1, y1))
+    if not fits:
+        return []
+    picked = rng.choice(len(fits), size=min(len(fits), int(rng.integers(*ROOMS_CUT))), replace=False)
+    out = []
+    for j in sorted(picked):
+        k, x0, y0, x1, y1 = fits[j]
+        margin = max(2.0, 0.04 * max(x1 - x0, y1 - y0))  # pixels: the wall band and a little outside
+        side = max(x1 - x0, y1 - y0) + 2 * margin
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        # Tile pixel i samples the scene pixel at the centre of its share of the box; outside the scene: background.
+        pos = (np.arange(size) + 0.5) / size * side - side / 2
+        xs, ys = np.floor(cx + pos).astype(int), np.floor(cy + pos).astype(int)
+        padded = np.pad(c.ids, 1, constant_values=BACKGROUND)
+        xs, ys = np.clip(xs + 1, 0, size + 1), np.clip(ys + 1, 0, size + 1)
+        out.append((k, padded[ys[:, None], xs[None, :]]))
+    return out
+
+
+def _draw_plan(rng: np.random.Generator, size: int) -> tuple[Canvas, list[Rect], str, bool]:
+    """One plan rendered: (its canvas, its rooms in metres, 'room' | 'scene', is_empty)."""
     scene = rng.random() < P_SCENE
     empty = rng.random() < P_EMPTY
     if scene:
@@ -158,11 +205,12 @@ def draw_layout(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str, b
                 c.rect(WALL, r)
     if not empty:
         furnish(rng, c, rooms, doors, wall_m, scene)
-    return c.ids, ("scene" if scene else "room"), empty
+    return c, rooms, ("scene" if scene else "room"), empty
 
 
 def make_layouts(out_dir: str | Path, n: int, size: int, seed: int, force: bool = False) -> Path:
-    """Write n layouts as `out_dir/images/layout_00001.png`, ... and `out_dir/manifest.csv`; return the manifest path.
+    """Write n layouts as `out_dir/images/layout_00001.png`, ... and `out_dir/manifest.csv` (scene_id, room_id,
+    type, meta_path, layout_path, is_empty); return the manifest path.
 
     A folder that holds anything is refused (a user's manifest.csv and images would be overwritten) unless
     `force`: then files of the same names are replaced and other files stay."""
@@ -181,16 +229,24 @@ def make_layouts(out_dir: str | Path, n: int, size: int, seed: int, force: bool 
                          "--force to write into it (manifest.csv and images/layout_*.png are then replaced)")  # fmt: skip
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows = []
-    for i in range(1, n + 1):
-        # One generator per layout, keyed by (seed, index): layout i is the same whatever n is.
-        rng = np.random.default_rng([int(seed), i])
-        ids, kind, empty = draw_layout(rng, int(size))
-        rel = f"images/layout_{i:05d}.png"
-        img = Image.fromarray(PALETTE[ids])
-        atomic_write(out / rel, lambda f: img.save(f, format="PNG", compress_level=6))
-        rows.append((rel, kind, "true" if empty else "false"))
+    plan = 0
+    while len(rows) < n:
+        plan += 1
+        # One generator per plan, keyed by (seed, plan): the first n layouts are the same whatever n is.
+        rng = np.random.default_rng([int(seed), plan])
+        c, rooms, kind, empty = _draw_plan(rng, int(size))
+        scene_id = f"scene_{plan:05d}"
+        tiles = [(f"{scene_id}_room0" if kind == "room" else "", kind, c.ids, empty)]
+        if kind == "scene":
+            cut = cut_rooms(np.random.default_rng([int(seed), plan, 1]), c, rooms, int(size))
+            tiles += [(f"{scene_id}_room{k}", "room", ids, not bool((ids < WALL).any())) for k, ids in cut]
+        for room_id, t, ids, is_empty in tiles[: n - len(rows)]:
+            rel = f"images/layout_{len(rows) + 1:05d}.png"
+            img = Image.fromarray(PALETTE[ids])
+            atomic_write(out / rel, lambda f: img.save(f, format="PNG", compress_level=6))
+            rows.append((scene_id, room_id, t, "", rel, "true" if is_empty else "false"))
     with atomic_path(out / "manifest.csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["layout_path", "type", "is_empty"])
+        w.writerow(["scene_id", "room_id", "type", "meta_path", "layout_path", "is_empty"])
         w.writerows(rows)
     return out / "manifest.csv"

@@ -19,7 +19,9 @@ from pathlib import Path
 from imginav_lib import resources
 from imginav_lib.runs import runfolder as rf
 from imginav_lib.files import atomic_write_text
+from imginav_lib.config.params import deep_merge
 from imginav_lib.config.schema import ClusterResources, Phase
+from imginav_lib.errors import InputError
 from imginav_lib.launch.schedulers import SCHEDULERS
 from imginav_lib.text import plural
 
@@ -46,20 +48,34 @@ class Group:
     entries: list[int] = field(default_factory=list)  # 1-based index entries = array indices
 
 
-def resources_for(phase: Phase, experiment: str) -> ClusterResources:
-    """The defaults with the experiment's overrides (fields it sets) on top."""
+def queue_of_seed(phase: Phase, seed: int) -> str:
+    """cluster.assign by_seed: the seeds dealt round-robin over cluster.queues, in the order of `seeds` (a seed
+    not in the list, e.g. of an older index, by its value)."""
+    queues = phase.cluster.queues
+    k = phase.seeds.index(seed) if seed in phase.seeds else seed
+    return queues[k % len(queues)]
+
+
+def resources_for(phase: Phase, experiment: str, seed: int | None = None) -> ClusterResources:
+    """The defaults with the experiment's overrides (fields it sets) on top; under cluster.assign by_seed the
+    queue is the seed's (queue_of_seed), so every experiment of a seed runs on one GPU type."""
     over = phase.cluster.experiments.get(experiment)
     merged = phase.cluster.defaults.model_dump()
     if over is not None:
         merged.update(over.model_dump(exclude_none=True))
+    if phase.cluster.assign == "by_seed":
+        if seed is None:
+            raise ValueError("cluster.assign by_seed: the queue depends on the seed")
+        merged["queue"] = queue_of_seed(phase, seed)
     return ClusterResources.model_validate(merged)
 
 
 def job_groups(phase: Phase, runs: list[dict], entries: list[int]) -> list[Group]:
-    """Group the selected entries by their resources (e.g. F1+F2 on gpuv100, F3 on gpul40s), in index order."""
+    """Group the selected entries by their resources (by_experiment: e.g. F1+F2 on gpuv100, F3 on gpul40s;
+    by_seed: the seeds of each queue, every experiment of them), in index order."""
     groups: dict[tuple, Group] = {}
     for i in entries:
-        res = resources_for(phase, runs[i - 1]["experiment"])
+        res = resources_for(phase, runs[i - 1]["experiment"], runs[i - 1]["seed"])
         key = tuple(res.model_dump().values())
         if key not in groups:
             base = f"{phase.phase}-{res.queue or 'default'}"
@@ -70,6 +86,18 @@ def job_groups(phase: Phase, runs: list[dict], entries: list[int]) -> list[Group
             groups[key] = Group(name, res)
         groups[key].entries.append(i)
     return list(groups.values())
+
+
+def check_stated_precision(phase: Phase, groups: list[Group], params_file: Path) -> None:
+    """A phase whose GPU runs go to more than one queue states its precision: `auto` resolves per GPU (bf16 from
+    compute capability 8.0, fp16 below), so the runs of one phase would train in two precisions."""
+    queues = sorted({g.resources.queue or "default" for g in groups if (g.resources.gpus or 0) > 0})
+    if len(queues) < 2:
+        return
+    for name, over in phase.experiments.items():
+        if deep_merge(phase.training.model_dump(), over.training).get("precision") == "auto":
+            raise InputError(f"{params_file}: training.precision: auto (of {name}) on the queues {', '.join(queues)} would resolve per GPU "
+                             f"(bf16 from compute capability 8.0, fp16 below): state fp16 or fp32 (or bf16 where every GPU has it)")  # fmt: skip
 
 
 def render(template: str, **values) -> str:
@@ -110,7 +138,9 @@ def plan_jobs(phase: Phase, params_file: Path, backend: str, runs: list[dict], e
                   warning_minutes=c.warning_minutes, requeue_exit_code=c.requeue_exit_code, logs=q(str(logs)))  # fmt: skip
     slots = f"%{c.max_parallel}" if c.max_parallel else ""
     arrays = []
-    for g in job_groups(phase, runs, entries):
+    groups = job_groups(phase, runs, entries)
+    check_stated_precision(phase, groups, params_file)
+    for g in groups:
         script = jobs_dir / f"{g.name}.{backend}.sh"
         directives = sched.array_directives(g.name, f"[{ranges(g.entries)}]{slots}", g.resources, logs, c)
         text = render(f"{backend}_array.sh.tmpl", directives="\n".join(directives), script=q(str(script)), name=g.name,

@@ -164,6 +164,10 @@ def _run_one(index_file: Path, i: int, notebook: str | Path | None) -> int:
     phase = load_params(params_file, overrides=overrides)
     run_dir = Path(entry["run_dir"])
     cfg = run_config(phase, params_file, entry["experiment"], entry["seed"], str(run_dir.parents[2]), overrides)
+    if cfg.training.device != "cpu":
+        from imginav_lib.train.device import check_gpu_kernels  # imports torch: only in a job
+
+        check_gpu_kernels()  # in the job's first second: a torch without kernels for this GPU is one line, exit 2
     if params_hash(params_file, overrides) != index["params_hash"]:
         _check_submitted(index_file, params_file, cfg)
     folder = rf.RunFolder(run_dir)

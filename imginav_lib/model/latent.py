@@ -1,8 +1,10 @@
 """What the latent gives the next stage (the ControlNet diffusion model): its statistics and a linear probe.
 
-- Statistics of the frozen encoder's latents on training images: per-channel mean and std, and the scale that
-  brings the latent to unit variance (diffusers' `scaling_factor` = 1 / std of the latent; Stable Diffusion's
-  0.18215 was found this way). The diffusion stage multiplies latents by it.
+- Statistics of the frozen encoder's latents on training images: per-channel mean and std, the shift and the
+  scale that bring the latent to zero mean and unit variance (diffusers' `shift_factor` = its mean and
+  `scaling_factor` = 1 / its std, used as (z - shift_factor) * scaling_factor; Stable Diffusion's 0.18215 was
+  found this way), and per channel (`channel_mean` as the shift, 1 / `channel_std` as the scale). They describe
+  the model they were measured on only: a retrained model (the next phase) measures its own.
 - A linear probe: a 1x1 convolution trained for a fixed small budget on the frozen training latents to predict
   the segmentation at latent resolution; its mIoU on the validation latents says how linearly readable the
   semantics are. The same probe for every experiment (F1 included) answers "does semantic guidance make the
@@ -53,7 +55,8 @@ def encode(model, images: torch.Tensor, masks: torch.Tensor, idx: torch.Tensor, 
 
 
 def latent_stats(z: torch.Tensor) -> dict:
-    """(N, C, h, w) latents -> per-channel mean and std, the overall std and scaling_factor = 1 / std."""
+    """(N, C, h, w) latents -> per-channel mean and std, the overall mean and std, shift_factor = mean and
+    scaling_factor = 1 / std (diffusers: (z - shift_factor) * scaling_factor has mean 0 and std 1)."""
     z = z.double()
     std = z.std().item()
     return {
@@ -61,6 +64,7 @@ def latent_stats(z: torch.Tensor) -> dict:
         "channel_std": z.std(dim=(0, 2, 3)).tolist(),
         "mean": z.mean().item(),
         "std": std,
+        "shift_factor": z.mean().item(),
         "scaling_factor": 1.0 / std if std > 0 else math.nan,
     }
 

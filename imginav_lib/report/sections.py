@@ -279,6 +279,25 @@ DEFINITIONS = (
 )
 
 
+def split_html(a: Analysis) -> str:
+    """How the data was split, and the held-out test metrics of the selected checkpoints (mean over seeds)."""
+    from imginav_lib.analysis.split import split_sentence, test_results
+
+    out = f"<p>{e(split_sentence(a.runs))} Early stopping, best.pt and the best epoch use validation only.</p>"
+    t = test_results(a.runs)
+    if not len(t):
+        return out + "<p class='muted'>No held-out test split in these runs (data.test_fraction 0): every number is on validation.</p>"
+    cols = [c for c in ("test_mse", "test_psnr", "test_ssim", "test_sem_miou", "test_seg_miou", "test_cls_acc") if c in t]
+    rows = []
+    for x in a.runs.experiments:
+        g = t[t["experiment"] == x]
+        if len(g):
+            rows.append([e(x), str(len(g)), e(_whole(g["n_test"].iloc[0]))] + [e(_fmt(float(g[c].mean()), c)) for c in cols])
+    return out + ("<p>The selected checkpoint of each finished run, evaluated once on the held-out test images "
+                  "(eval.json <code>test</code>), mean over its seeds:</p>"
+                  + _table(["experiment", "seeds", "test images", *cols], rows))
+
+
 def definitions_html() -> str:
     items = "".join(f"<li>{e(d)}.</li>" for d in (*STABILITY.values(), *DEFINITIONS))
     return (f"<ul>{items}<li>Best val MSE: the lowest validation MSE of a run (the weights handed on); final val MSE: "

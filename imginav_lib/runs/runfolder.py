@@ -238,10 +238,14 @@ SAME_RUN = {
     "seed": None,
     "architecture": None,
     "loss": None,
-    "training": ("batch_size", "optimizer", "lr", "weight_decay", "early_stopping"),
-    "data": ("image_size", "filters", "val_fraction", "split_seed", "split", "mask_tolerance"),
+    # device and precision as written in the params; the precision they resolve to on this machine is checked
+    # against run.json's earlier attempts by the trainer (train/device.py: check_same_environment).
+    "training": ("batch_size", "optimizer", "lr", "weight_decay", "early_stopping", "device", "precision", "deterministic"),
+    "data": ("image_size", "filters", "val_fraction", "test_fraction", "group_by", "split_seed", "split", "mask_tolerance"),
 }
-ADDED = {"data": {"split": "fixed"}}  # fields added since runs were first saved: the value those runs used
+# Fields added since runs were first saved: the value those runs used (no test split, no grouping, no
+# deterministic mode).
+ADDED = {"data": {"split": "fixed", "test_fraction": 0.0, "group_by": None}, "training": {"deterministic": False}}
 
 
 def _leaf_changes(name: str, a, b) -> list[str]:

@@ -35,6 +35,7 @@ def write_synthetic_phase(
     steps_per_epoch: int = 20,
     rng_seed: int = 0,
     notes: dict[str, str] | None = None,
+    environments: dict[str, dict] | None = None,
 ) -> Path:
     """Write `<root>/<phase>/` with every contract file for experiments x seeds; return that folder.
 
@@ -43,6 +44,8 @@ def write_synthetic_phase(
     (per run), "wobble" (late val noise, fraction), "probe_miou" (latent linear probe)}. noise: seed-to-seed SD of the val MSE (fraction).
     states: (name, seed) -> failed / diverged / running / preempted / missing (listed, no folder).
     notes: name -> the experiment's note in params.yaml.
+    environments: name -> fields of run.json's environment that differ from the default (one GPU model, fp16, the
+    same torch/CUDA/cuDNN for every run), e.g. {"F3_rgb_seg_cls": {"gpu": "NVIDIA L40S"}}.
     """
     rng = np.random.default_rng(rng_seed)
     extra = np.random.default_rng(rng_seed + 1)  # boundary F and latent draws: rng's stream (the planted MSEs) stays as it was
@@ -109,6 +112,9 @@ def write_synthetic_phase(
                     f"non-finite loss at epoch {last}"}.get(state), "epoch": last, "epochs": epochs,
                     "best_val_mse": float(val[best]), "best_epoch": best + 1, "epoch_time_s": 2.0, "stopped_early": False,
                     "job_id": None, "skipped_images": 0, "attempts": 1}
+            env = {**SYNTHETIC_ENVIRONMENT, **(environments or {}).get(e, {})}
+            info.update(device=env["gpu"] or "cpu", precision=env["precision"], environment=env,
+                        environments=[{"attempt": 1, "started": info["started"], **env}])
             atomic_write_text(d / "run.json", json.dumps(info, indent=1))
             if state == "done":
                 cm = np.diag(np.full(k, 100)) + rng.integers(0, 10, (k, k))
@@ -126,6 +132,11 @@ def write_synthetic_phase(
             _write_samples(d, val, true_final, sample_interval, inputs, masks, miou, heads, rng)
     atomic_write_text(out / "index.json", json.dumps(index, indent=1))
     return out
+
+
+# The environment every synthetic run records unless `environments` says otherwise (run.json, train/device.py).
+SYNTHETIC_ENVIRONMENT = {"device": "cuda", "gpu": "Tesla V100-SXM2-32GB", "capability": "7.0", "precision": "float16",
+                         "torch": "2.13.0+cu126", "cuda": "12.6", "cudnn": "91002", "deterministic": False}
 
 
 def _metric_rows(val: np.ndarray, epochs: int, heads: tuple[str, ...], weights: dict, miou: float, acc: float, s: int,

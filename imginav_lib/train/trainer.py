@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from imginav_lib.data.dataset import RunData, iter_batches, load_run_data, rgb_to_classes_torch
-from imginav_lib.train.device import precision, setup_device
+from imginav_lib.train.device import check_same_precision, deterministic_mode, environment, precision, setup_device
 from imginav_lib.files import atomic_write, describe_error
 from imginav_lib.model.latent import latent_report
 from imginav_lib.model.losses import total_loss
@@ -109,13 +109,15 @@ def train_one_epoch(model, optimizer, scaler, data: RunData, *, cfg: RunConfig, 
 
 
 @torch.no_grad()
-def evaluate(model, cfg: RunConfig, data: RunData, device, dtype) -> ValMetrics:
-    """Validation metrics over the whole validation split (the latent mean for a variational encoder)."""
+def evaluate(model, cfg: RunConfig, data: RunData, device, dtype, idx: torch.Tensor | None = None) -> ValMetrics:
+    """Validation metrics over the whole validation split (the latent mean for a variational encoder); `idx`:
+    other images instead (the test split, once, for the selected checkpoint)."""
     model.eval()
     heads = eval_heads(cfg.loss)
     w = cfg.loss
     metrics = ValMetrics(heads, device)
-    for images, masks, labels in iter_batches(data.layouts, data.val_idx.split(cfg.training.batch_size), device):
+    idx = data.val_idx if idx is None else idx
+    for images, masks, labels in iter_batches(data.layouts, idx.split(cfg.training.batch_size), device):
         with precision(device, dtype):
             out = model(images, heads=heads)
         loss, parts = total_loss(
@@ -253,15 +255,21 @@ def _resume(folder: RunFolder, model, optimizer, scaler, device) -> tuple[TrainS
     return state, rows
 
 
-def _attempt_info(cfg: RunConfig, info: dict, state: TrainState, data: RunData, device, dtype, job_id: str | None) -> dict:
-    """run.json's fields for this attempt (on top of what earlier attempts wrote)."""
+def _attempt_info(cfg: RunConfig, info: dict, state: TrainState, data: RunData, device, dtype, job_id: str | None,
+                  env: dict) -> dict:  # fmt: skip
+    """run.json's fields for this attempt (on top of what earlier attempts wrote): `environment` is this attempt's,
+    `environments` every attempt's (GPU, precision, versions), so a run resumed elsewhere says so."""
+    attempt = info.get("attempts", 0) + 1
+    earlier = [a for a in info.get("environments") or [] if isinstance(a, dict)]
     return dict(
         phase=cfg.phase, experiment=cfg.experiment, seed=cfg.seed, status=RunStatus.RUNNING, ended=None, error=None,
         started=info.get("started") or now(), updated=now(), git_commit=git_commit(), host=socket.gethostname(),
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
         precision=str(dtype).removeprefix("torch."), epochs=cfg.training.epochs, epoch=state.epoch,
-        attempts=info.get("attempts", 0) + 1, skipped_images=len(data.layouts.skipped), checkpoint_s=None,
-        job_id=job_id, n_train=len(data.train_idx), n_val=len(data.val_idx), overrides=cfg.overrides,
+        attempts=attempt, skipped_images=len(data.layouts.skipped), checkpoint_s=None,
+        job_id=job_id, n_train=len(data.train_idx), n_val=len(data.val_idx), n_test=len(data.test_idx), overrides=cfg.overrides,
+        split=data.split.describe() if data.split is not None else None,
+        environment=env, environments=[*earlier, {"attempt": attempt, "started": now(), **env}],
         # images with a room/scene label: what the classification head learns from and is scored on
         n_train_labelled=int((data.layouts.labels[data.train_idx] != UNKNOWN_LABEL).sum()),
         n_val_labelled=int((data.layouts.labels[data.val_idx] != UNKNOWN_LABEL).sum()),
@@ -269,8 +277,9 @@ def _attempt_info(cfg: RunConfig, info: dict, state: TrainState, data: RunData, 
 
 
 def _update_best(state: TrainState, row: dict, es) -> tuple[bool, bool]:
-    """Mark epoch `row['epoch']` complete; (improved val_mse, stop early)."""
-    improved = row["val_mse"] < state.best_value - (es.min_delta if es else 0.0)
+    """Mark epoch `row['epoch']` complete; (improved val_mse, stop early). An improvement is a val_mse below the
+    best so far by more than `min_delta` of it (relative); without early stopping any decrease counts."""
+    improved = row["val_mse"] < state.best_value * (1 - (es.min_delta if es else 0.0))
     state.epoch = row["epoch"]
     if improved:
         state.best_value, state.best_epoch, state.bad_epochs = row["val_mse"], row["epoch"], 0
@@ -304,12 +313,21 @@ def _final_eval(model, cfg: RunConfig, data: RunData, device, dtype, state: Trai
     if restore_best:
         model.load_state_dict(load_checkpoint(folder.best, map_location=device)["model"])
     final = evaluate(model, cfg, data, device, dtype)
+    # The held-out test split, once, for the checkpoint validation selected: the unbiased figure of the verdict.
+    test = evaluate(model, cfg, data, device, dtype, idx=data.test_idx) if len(data.test_idx) else None
     if stop:
         return False
     latent = latent_report(model, data.layouts.images, data.layouts.masks, data.train_idx, data.val_idx, cfg.seed,
                            cfg.training.batch_size, device)  # fmt: skip
-    folder.write_eval({"epoch": state.best_epoch if restore_best else state.epoch, "val": final.compute(), **final.confusions(),
-                       "boundary_f": final.boundaries(), "latent": latent})  # fmt: skip
+    epoch = state.best_epoch if restore_best else state.epoch
+    # The latent statistics describe this checkpoint only: the next phase retrains and measures its own.
+    latent["measured_on"] = f"{cfg.phase} {cfg.experiment} seed {cfg.seed}, checkpoint of epoch {epoch}"
+    result = {"epoch": epoch, "val": final.compute(), **final.confusions(), "boundary_f": final.boundaries(), "latent": latent}
+    if test is not None:
+        # exactly the keys of "val" with val_ -> test_ (the analysis copies them into the runs table)
+        result["test"] = {f"test_{k.removeprefix('val_')}": v for k, v in test.compute().items()}
+        result["n_test"] = len(data.test_idx)
+    folder.write_eval(result)
     return True
 
 
@@ -339,8 +357,6 @@ def _epoch_row(epoch: int, train_m: dict, model, optimizer, cfg: RunConfig, data
 
 
 def _fit(cfg: RunConfig, data: RunData | None, progress: bool, job_id: str | None) -> RunResult:
-    from tqdm import tqdm
-
     folder = RunFolder(cfg.run_dir)
     for d in (folder.checkpoints, folder.samples):
         d.mkdir(parents=True, exist_ok=True)
@@ -354,7 +370,21 @@ def _fit(cfg: RunConfig, data: RunData | None, progress: bool, job_id: str | Non
     # and early-stopping state) exactly as if it had been planned that long; best.pt stays the best so far.
 
     folder.write_config(cfg.model_dump())
+    # Before any data is read: a torch without kernels for this GPU, or another precision than the run's earlier
+    # attempts, stops here in one line.
     device, dtype = setup_device(cfg.training)
+    env = environment(device, dtype, cfg.training.deterministic)
+    before = info.get("environments") or ([{"precision": info["precision"], "device": "cpu" if str(info.get("device")).startswith("cpu") else "cuda",
+                                             "gpu": info.get("device")}] if info.get("precision") else [])  # run.json before environments  # fmt: skip
+    check_same_precision(before, env, f"experiment {cfg.experiment} seed {cfg.seed}")
+    with deterministic_mode(cfg.training.deterministic):
+        return _train(cfg, data, progress, job_id, folder, info, device, dtype, env)
+
+
+def _train(cfg: RunConfig, data: RunData | None, progress: bool, job_id: str | None, folder: RunFolder, info: dict,
+           device, dtype, env: dict) -> RunResult:  # fmt: skip
+    from tqdm import tqdm
+
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     data = data or load_run_data(cfg, progress=progress)
@@ -365,7 +395,7 @@ def _fit(cfg: RunConfig, data: RunData | None, progress: bool, job_id: str | Non
     # A STOP file already here is a stop request that came while this attempt started (kernel start, imports):
     # it is honoured after the first step. The attempt that serves a STOP removes it (below).
     stop = StopFlag(folder.stop_file)
-    info.update(_attempt_info(cfg, info, state, data, device, dtype, job_id))
+    info.update(_attempt_info(cfg, info, state, data, device, dtype, job_id, env))
 
     def heartbeat(**extra):
         info.update(updated=now(), epoch=state.epoch, global_step=state.global_step, **extra)
@@ -415,7 +445,7 @@ def _fit(cfg: RunConfig, data: RunData | None, progress: bool, job_id: str | Non
             heartbeat()
             _log_epoch(bar, row, state, t.epochs)
             if stop_early:
-                print(f"early stopping: no val_mse improvement > {es.min_delta} for {es.patience} epochs")
+                print(f"early stopping: no val_mse improvement > {es.min_delta:.2%} of the best for {es.patience} epochs")
                 info["stopped_early"] = True
                 break
             if stop:  # a stop that arrived during evaluation: the epoch is complete and checkpointed
