@@ -13,7 +13,9 @@ OSError into that one line.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import stat
 import tempfile
 from pathlib import Path
@@ -24,6 +26,62 @@ TEMP_GLOB = ".*.tmp"  # atomic_path's temp files: what a killed writer leaves be
 
 UMASK = os.umask(0)  # read the process umask (the only way is to set it) ...
 os.umask(UMASK)  # ... and put it back
+
+
+SPACE_ERRNOS = {errno.ENOSPC: "no space left on the file system (ENOSPC)",
+                errno.EDQUOT: "disk quota exceeded (EDQUOT)"}  # fmt: skip
+
+
+class OutOfSpace(OSError):
+    """A write that failed because its file system is full or the user's quota there is spent: one line naming
+    the file, the cause and the free space left (`errno`, `filename` as OSError's)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)  # the one line, which names the file already
+
+
+def out_of_space(path: str | Path, code: int) -> OutOfSpace:
+    """The OutOfSpace error of a write of `path` that failed with errno `code` (ENOSPC or EDQUOT)."""
+    folder = Path(path).parent
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    why = SPACE_ERRNOS.get(code, os.strerror(code))
+    return OutOfSpace(code, f"{path}: not written: {why}; {free} (quotas are not shown here: ask `quota`)", str(path))
+
+
+def space_errno(e: BaseException) -> int | None:
+    """ENOSPC/EDQUOT when `e`, or an exception it came from, is an OSError for one of them."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in SPACE_ERRNOS:
+            return e.errno
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def describe_error(e: BaseException) -> str:
+    """'<Type>: <message>' for run.json and the log; a write that ran out of space as OutOfSpace's one line."""
+    code = space_errno(e)
+    if code is not None and not isinstance(e, OutOfSpace):
+        where = next((x.filename for x in (e, e.__cause__, e.__context__) if isinstance(x, OSError) and x.filename), None)
+        if where:
+            e = out_of_space(where, code)
+    return f"{type(e).__name__}: {e}"
+
+
+def _probe_space(f) -> int | None:
+    """After a writer failed without saying why (torch: "unexpected pos ..."): ENOSPC/EDQUOT when 64 KiB more
+    cannot be written to the same file (and synced: a network file system may refuse only then), else None."""
+    try:
+        f.flush()
+        os.write(f.fileno(), b"\0" * 65536)
+        os.fsync(f.fileno())
+    except OSError as e:
+        return e.errno if e.errno in SPACE_ERRNOS else None
+    return None
 
 
 class atomic_path:
@@ -57,9 +115,25 @@ class atomic_path:
 
 
 def atomic_write(path: str | Path, write, executable: bool = False) -> None:
-    """Write through `write(binary_file)`, atomically: if it raises, `path` is as it was and no temp file stays."""
-    with atomic_path(path, executable) as tmp, open(tmp, "wb") as f:
-        write(f)
+    """Write through `write(binary_file)`, atomically: if it raises, `path` is as it was and no temp file stays.
+    A write that fails for lack of space (ENOSPC, EDQUOT; also when the writer hides the cause, as torch.save
+    does) raises OutOfSpace, naming `path` and the free space left once the temp file is gone."""
+    code = None
+    try:
+        with atomic_path(path, executable) as tmp, open(tmp, "wb") as f:
+            try:
+                write(f)
+                f.flush()
+            except Exception as e:
+                code = space_errno(e) or _probe_space(f)
+                raise
+    except OutOfSpace:
+        raise
+    except Exception as e:
+        code = code or space_errno(e)  # also a flush or close at the end of the block
+        if code is None:
+            raise
+        raise out_of_space(path, code) from e
 
 
 def atomic_write_text(path: str | Path, text: str, executable: bool = False) -> None:

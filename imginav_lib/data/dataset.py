@@ -119,6 +119,10 @@ class LayoutData:
     paths: list[str]
     skipped: list[str]  # files skipped because they were unreadable (only with on_bad_image: skip)
     cache_dir: Path
+    # (file, byte offset of row 0) of images.npy and masks.npy: batches are read from these with os.preadv into
+    # their own buffer, so the pages read never join this process's resident set (a memory map's pages do, and a
+    # scheduler counts them: LSF kills a job past its memory limit).
+    row_files: tuple[tuple[Path, int], tuple[Path, int]] | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -134,6 +138,7 @@ def load_cache(cache_dir: str | Path) -> LayoutData:
         paths=meta["paths"],
         skipped=meta["skipped"],
         cache_dir=Path(cache_dir),
+        row_files=((Path(images.filename), images.offset), (Path(masks.filename), masks.offset)),
     )
 
 
@@ -231,12 +236,30 @@ def split_for(d, manifest: pd.DataFrame, seed: int, paths: list[str] | None = No
     return split_indices(len(paths), d.val_fraction, d.test_fraction, split_seed, groups, column)
 
 
+def read_rows(path: Path, offset: int, idx: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Rows `idx` of a C-ordered .npy file whose row 0 starts at byte `offset` -> `out` (len(idx), *row shape),
+    one os.preadv per row straight into `out`: the file's pages stay in the page cache (shared, reclaimable) and out
+    of this process's resident set."""
+    flat = memoryview(out.numpy().reshape(-1))
+    row = out[0].numel() * out.element_size() if len(idx) else 0
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for k, i in enumerate(idx.tolist()):
+            n = os.preadv(fd, [flat[k * row:(k + 1) * row]], offset + i * row)
+            if n != row:
+                raise OSError(f"{path}: row {i}: read {n} of {row} bytes (the cache file is shorter than its header says)")
+    finally:
+        os.close(fd)
+    return out
+
+
 def _fetch(layouts: LayoutData, idx: torch.Tensor, pin: bool):
-    """Index one batch out of the memory-mapped cache; into page-locked memory when it goes to a GPU."""
+    """Read one batch out of the cache; into page-locked memory when it goes to a GPU."""
     out = []
-    for src in (layouts.images, layouts.masks, layouts.labels):
+    files = layouts.row_files or (None, None)
+    for src, file in zip((layouts.images, layouts.masks, layouts.labels), (*files, None)):
         buf = torch.empty((len(idx), *src.shape[1:]), dtype=src.dtype, pin_memory=pin)
-        out.append(torch.index_select(src, 0, idx, out=buf))
+        out.append(read_rows(file[0], file[1], idx, buf) if file else torch.index_select(src, 0, idx, out=buf))
     return out
 
 

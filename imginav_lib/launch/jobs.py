@@ -157,7 +157,14 @@ def plan_jobs(phase: Phase, params_file: Path, backend: str, runs: list[dict], e
     return JobPlan(backend, phase_dir, logs, jobs.get("prepare"), arrays, jobs.get("report"))
 
 
-def _print_dry_run(plan: JobPlan) -> None:
+def _queues(plan: JobPlan, phase: Phase) -> list[str | None]:
+    """The queues the plan's jobs are sent to (None: the scheduler's default queue)."""
+    c = phase.cluster
+    return ([c.prepare.queue] if plan.prepare else []) + [g.resources.queue for g, _, _ in plan.arrays] + (
+        [c.report.queue] if plan.report else [])  # fmt: skip
+
+
+def _print_dry_run(plan: JobPlan, load: list[str]) -> None:
     sched = SCHEDULERS[plan.backend]
     if plan.prepare:
         print(f"# ---- {plan.prepare[0]} (decode into the cache: the arrays wait for it)\n{plan.prepare[1]}")
@@ -165,6 +172,8 @@ def _print_dry_run(plan: JobPlan) -> None:
         print(f"# ---- {script} ({plural(len(g.entries), 'run')}: {ranges(g.entries)})\n{text}")
     if plan.report:
         print(f"# ---- {plan.report[0]}\n{plan.report[1]}")
+    if load:
+        print("# ---- the queues now\n" + "\n".join(f"# {line}" for line in load))
     print("# ---- commands (dry run: nothing written, nothing submitted)")
     prep = ["<JOBID_prepare>"] if plan.prepare else []
     if plan.prepare:
@@ -179,10 +188,13 @@ def _print_dry_run(plan: JobPlan) -> None:
 def submit_jobs(plan: JobPlan, phase: Phase, dry_run: bool) -> int:
     """Write the scripts; submit the prepare job (if any), the arrays that wait for it, then the report job that
     waits for all; record what was submitted."""
-    if dry_run:
-        _print_dry_run(plan)
-        return 0
     sched = SCHEDULERS[plan.backend]
+    load = sched.queue_load(_queues(plan, phase))  # pending and running jobs of each queue used, before submitting
+    if dry_run:
+        _print_dry_run(plan, load)
+        return 0
+    for line in load:
+        print(line)
     plan.logs.mkdir(parents=True, exist_ok=True)  # neither scheduler creates the log folder
     for script, text in plan.scripts():
         atomic_write_text(script, text, executable=True)

@@ -11,17 +11,18 @@ from typing import Callable
 from imginav_lib.runs import runfolder as rf
 from imginav_lib.errors import InputError
 from imginav_lib.runs.runfolder import RunStatus, read_index
-from imginav_lib.runs.runlock import holder
-from imginav_lib.launch.schedulers import SCHEDULERS
+from imginav_lib.runs.runlock import holder, lock_is_free_here
+from imginav_lib.launch.schedulers import SCHEDULERS, Lsf
+from imginav_lib.launch.schedulers.base import QueueJob
 from imginav_lib.text import fmt_duration, text_table
 
 
-def _scheduler_states(backend: str, job_ids: set[str]) -> dict[tuple[str, int], str] | None:
-    """{(job id, index): 'pending' | 'running' | 'held' | 'unknown'} for our jobs still in the queue (index 0: not an
-    array); None if not asked/available."""
+def _scheduler_states(backend: str, job_ids: set[str]) -> dict[tuple[str, int], QueueJob] | None:
+    """{(job id, index): QueueJob} for our jobs the queue still lists (index 0: not an array); None: not asked, or
+    the scheduler cannot tell (then the run folders decide)."""
     if not job_ids or backend not in SCHEDULERS:
         return None
-    return SCHEDULERS[backend].states(job_ids)
+    return SCHEDULERS[backend].jobs(job_ids)
 
 
 def _age(iso: str | None) -> float | None:
@@ -37,12 +38,16 @@ def _age(iso: str | None) -> float | None:
 
 
 def run_state(info: dict, launched: bool, backend: str | None, sched: str | None, sched_known: bool,
-              stale_after_s: float, blocked: bool = False) -> str:  # fmt: skip
-    """The state shown by `imginav status` from run.json, the submission and (if known) the scheduler's view.
-    `blocked`: the submission's prepare job failed, so its arrays never start."""
+              stale_after_s: float, blocked: bool = False, lock_free: bool = False) -> str:  # fmt: skip
+    """The state shown by `imginav status` from run.json, the submission and (if known) the scheduler's view
+    (`sched`: a QueueJob's state; `sched_known`: the scheduler answered). `blocked`: the submission's prepare job
+    failed, so its arrays never start. `lock_free`: the run lock was last taken on this host and nobody holds it now,
+    so no process trains the run, whatever its heartbeat says."""
     status = info.get("status")
     if status in (None, RunStatus.RUNNING, RunStatus.PREEMPTED) and sched in ("held", "unknown"):
         return sched
+    if status in (None, RunStatus.RUNNING) and sched in ("suspended", "exited"):
+        return "suspended" if sched == "suspended" else "failed"  # exited before run.json: failed before training
     if status is None:
         if sched == "running":
             return "running"  # started; the trainer has not written run.json yet
@@ -52,10 +57,12 @@ def run_state(info: dict, launched: bool, backend: str | None, sched: str | None
     if status == RunStatus.RUNNING:
         if sched == "pending":
             return "requeued"  # killed without a checkpoint request, requeued by the scheduler
+        if sched is None and lock_free:
+            return "stopped"  # the process that held the lock is gone (killed: kill -9, the node went down)
         age = _age(info.get("updated"))
         return "stale" if age is not None and age > stale_after_s else "running"
     if status == RunStatus.PREEMPTED:
-        if backend in SCHEDULERS and (sched is not None or not sched_known):
+        if backend in SCHEDULERS and (sched not in (None, "exited") or not sched_known):
             return "requeued"
         return "preempted"
     return status
@@ -69,8 +76,8 @@ def prepare_state(sub: dict, states: dict | None) -> tuple[str, str | None]:
         return "none", None
     jid, log = p["job_id"], Path(sub["logs"]) / f"{p['name']}_{p['job_id']}.log"
     sched = states.get((jid, 0)) if states is not None else None
-    if sched is not None:
-        return "waiting", f"prepare job {jid} is {sched}; the arrays wait for it (log: {log})"
+    if sched is not None and sched.state != "exited":
+        return "waiting", f"prepare job {jid} is {sched.state}; the arrays wait for it (log: {log})"
     text = log.read_text(errors="replace") if log.is_file() else ""
     exits = re.findall(r"^imginav: prepare exited (\d+)", text, flags=re.M)
     if exits and exits[-1] == "0":
@@ -87,9 +94,25 @@ def prepare_state(sub: dict, states: dict | None) -> tuple[str, str | None]:
                       f"  log: {shown}\n  the arrays never start; {after}; fix it, then run `imginav run` again")  # fmt: skip
 
 
-def _notes(state: str, backend: str | None, jid: str | None, i: int, info: dict, warning: int | None) -> list[str]:
-    """What to do about a run: release a held element, ask the admins, a checkpoint too slow for the warning."""
+def _notes(state: str, backend: str | None, jid: str | None, i: int, info: dict, warning: int | None,
+           job: QueueJob | None = None) -> list[str]:
+    """What to do about a run: release a held element, resume a suspended one, why it waits or why the scheduler
+    ended it, ask the admins, a checkpoint too slow for the warning."""
     notes = []
+    if job is not None and job.state == "pending" and (job.pend_reason or job.start):
+        notes.append("waits: " + "; ".join(x for x in (job.pend_reason and f"LSF says: {job.pend_reason}",
+                                                      job.start and f"estimated start {job.start}") if x))  # fmt: skip
+    if state == "suspended" and job is not None:
+        if job.stat == "USUSP":
+            notes.append(f"suspended by its owner or an admin (USUSP, bstop): resume with: bresume '{jid}[{i}]'")
+        else:
+            notes.append(f"suspended by LSF ({job.stat}: host load or preemption); LSF resumes it by itself "
+                         f"(bjobs -s {jid} says why)")  # fmt: skip
+    if state == "failed" and job is not None and job.state == "exited":
+        before = " before training (no run.json)" if not info.get("status") else ""
+        notes.append(f"failed{before}: {Lsf.exit_words(job)}")
+    if state == "stopped":
+        notes.append("its run lock is free: no process trains it (killed?); run `imginav run` again to resume it")
     if state == "held":
         sched = SCHEDULERS[backend]
         notes.append(f"{sched.held}: release with: {sched.release.format(job=jid, i=i)} (the report waits for it)")
@@ -160,7 +183,8 @@ def busy_runs(phase_dir: Path, runs: list[dict], entries: list[int]) -> list[str
         r = runs[i - 1]
         who = holder(r["run_dir"])
         k, jid, _ = latest.get(i, (None, None, None))
-        state = (sched.get(subs[k]["backend"]) or {}).get((jid, i)) if jid else None
+        queued = (sched.get(subs[k]["backend"]) or {}).get((jid, i)) if jid else None
+        state = queued.state if queued and queued.state != "exited" else None
         if who or state:
             busy.append(f"{r['experiment']} seed {r['seed']}: " + (f"running, {who}" if who else f"{'queued' if state == 'pending' else state} (job {jid}[{i}])"))
     return busy
@@ -194,22 +218,24 @@ def status_rows(phase_dir: Path, stale_after_s: float) -> list[dict]:
         sub = subs[k] if k is not None else None
         backend = sub["backend"] if sub else None
         states = sched.get(backend) if backend else None
-        s = states.get((jid, i)) if states is not None and jid else None
+        job = states.get((jid, i)) if states is not None and jid else None
+        s = job.state if job else None
         blocked = k is not None and prepare[k][0] == "failed"
-        state = "unreadable" if i in damaged else run_state(info, sub is not None, backend, s, states is not None, stale_after_s, blocked)
+        free = info.get("status") == RunStatus.RUNNING and lock_is_free_here(rf.resolve_run_dir(phase_dir, r))
+        state = "unreadable" if i in damaged else run_state(info, sub is not None, backend, s, states is not None, stale_after_s, blocked, free)
         epoch, epochs, t = info.get("epoch") or 0, info.get("epochs"), info.get("epoch_time_s")
         eta = (epochs - epoch) * t if state in ("running", "requeued", "stale") and t and epochs else None
         if state == "queued":  # not started: the whole run, at the epoch time of the finished runs
             eta = queued_eta.get(r["experiment"])
-        job = info.get("job_id") or (f"{jid}[{i}]" if jid else None)
-        log = None  # the job script's own log (cluster), or the local runner's
-        if state in ("running", "stale") and sub and sub.get("logs"):
+        job_id = info.get("job_id") or (f"{jid}[{i}]" if jid else None)
+        log = None  # the job script's own log (cluster), or the local runner's; a failed run's only before run.json
+        if state in ("running", "stale", "stopped", "failed") and sub and sub.get("logs"):
             log = Path(sub["logs"]) / (f"{name}_{jid}_{i}.log" if jid else f"{r['experiment']}_seed{r['seed']}.log")
         rows.append({"i": i, "experiment": r["experiment"], "seed": r["seed"], "state": state, "epoch": epoch,
                      "epochs": epochs, "best_val_mse": info.get("best_val_mse"), "updated": info.get("updated"),
-                     "age_s": _age(info.get("updated")), "job_id": job, "eta_s": eta, "attempts": info.get("attempts"),
+                     "age_s": _age(info.get("updated")), "job_id": job_id, "eta_s": eta, "attempts": info.get("attempts"),
                      "error": damaged.get(i) or (info.get("error") if state in ("failed", "diverged", "stale") else None), "log": log,
-                     "notes": _notes(state, backend, jid, i, info, sub.get("warning_minutes") if sub else None),
+                     "notes": _notes(state, backend, jid, i, info, sub.get("warning_minutes") if sub else None, job),
                      "prepare": prepare[k][1] if k is not None else None})  # fmt: skip
     return rows
 
@@ -234,7 +260,7 @@ def print_status(runs_dir: str | Path, stale_after_s: float = 600, verdict: Call
         for message in dict.fromkeys(r["prepare"] for r in rows if r["prepare"]):  # once per submission
             print(f"  {message}")
         for r in rows:
-            for line in ([f"log: {r['log']}"] if r["log"] else []) + r["notes"] + ([r["error"][:200]] if r["error"] else []):
+            for line in ([f"log: {r['log']}"] if r["log"] else []) + r["notes"] + ([r["error"][:400]] if r["error"] else []):
                 print(f"  {r['experiment']} seed {r['seed']}: {line}")
         if verdict is not None and any(r["state"] == RunStatus.DONE for r in rows):
             print(verdict(phase_dir), end="")

@@ -96,6 +96,27 @@ def holder(folder: str | Path, name: str = rf.LOCK) -> str | None:
         os.close(fd)
 
 
+def lock_is_free_here(folder: str | Path, name: str = rf.LOCK) -> bool:
+    """True when the lock of `folder` was last taken by a process on this host and nobody holds it now: then no
+    process trains in the folder, whatever its heartbeat says (the kernel dropped the lock when the process ended,
+    kill -9 included). False when the lock is held, was never taken, or was taken on another host (a folder copied
+    back from a cluster, or one on a shared file system whose locks this host cannot see): then ask the scheduler."""
+    path = Path(folder) / name
+    if str(path.resolve()) in _HELD:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        content = _read_content(fd)
+        if content.get("host") != socket.gethostname() or sys.platform not in _FLOCK:
+            return False
+        return _conflicting_pid(fd) is None
+    finally:
+        os.close(fd)
+
+
 class FolderLock:
     """`with FolderLock(run_dir, "training"):` holds `run_dir/run.lock` or raises RunLocked before anything is written.
 

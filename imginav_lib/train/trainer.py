@@ -20,7 +20,7 @@ from PIL import Image
 
 from imginav_lib.data.dataset import RunData, iter_batches, load_run_data, rgb_to_classes_torch
 from imginav_lib.train.device import check_same_precision, deterministic_mode, environment, precision, setup_device
-from imginav_lib.files import atomic_write
+from imginav_lib.files import atomic_write, describe_error
 from imginav_lib.model.latent import latent_report
 from imginav_lib.model.losses import total_loss
 from imginav_lib.model.metrics import LOSS_PARTS, NAN, TrainMetrics, ValMetrics, metric_columns
@@ -463,7 +463,7 @@ def _train(cfg: RunConfig, data: RunData | None, progress: bool, job_id: str | N
         heartbeat(status=RunStatus.DIVERGED, ended=now(), error=str(e))
         raise
     except BaseException as e:
-        heartbeat(status=RunStatus.FAILED, ended=now(), error=f"{type(e).__name__}: {e}")
+        heartbeat(status=RunStatus.FAILED, ended=now(), error=describe_error(e))  # out of space: one line
         raise
     finally:
         stop.uninstall()

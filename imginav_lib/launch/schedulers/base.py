@@ -11,12 +11,25 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, Protocol
 
 from imginav_lib.errors import InputError
 
 if TYPE_CHECKING:
     from imginav_lib.config.schema import Cluster, ClusterResources
+
+
+class QueueJob(NamedTuple):
+    """One of our jobs as the scheduler's queue shows it. `state`: 'pending' | 'running' | 'suspended' | 'held' |
+    'unknown' | 'exited' (ended in failure, still listed); the rest is what the scheduler says about it, None where
+    it says nothing."""
+
+    state: str
+    stat: str | None = None  # the scheduler's own word: USUSP, PEND
+    exit_code: int | None = None
+    exit_reason: str | None = None  # LSF's termination reason: "TERM_MEMLIMIT: job killed after ..."
+    pend_reason: str | None = None  # why it waits
+    start: str | None = None  # the scheduler's estimated start, as it prints it
 
 
 class Scheduler(Protocol):
@@ -43,6 +56,12 @@ class Scheduler(Protocol):
 
     def states(self, job_ids: set[str]) -> dict[tuple[str, int], str] | None:
         """{(job id, index): 'pending' | 'running' | 'held' | 'unknown'} of our jobs in the queue; None if unknown."""
+
+    def jobs(self, job_ids: set[str]) -> dict[tuple[str, int], QueueJob] | None:
+        """Like `states`, with what the scheduler says about each job (reasons, exit codes); None: cannot tell."""
+
+    def queue_load(self, queues: list[str | None]) -> list[str]:
+        """Lines on how busy each queue is (None: the default queue), printed before submitting; [] if not asked."""
 
     def job_id_from_env(self) -> str | None:
         """"<job id>[<array index>]" inside a job of this scheduler, else None."""

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from imginav_lib.launch.schedulers.base import env_job_id, expand_ranges, mem, query, quoted
+from imginav_lib.launch.schedulers.base import QueueJob, env_job_id, expand_ranges, mem, query, quoted
 
 if TYPE_CHECKING:
     from imginav_lib.config.schema import Cluster, ClusterResources
@@ -81,6 +81,11 @@ class Slurm:
             return {} if "Invalid job id" in out.stderr or "not found" in out.stderr else None
         return self.parse_states(out.stdout)
 
+    def jobs(self, job_ids: set[str]) -> dict[tuple[str, int], QueueJob] | None:
+        """`states` as QueueJobs: squeue is asked for the state only."""
+        states = self.states(job_ids)
+        return None if states is None else {k: QueueJob(v) for k, v in states.items()}
+
     @classmethod
     def parse_states(cls, stdout: str) -> dict[tuple[str, int], str]:
         """`squeue -h -r -o %i|%T`: `12_3` an array task, `12_[3-5%2]` pending ones, `12` a job (index 0)."""
@@ -94,6 +99,10 @@ class Slurm:
             for k in expand_ranges(idx.strip("[]")) if idx.startswith("[") else [int(idx)]:
                 states[(m.group(1), k)] = cls.STATES[parts[1]]
         return states
+
+    def queue_load(self, queues: list[str | None]) -> list[str]:
+        """Not asked on SLURM (sinfo/squeue could tell; issue 22 is about LSF): nothing printed."""
+        return []
 
     def job_id_from_env(self) -> str | None:
         return env_job_id(*self.job_env) or env_job_id("SLURM_JOB_ID", None)  # a job outside an array
