@@ -4,12 +4,14 @@ model's forward + backward + optimizer step on tensors already in memory. Same a
     python bench/throughput.py                      # CPU: 128 x 128, fp32
     python bench/throughput.py --size 512 --device cuda --precision bf16   # on a GPU
 
-Prints images/s for F1 (MSE only) and F3 (MSE + seg + cls), bare and trainer, and the trainer/bare ratio.
-Measured in one process with the variants interleaved, so machine noise hits all of them alike.
+Prints images/s for F1 (MSE only) and F3 (MSE + seg + cls), bare and trainer, and the trainer/bare ratio; and
+the trainer with batches read through the cache's memory map (the reader before os.preadv) beside the pread
+reader, as a ratio. Measured in one process with the variants interleaved, so machine noise hits all alike.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -51,6 +53,8 @@ def main():
     layouts = load_cache(prepare_cache(m, a.size, data_cfg.cache_dir, progress=False))
     train_idx = split_indices(len(layouts), 0.01, 0.0, 0).train[:n]
     data = RunData(layouts, train_idx, train_idx[:1], train_idx[:1])
+    # The same cache read through its memory map (index_select), as before the pread reader.
+    data_mmap = RunData(dataclasses.replace(layouts, row_files=None), train_idx, train_idx[:1], train_idx[:1])
     device, dtype = setup_device(training)
     print(f"device {device} ({dtype}), {torch.get_num_threads()} threads, {a.size}x{a.size}, batch {a.batch}, "
           f"{a.steps} steps x {a.reps} reps, base {a.base_channels}, {a.downsampling_steps} downsamplings")
@@ -89,7 +93,7 @@ def main():
         sync()
         return a.steps * a.batch / (time.perf_counter() - t0)
 
-    def trainer(name, model, opt, scaler, cfg):
+    def trainer(name, model, opt, scaler, cfg, data=data):
         state = TrainState()
         hooks = _Hooks(cfg, state, opt, heartbeat=lambda: None)
         sync()
@@ -104,9 +108,10 @@ def main():
     for name in EXPERIMENTS:  # warm-up: allocator, kernels, first-touch of the cache pages
         bare(name, *setups[name])
         trainer(name, *setups[name])
+        trainer(name, *setups[name], data=data_mmap)
     for rep in range(a.reps):
         for name in EXPERIMENTS:
-            for kind, fn in (("bare", bare), ("trainer", trainer)):
+            for kind, fn in (("bare", bare), ("trainer", trainer), ("trainer mmap", lambda *s: trainer(*s, data=data_mmap))):
                 results.setdefault((name, kind), []).append(fn(name, *setups[name]))
         print(f"rep {rep + 1}: " + "  ".join(f"{n} {k} {v[-1]:.1f}" for (n, k), v in results.items()), flush=True)
 
@@ -115,6 +120,10 @@ def main():
     for name in EXPERIMENTS:
         b, t = med[(name, "bare")], med[(name, "trainer")]
         print(f"{name:<10} {b:>11.1f} {t:>14.1f} {t / b:>12.1%}")
+    for name in EXPERIMENTS:
+        per_rep = [p / m for p, m in zip(results[(name, "trainer")], results[(name, "trainer mmap")])]
+        print(f"{name}: trainer with the pread reader / with the memory map: {med[(name, 'trainer')] / med[(name, 'trainer mmap')]:.3f} "
+              f"(median of per-repetition ratios {statistics.median(per_rep):.3f}, {len(per_rep)} repetitions)")
     pair = [f1 / f3 for f1, f3 in zip(results[("F1", "trainer")], results[("F3", "trainer")])]
     print(f"F1/F3 trainer speed ratio: {med[('F1', 'trainer')] / med[('F3', 'trainer')]:.3f} "
           f"(median of per-repetition ratios {statistics.median(pair):.3f})")
