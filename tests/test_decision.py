@@ -417,3 +417,50 @@ def test_the_rule_functions_on_their_edges():
     assert stability_call(tests, fam) == ("more stable", {"spikes": "unclear", "epochs_to_target": "more stable"})
     assert stability_call({"spikes": tests["spikes"]}, fam) == ("unclear", {"spikes": "unclear"})
     assert stability_call({}, fam) == ("n/a", {})
+
+
+def test_the_pick_names_fewest_auxiliary_losses_only_where_the_candidates_differ_in_them():
+    from imginav_lib.analysis.decision import pick
+
+    rules = Decision()
+    heads = {F1: (), F2: ("seg",), F3: ("seg", "cls")}
+    assert pick(F1, {F2: "similar"}, [], [F1, F2, F3], heads, rules)[:2] == (F1, "fewest auxiliary losses")
+    same = {"A_lat4": (), "B_lat8": ()}  # an architecture phase: every candidate trains the same heads
+    assert pick("B_lat8", {"A_lat4": "unclear"}, [], ["A_lat4", "B_lat8"], same, rules)[:2] == ("A_lat4", "the params' order")
+    assert pick("B_lat8", {"A_lat4": "worse"}, [], ["A_lat4", "B_lat8"], same, rules)[0] == "B_lat8"
+
+
+def test_an_auxiliary_loss_is_one_the_baseline_does_not_train():
+    from imginav_lib.analysis.decision import aux_helps
+
+    heads = {F2: ("seg",), "F2b": ("seg",), F3: ("seg", "cls")}  # a baseline that trains seg already
+    assert not aux_helps("F2b", heads, F2, "similar", True, "more stable", Decision())
+    assert aux_helps(F3, heads, F2, "similar", True, "more stable", Decision())
+
+
+def test_the_gaps_ask_for_two_paired_seeds_per_comparison():
+    from imginav_lib.analysis.decision import _gaps
+
+    by = {F1: pd.DataFrame(index=[1, 2]), F2: pd.DataFrame(index=[1, 2])}
+    rows = lambda n: pd.DataFrame([{"experiment": F2, "versus": F1, "n": 2, "n_baseline": 2, "n_pairs": n}])  # noqa: E731
+    assert _gaps([F1, F2], by, rows(2)) == []
+    assert _gaps([F1, F2], by, rows(1)) == [f"{F2} against {F1} rests on 1 paired seed"]
+    assert _gaps([F1, F2], by, rows(0)) == [f"{F2} against {F1} rests on 0 paired seeds"]
+
+
+def test_the_leader_without_shared_seeds_is_the_lowest_plain_mean():
+    from imginav_lib.analysis.decision import _leader
+
+    by = {F1: pd.DataFrame({"m": [3.0, 3.0]}, index=[1, 2]), F2: pd.DataFrame({"m": [2.0, 2.5]}, index=[3, 4])}
+    assert _leader(by, [F1, F2], "m", [F1, F2]) == F2
+    by[F2].loc[5] = 9.0  # a shared seed would make it paired: not here
+    assert _leader(by, [F1, F2], "m", [F1, F2]) == F1
+
+
+def test_the_primary_metric_is_validation_where_a_test_value_is_missing_or_not_a_number():
+    from imginav_lib.analysis.decision import primary_metric
+
+    assert primary_metric(pd.DataFrame({"best_val_mse": [1.0, 2.0], "test_mse": [1.0, 2.0]})) == "test_mse"
+    assert primary_metric(pd.DataFrame({"best_val_mse": [1.0, 2.0], "test_mse": [1.0, math.nan]})) == "best_val_mse"
+    assert primary_metric(pd.DataFrame({"best_val_mse": [1.0], "test_mse": ["n/a"]})) == "best_val_mse"
+    assert primary_metric(pd.DataFrame({"best_val_mse": [1.0]})) == "best_val_mse"
