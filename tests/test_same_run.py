@@ -88,3 +88,11 @@ def test_a_field_missing_on_one_side_is_named_unset():
     del old["loss"]["kl"]
     assert config_changes(old, config) == [f"loss.kl unset → {config['loss']['kl']}"]
     assert config_changes(config, old) == [f"loss.kl {config['loss']['kl']} → unset"]
+
+
+def test_early_stopping_switched_on_or_off_is_one_change():
+    config = base_config()
+    off = __import__("copy").deepcopy(config)
+    off["training"]["early_stopping"] = None
+    assert config_changes(off, config) == [f"training.early_stopping unset → {config['training']['early_stopping']}"]
+    assert config_changes(config, off) == [f"training.early_stopping {config['training']['early_stopping']} → unset"]

@@ -58,7 +58,7 @@ def test_states_asks_squeue_for_our_jobs_and_reads_its_answer(tmp_path, monkeypa
 
 
 def test_lines_squeue_may_add_are_skipped_without_losing_the_rest():
-    noise = "slurm_load_jobs: a warning line\n212_8|BOGUS_STATE\n212_9|PENDING|extra\n|RUNNING\n"
+    noise = "slurm_load_jobs: a warning line\n212_8|BOGUS_STATE\n212_13|PENDING|extra\n|RUNNING\n"  # 8, 13: not ours
     assert Slurm.parse_states(noise + (FIXTURES / "compressed.txt").read_text()) == EXPECTED
 
 
@@ -90,3 +90,19 @@ def test_slurm_job_id_from_the_environment(monkeypatch, env, expected):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert Slurm().job_id_from_env() == expected
+
+
+@pytest.mark.parametrize("gb, expected", [(8, "8G"), (1.5, "1536M"), (0.25, "256M")])
+def test_memory_per_core_in_slurms_units(gb, expected):
+    from imginav_lib.launch.schedulers.base import mem
+
+    assert mem(gb, "G", "M") == expected
+
+
+def test_a_log_path_with_a_double_quote_is_refused_in_one_line():
+    from imginav_lib.errors import InputError
+    from imginav_lib.launch.schedulers.base import quoted
+
+    assert quoted(Path("/scratch/my runs/x.out")) == '"/scratch/my runs/x.out"'
+    with pytest.raises(InputError, match=r'^/scratch/a"b/x.out: the scheduler cannot be given a log path with a " in it$'):
+        quoted(Path('/scratch/a"b/x.out'))
