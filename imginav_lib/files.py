@@ -191,6 +191,16 @@ def input_file_problem(path: str | Path) -> str | None:
     return None if stat.S_ISREG(st.st_mode) else f"is {_kind(st.st_mode)}, not a regular file"
 
 
+def require_regular_file(path: str | Path) -> None:
+    """Before opening a file the workbench reads: FileNotFoundError when it is missing, ValueError saying what
+    else is wrong (input_file_problem: a FIFO would block the open for ever)."""
+    problem = input_file_problem(path)
+    if problem == "file not found":
+        raise FileNotFoundError(path)
+    if problem:
+        raise ValueError(problem)
+
+
 def check_input_file(path: str | Path, what: str = "") -> Path:
     """`path` as a Path if it is a regular file; else InputError `<what>: <path>: <why>` (see input_file_problem)."""
     problem = input_file_problem(path)

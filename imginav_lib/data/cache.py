@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from imginav_lib.errors import InputError
-from imginav_lib.files import UMASK, atomic_path, atomic_write, atomic_write_text, check_output_dir, input_file_problem, shown_path
+from imginav_lib.files import UMASK, atomic_path, atomic_write, atomic_write_text, check_output_dir, require_regular_file, shown_path
 from imginav_lib.palette import MASK_TOLERANCE, PALETTE, mask_lut, rgb_to_mask_lut
 
 CACHE_VERSION = 2  # 2: streamed build, lock, LUT masks (identical values); a v1 folder is another key: a miss
@@ -91,11 +91,7 @@ def open_image(path: str):
     file (a FIFO would block the open for ever; checked before opening), a NUL byte in the path, not an image, or
     more pixels than Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS: above it Pillow only warns, above
     twice it refuses; both are refused here, with the pixel count and the limit)."""
-    problem = input_file_problem(path)
-    if problem == "file not found":
-        raise FileNotFoundError(path)
-    if problem:
-        raise ValueError(problem)
+    require_regular_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked below, as an error

@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from imginav_lib.errors import InputError
-from imginav_lib.files import TEMP_GLOB, atomic_write, atomic_write_text, input_file_problem
+from imginav_lib.files import TEMP_GLOB, atomic_write, atomic_write_text, input_file_problem, require_regular_file
 
 # A run folder: <runs root>/<phase>/<experiment>/seed<k>/
 RUN_JSON = "run.json"
@@ -75,11 +75,7 @@ def load_json(path: Path):
     """The value of a JSON file. Raises FileNotFoundError when it is missing, ValueError saying what is wrong when
     it cannot be one: not a regular file (checked before opening: a FIFO would block), not UTF-8, not JSON,
     nested too deeply (json's RecursionError). The analysis lists a run whose record raises."""
-    problem = input_file_problem(path)
-    if problem == "file not found":
-        raise FileNotFoundError(path)
-    if problem:
-        raise ValueError(problem)
+    require_regular_file(path)
     try:
         return json.loads(Path(path).read_bytes().decode("utf-8"))
     except UnicodeDecodeError as e:
