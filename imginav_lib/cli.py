@@ -83,6 +83,12 @@ def _report(a):
     print(f"published: {dest.report_copy}" if dest.report_copy else dest.note)
 
 
+def _browse(a):
+    from imginav_lib.report.browse import browse
+
+    return browse(a.runs_dir, print_only=a.print, port=a.port)
+
+
 def _status(a):
     from imginav_lib.launch.status import print_status
 
@@ -159,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="default: <runs_dir>/report.html (also copied to reports/<phase>.html "
                    "beside the params file when runs_dir is in its runs_root)")
     s.set_defaults(fn=_report)
+
+    s = sub.add_parser("browse", help="write a browsing notebook into a phase folder and open JupyterLab on it")
+    s.add_argument("runs_dir", help="<runs root>/<phase>")
+    s.add_argument("--print", action="store_true", help="only print the JupyterLab command (a login node with a tunnel)")
+    s.add_argument("--port", type=_at_least_one, default=None, help="JupyterLab's port (default: its own; 8888 with --print)")
+    s.set_defaults(fn=_browse)
 
     s = sub.add_parser("status", help="one row per experiment x seed of a phase folder")
     s.add_argument("runs_dir")

@@ -14,6 +14,21 @@ def notebook(name: str) -> Path:
     return Path(str(files("imginav_lib.notebooks") / name))
 
 
+def clean_notebook(path: str | Path):
+    """A notebook as the tools execute it: its cells' sources only. Outputs, execution counts and widget state that
+    a Jupyter save left in a template never reach a run's record; the tools inject every parameter, so an edited
+    parameters cell changes nothing either (tests/test_templates.py)."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for c in nb.cells:
+        if c.cell_type == "code":
+            c.outputs, c.execution_count = [], None
+        c.metadata.pop("execution", None)
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
 def job_template(name: str) -> Path:
     """A shipped job template, e.g. `lsf_array.sh.tmpl`."""
     return Path(str(files("imginav_lib.hpc") / name))

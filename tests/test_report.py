@@ -163,10 +163,24 @@ def test_no_finished_run_still_renders(tmp_path):
 def test_static_browser_stays_within_budget(tmp_path):
     runs = write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=12, sample_interval=1, num_samples=6)
     a = analyse(runs)
-    d = browser_data(a, budget=60)
-    shown = sum(len(s["epochs"]) * len(next(iter(s["frames"].values()))) for seeds in d["runs"] for s in seeds)
-    assert shown <= 60 + 6 * 4 and "static browser shows" in d["note"]
-    assert all(s["epochs"][-1] == 12 for seeds in d["runs"] for s in seeds)  # the last epoch is always there
+    full = browser_data(a, budget=10**9)
+    assert all(len(s["epochs"]) == 12 for seeds in full["runs"] for s in seeds) and not full["note"]
+    budget = sum(map(len, full["blobs"])) // 4
+    d = browser_data(a, budget=budget)
+    one_epoch = max(map(len, d["blobs"])) * 6 * 3  # a run-epoch's own panels (recon, error, seg) can pass the budget
+    assert sum(map(len, d["blobs"])) <= budget + one_epoch and "static browser shows" in d["note"]
+    assert all(s["epochs"][-1] == 12 and s["epochs"][0] == 1 for seeds in d["runs"] for s in seeds)  # last and first first
+    assert all(len(f) == 6 for seeds in d["runs"] for s in seeds for f in s["frames"].values())
+    tiny = browser_data(a, budget=1)  # not even the last epochs fit with every sample: fewer samples, never none
+    assert all(s["epochs"] == [12] for seeds in tiny["runs"] for s in seeds) and "1 of 6 samples" in tiny["note"]
+
+
+def test_priority_covers_the_run_evenly():
+    from imginav_lib.report.images import priority
+
+    assert priority(list(range(1, 11))) == [10, 1, 5, 3, 7, 2, 4, 6, 8, 9]
+    assert priority([4]) == [4] and priority([]) == []
+    assert sorted(priority(list(range(50)))) == list(range(50))
 
 
 def test_scale_30_experiments_3_seeds_50_epochs(tmp_path):
@@ -183,15 +197,55 @@ def test_scale_30_experiments_3_seeds_50_epochs(tmp_path):
     assert "E29" in out.read_text()
 
 
+def _find(w, cls, **match):
+    """The widgets of class `cls` under w, depth first, whose traits equal `match`."""
+    out = [w] if isinstance(w, cls) and all(getattr(w, k, None) == v for k, v in match.items()) else []
+    for c in getattr(w, "children", ()):
+        out += _find(c, cls, **match)
+    return out
+
+
 def test_live_widget_browser_follows_its_controls(tmp_path):
-    runs = write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=4, sample_interval=2)
+    import ipywidgets as W
+
+    runs = write_synthetic_phase(tmp_path / "runs", seeds=(1, 2), epochs=4, sample_interval=2, image_size=32)
     w = browser_widget(analyse(runs))
-    (exp, seed), (epoch, _) = w.children[0].children, w.children[1].children
-    recon = w.children[2].children[1].children[0]
-    assert (seed.value, epoch.value) == (1, 4) and recon.format == "webp" and recon.value
+    [exp] = _find(w, W.Dropdown, description="experiment")
+    [seed] = _find(w, W.Dropdown, description="seed")
+    [epoch] = _find(w, W.SelectionSlider, description="epoch")
+    [sample] = _find(w, W.IntSlider, description="sample")
+    [size] = _find(w, W.ToggleButtons, description="size")
+    images = _find(w, W.Image)
+    recon, seg_caption = images[1], [x for x in _find(w, W.Label) if "segmentation" in x.value or "snapped" in x.value][0]
+    assert (seed.value, epoch.value, sample.min, sample.value) == (1, 4, 1, 1) and recon.format == "webp" and recon.value
+    info = [x for x in _find(w, W.Label) if x.value.startswith("sample ")][0]
+    assert info.value.startswith("sample 1 of 4 (layout 1), MSE ")  # numbered from 1, as the static view
     before = recon.value
     epoch.value = 2
     assert recon.value != before
+    size.value = 1  # native pixels
+    assert recon.width == "32" and size.options[1][0].startswith("1")
+    size.value = 4
+    assert recon.width == "128"
     exp.value = exp.options[1]
     assert seed.value == 1 and epoch.value == 2  # the nearest epoch is kept
-    assert w.children[2].children[3].children[1].value == "predicted segmentation"
+    assert seg_caption.value == "predicted segmentation"
+    assert "data-role=\"legend\"" in "".join(x.value for x in _find(w, W.HTML))
+
+
+def test_refresh_follows_a_running_phase(tmp_path):
+    """A run that saves another epoch after the widget was drawn: the refresh button shows it, no re-run needed."""
+    import shutil
+
+    import ipywidgets as W
+
+    runs = write_synthetic_phase(tmp_path / "runs", seeds=(1,), epochs=4, sample_interval=2, image_size=16)
+    samples = runs / "F1_rgb_only" / "seed1" / "samples"
+    shutil.move(samples / "epoch_004.npz", tmp_path / "later.npz")
+    w = browser_widget(analyse(runs))
+    [epoch] = _find(w, W.SelectionSlider, description="epoch")
+    [refresh] = _find(w, W.Button, description="refresh")
+    assert list(epoch.options) == [2] and epoch.value == 2
+    shutil.move(tmp_path / "later.npz", samples / "epoch_004.npz")
+    refresh.click()
+    assert list(epoch.options) == [2, 4] and epoch.value == 4  # following the newest epoch, it stays on the newest

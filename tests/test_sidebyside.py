@@ -18,9 +18,11 @@ def a(tmp_path_factory):
 
 def test_rows_share_the_input_and_follow_each_experiments_epoch(a):
     d = comparison_data(a.runs.samples, a.runs.experiments, a.runs.heads)
-    assert d["seed"] == 2 and d["experiments"] == ["F1_rgb_only", "F2_rgb_seg", "F3_rgb_seg_cls"]  # F3 lacks seed 1
-    assert d["epochs"] == [2, 4, 6]
-    frame = d["frames"]["6"]
+    assert d["seeds"] == [2, 1] and d["experiments"] == ["F1_rgb_only", "F2_rgb_seg", "F3_rgb_seg_cls"]  # F3 lacks seed 1
+    assert d["by_seed"]["2"]["epochs"] == [2, 4, 6] and d["by_seed"]["2"]["note"] == "every saved epoch"
+    assert "no samples for F3_rgb_seg_cls" in d["by_seed"]["1"]["note"]
+    assert [r is None for r in d["by_seed"]["1"]["frames"]["6"][0]["rows"]] == [False, False, True]
+    frame = d["by_seed"]["2"]["frames"]["6"]
     assert len(frame) == 4 and all(len(s["rows"]) == 3 and all(r["epoch"] == 6 for r in s["rows"]) for s in frame)
     s = frame[0]
     mses = [r["mse"] for r in s["rows"]]
@@ -39,13 +41,24 @@ def test_per_image_mse_from_uint8_matches_the_saved_one():
 
 
 def test_widget_epoch_changes_every_row_and_worst_orders_by_spread(a):
+    import ipywidgets as W
+
+    from test_report import _find
+
     w = comparison_widget(a)
-    epoch, order, sample = w.children[0].children
-    rows = w.children[2:]
+    [seed] = _find(w, W.Dropdown, description="seed")
+    [epoch] = _find(w, W.SelectionSlider, description="epoch")
+    [order] = _find(w, W.Dropdown, description="order")
+    [sample] = _find(w, W.Dropdown, description="sample")
+    rows = w.children[-3:]  # one VBox per experiment: label, then its panels
     recon = lambda: [r.children[1].children[0].children[0].value for r in rows]  # noqa: E731
+    assert seed.value == 2 and sample.options[0][0] == "sample 1 of 4 (layout 1)"
     before = recon()
     epoch.value = epoch.options[0]
     assert all(x != y for x, y in zip(before, recon()))
     order.value = "worst"
-    spreads = [float(label.split("MSE spread ")[1].rstrip(")")) for label, _ in sample.options]
+    spreads = [float(label.split("MSE spread ")[1]) for label, _ in sample.options]
     assert spreads == sorted(spreads, reverse=True)
+    shown = recon()
+    seed.value = 1  # the seed selector: another seed's reconstructions; F3 has none there
+    assert recon()[0] != shown[0] and rows[2].children[0].value.startswith("F3_rgb_seg_cls: no samples")

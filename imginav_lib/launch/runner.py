@@ -209,12 +209,13 @@ def _execute(nb: Path, folder: rf.RunFolder, cfg: RunConfig, params_file: Path, 
     with StopFileWriter(stop_file, name):
         try:
             papermill.execute_notebook(
-                str(nb),
+                resources.clean_notebook(nb),  # no output or widget state a Jupyter save left in the template
                 str(folder.notebook),
                 # The config resolved and checked above, handed down: the notebook does not resolve it again.
+                # Every parameter is injected: the template's defaults (a parameters cell edited in Jupyter) never apply.
                 parameters={"params_file": str(params_file), "experiment": cfg.experiment, "seed": cfg.seed,
                             "runs_root": str(run_dir.parents[2]), "overrides": cfg.overrides,
-                            "config": cfg.model_dump(mode="json"), "job_id": job_id},  # fmt: skip
+                            "progress": True, "config": cfg.model_dump(mode="json"), "job_id": job_id},  # fmt: skip
                 kernel_name="python3",
                 log_output=True,
                 progress_bar=False,

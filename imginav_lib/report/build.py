@@ -63,10 +63,11 @@ def build_report(runs_dir, params_file=None, out=None) -> Destinations:
     fd, tmp = tempfile.mkstemp(dir=runs_dir, prefix=".analysis.", suffix=".ipynb")
     os.close(fd)
     params = {"runs_dir": str(runs_dir), "params_file": str(Path(params_file).resolve()) if params_file else None,
-              "write_handoff": True, "handoff_copy_dir": str(dest.handoff_copy_dir) if dest.handoff_copy_dir else None}  # fmt: skip
+              "write_handoff": True, "handoff_copy_dir": str(dest.handoff_copy_dir) if dest.handoff_copy_dir else None,
+              "live": False}  # fmt: skip
     try:
-        notebook = resources.notebook("analysis.ipynb")
-        pm.execute_notebook(str(notebook), tmp, parameters=params, kernel_name="python3", progress_bar=False, cwd=str(runs_dir),
+        notebook = resources.clean_notebook(resources.notebook("analysis.ipynb"))  # no outputs a Jupyter save left
+        pm.execute_notebook(notebook, tmp, parameters=params, kernel_name="python3", progress_bar=False, cwd=str(runs_dir),
                             kernel_manager_class=IPCKernelManager)
     except pm.PapermillExecutionError as err:
         os.replace(tmp, nb_path)

@@ -42,15 +42,6 @@ CSS = """
 .imginav .winner {font-size: 1.4em; font-weight: bold}
 .imginav .pass {background: #dfd} .imginav .fail {background: #fdd} .imginav .unclear {background: #ffd}
 .imginav .muted {color: #666; font-size: 0.9em}
-.imginav-browser .panels {display: flex; flex-wrap: wrap; gap: 8px; margin-top: 6px}
-.imginav-browser figure {margin: 0; text-align: center}
-.imginav-browser img {width: 192px; height: 192px; image-rendering: pixelated; border: 1px solid #ccc}
-.imginav-browser label {margin-right: 1em}
-.imginav-compare .row {display: flex; gap: 8px; align-items: flex-start; margin-top: 6px}
-.imginav-compare .row-name {width: 220px; font-size: 0.9em; word-break: break-all}
-.imginav-compare figure {margin: 0; text-align: center; font-size: 0.85em}
-.imginav-compare img {width: 160px; height: 160px; image-rendering: pixelated; border: 1px solid #ccc}
-.imginav-compare label {margin-right: 1em}
 """
 
 

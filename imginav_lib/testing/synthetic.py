@@ -41,6 +41,7 @@ def write_synthetic_phase(
     step_mse: dict[tuple[str, int], list[float]] | None = None,
     cls_bacc: dict[str, float] | None = None,
     decision: dict | None = None,
+    lifelike_samples: bool = False,
 ) -> Path:
     """Write `<root>/<phase>/` with every contract file for experiments x seeds; return that folder.
 
@@ -57,6 +58,9 @@ def write_synthetic_phase(
     step_mse: (name, seed) -> steps.csv's `mse` column per logged step (the `loss` column stays the planted one).
     cls_bacc: name -> the classification head's balanced accuracy (default: its accuracy); val_cls_majority is 0.85.
     decision: the params' decision section.
+    lifelike_samples: samples as a trained model's look (furniture scaled to the image, reconstructions blurred at
+    the edges with a little noise, segmentation wrong along boundaries) instead of noise: what the report's size
+    depends on (bench/report_bench.py --size). The planted numbers are drawn as without it.
     """
     rng = np.random.default_rng(rng_seed)
     extra = np.random.default_rng(rng_seed + 1)  # boundary F and latent draws: rng's stream (the planted MSEs) stays as it was
@@ -85,6 +89,8 @@ def write_synthetic_phase(
         for _ in range(4):
             y, x = rng.integers(2, image_size - 8, 2)
             m[y : y + rng.integers(3, 8), x : x + rng.integers(3, 8)] = rng.integers(0, 8)
+    if lifelike_samples:
+        masks = _lifelike_masks(num_samples, image_size, np.random.default_rng(rng_seed + 2))
     inputs = mask_to_rgb(masks).transpose(0, 3, 1, 2)  # (N, 3, H, W)
     seed_effect = {s: rng.normal(0, noise) for s in seeds}  # shared by experiments: same init and data order
     k = len(CLASS_NAMES)
@@ -148,7 +154,8 @@ def write_synthetic_phase(
                                                          "boundary_f": {"tolerance_px": 1, "sem": bf(0.7),
                                                                         "seg": bf(0.8) if "seg" in heads else None}}))
             (d / "samples").mkdir(exist_ok=True)
-            _write_samples(d, val, true_final, sample_interval, inputs, masks, miou, heads, rng)
+            _write_samples(d, val, true_final, sample_interval, inputs, masks, miou, heads, rng,
+                           np.random.default_rng([rng_seed, s, len(index["runs"])]) if lifelike_samples else None)
     atomic_write_text(out / "index.json", json.dumps(index, indent=1))
     return out
 
@@ -204,17 +211,49 @@ def _write_steps(d: Path, val: np.ndarray, steps_per_epoch: int, n_spikes: int, 
     atomic_write_text(d / "steps.csv", steps.to_csv(index=False))
 
 
+def _lifelike_masks(n: int, size: int, g: np.random.Generator) -> np.ndarray:
+    """Rooms as the renders show them: a wall outline and interior walls, furniture of 4-15% of the image's side."""
+    masks = np.full((n, size, size), 9, np.uint8)
+    w = max(1, size // 64)
+    for m in masks:
+        m[:w], m[-w:], m[:, :w], m[:, -w:] = 8, 8, 8, 8
+        c = int(g.integers(size // 3, 2 * size // 3))
+        m[:, c : c + w] = 8
+        for _ in range(int(g.integers(6, 14))):
+            h, v = (int(x) for x in g.integers(size // 25, size // 7, 2))
+            y, x = (int(t) for t in g.integers(w + 1, size - w - max(h, v) - 1, 2))
+            m[y : y + h, x : x + v] = g.integers(0, 8)
+    return masks
+
+
+def _lifelike(inputs: np.ndarray, masks: np.ndarray, amp: float, miou: float, g: np.random.Generator) -> tuple:
+    """A reconstruction blurred in proportion to `amp` plus a little noise; a segmentation off by a few pixels."""
+    from PIL import Image, ImageFilter
+
+    radius = max(0.5, amp / 12)
+    recon = np.stack([np.asarray(Image.fromarray(x.transpose(1, 2, 0)).filter(ImageFilter.GaussianBlur(radius))).transpose(2, 0, 1)
+                      for x in inputs]).astype(float)  # fmt: skip
+    recon = np.clip(recon + g.normal(0, 2 + amp / 20, inputs.shape), 0, 255).astype(np.uint8)
+    shift = max(1, round(radius * (1 - miou) * 2))
+    seg = np.roll(masks, (shift, -shift), axis=(1, 2))
+    return recon, seg
+
+
 def _write_samples(d: Path, val: np.ndarray, true_final: float, sample_interval: int, inputs: np.ndarray, masks: np.ndarray,
-                   miou: float, heads: tuple[str, ...], rng: np.random.Generator) -> None:
-    """samples/epoch_XXX.npz and .png: reconstructions whose noise follows the val MSE, seg predictions towards miou."""
+                   miou: float, heads: tuple[str, ...], rng: np.random.Generator, lifelike: np.random.Generator | None = None) -> None:
+    """samples/epoch_XXX.npz and .png: reconstructions whose noise follows the val MSE, seg predictions towards miou
+    (with `lifelike`, a generator: blurred reconstructions and boundary errors instead, _lifelike)."""
     from PIL import Image
 
     last, num_samples, k = len(val), len(masks), len(CLASS_NAMES)
     for epoch in sorted({*range(sample_interval, last + 1, sample_interval), last}):
         amp = 120 * math.sqrt(val[epoch - 1] / true_final) / 3 if np.isfinite(val[epoch - 1]) else 120
-        recon = np.clip(inputs + rng.normal(0, amp, inputs.shape), 0, 255).astype(np.uint8)
-        flip = rng.random(masks.shape) > miou * (epoch / last)
-        seg_pred = np.where(flip, rng.integers(0, k, masks.shape), masks).astype(np.uint8)
+        if lifelike is not None:
+            recon, seg_pred = _lifelike(inputs, masks, amp, miou * epoch / last, lifelike)
+        else:
+            recon = np.clip(inputs + rng.normal(0, amp, inputs.shape), 0, 255).astype(np.uint8)
+            flip = rng.random(masks.shape) > miou * (epoch / last)
+            seg_pred = np.where(flip, rng.integers(0, k, masks.shape), masks).astype(np.uint8)
         arrays = {"index": np.arange(num_samples, dtype=np.int64), "input": inputs, "recon": recon, "mask": masks,
                   "recon_classes": masks, "error": np.abs(recon.astype(int) - inputs).mean(1).astype(np.uint8),
                   "mse": (((recon.astype(float) - inputs) / 127.5) ** 2).mean(axis=(1, 2, 3)).astype(np.float32)}
