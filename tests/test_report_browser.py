@@ -129,3 +129,68 @@ def test_side_by_side_epoch_slider_changes_every_row_and_worst_samples_come_firs
     spreads = [float(t.split("MSE spread ")[1].rstrip(")")) for t in options]
     assert len(options) >= 2 and spreads == sorted(spreads, reverse=True)
     assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+@pytest.fixture(scope="module")
+def report512(tmp_path_factory):
+    """A 512 px phase, 2 experiments x 2 seeds, samples as a trained model's look."""
+    tmp = tmp_path_factory.mktemp("browser512")
+    runs = write_synthetic_phase(tmp / "runs", phase="phase_512", seeds=(1, 2), epochs=2, sample_interval=1, image_size=512,
+                                 num_samples=2, experiments={"F1": {}, "F2_seg": {"seg": 0.05}}, lifelike_samples=True)  # fmt: skip
+    return build_report(runs, out=tmp / "report.html").report
+
+
+def _zoom_to_native(driver, root, role):
+    """Click a panel; the overlay shows it at its native size, pixelated: (naturalWidth, shown width, rendering)."""
+    from selenium.webdriver.common.by import By
+
+    panel = root.find_element(By.CSS_SELECTOR, f'[data-role="{role}"]')
+    panel.click()
+    zoom = root.find_element(By.CSS_SELECTOR, '[data-role="zoom"]')
+    img = zoom.find_element(By.CSS_SELECTOR, '[data-role="zoom-img"]')
+    deadline = time.time() + 10
+    while time.time() < deadline and not driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img):
+        time.sleep(0.1)
+    assert zoom.is_displayed() and img.get_attribute("src") == panel.get_attribute("src")
+    natural = driver.execute_script("return arguments[0].naturalWidth", img)
+    shown = driver.execute_script("return arguments[0].getBoundingClientRect().width", img)
+    rendering = driver.execute_script("return getComputedStyle(arguments[0]).imageRendering", img)
+    return zoom, natural, shown, rendering
+
+
+def test_a_click_shows_native_pixels_with_legend_in_both_views(report512, driver):
+    from selenium.webdriver.common.by import By
+
+    driver.get(report512.resolve().as_uri())
+    for view, role in ((".imginav-browser", "img-seg"), (".imginav-compare", "img-error")):
+        root = driver.find_element(By.CSS_SELECTOR, view)
+        assert root.find_element(By.CSS_SELECTOR, f'[data-role="{role}"]').size["width"] < 512  # the grid shrinks it
+        zoom, natural, shown, rendering = _zoom_to_native(driver, root, role)
+        assert natural == 512 and shown == pytest.approx(512, abs=1) and rendering == "pixelated"
+        zoom.find_element(By.CSS_SELECTOR, '[data-zoom="2"]').click()
+        assert driver.execute_script("return arguments[0].getBoundingClientRect().width",
+                                     zoom.find_element(By.CSS_SELECTOR, "img")) == pytest.approx(1024, abs=1)
+        assert "native 512\u00d7512 px" in zoom.text
+        zoom.find_element(By.CSS_SELECTOR, '[data-zoom="close"]').click()
+        assert not zoom.is_displayed()
+        legend = root.find_element(By.CSS_SELECTOR, '[data-role="legend"]').text
+        assert all(name in legend for name in ("bed", "wall", "background", "|error|", "255"))
+    label = driver.find_element(By.CSS_SELECTOR, '.imginav-browser [data-role="sample-label"]').text
+    assert label.startswith("sample 1 of 2 (layout 1), MSE ") and "e-0" in label
+    assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_the_comparison_has_a_seed_selector(report512, driver):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.get(report512.resolve().as_uri())
+    root = driver.find_element(By.CSS_SELECTOR, ".imginav-compare")
+    seed = Select(root.find_element(By.CSS_SELECTOR, '[data-role="seed"]'))
+    assert [o.text for o in seed.options] == ["seed 1", "seed 2"]
+    recon = root.find_element(By.CSS_SELECTOR, '[data-row="0"] [data-role="img-recon"]')
+    before = recon.get_attribute("src")
+    seed.select_by_visible_text("seed 2")
+    assert recon.get_attribute("src") != before and recon.get_attribute("src").startswith("data:image/webp")
+    assert root.find_element(By.CSS_SELECTOR, '[data-role="sample"] option').text.startswith("sample 1 of 2 (layout 1)")
+    assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
