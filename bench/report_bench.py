@@ -3,6 +3,12 @@
     .venv/bin/python bench/report_bench.py                         # both phases, then the validity table
     .venv/bin/python bench/report_bench.py --quick                 # 9 runs only, 200 draws
     .venv/bin/python bench/report_bench.py --validity --draws 200  # the validity table only
+    .venv/bin/python bench/report_bench.py --size                  # the researchers' scale: 15 runs x 10 epochs, 512 px
+
+--size is the size budget (README): Phase 1.4 as the researchers run it (3 experiments x 5 seeds, 10 epochs) with
+512 px samples saved at every epoch (the params save every 5th: this is the heavier case), 8 per run as the schema's
+default, drawn as a trained model's look (synthetic.py, lifelike_samples); the report must stay within 25 MB and
+open in headless Chromium (when installed) with no console errors.
 
 Each phase is written with `synthetic.write_synthetic_phase` (every file of the run-folder contract) into a temporary
 folder and built with `report.build.build_report` exactly as `imginav report` does (papermill + nbconvert, one process
@@ -25,16 +31,56 @@ from imginav_lib.testing.synthetic import simulate_decisions, write_synthetic_ph
 DEMO_NOISE = {"seed_sd": 0.094, "run_sd": 0.022}  # measured on the 9 demo runs (tests/test_analysis.py)
 
 
-def bench(root: Path, name: str, experiments: dict, seeds: tuple, epochs: int, sample_interval: int) -> dict:
+SIZE_BUDGET_MB = 25
+
+
+def bench(root: Path, name: str, experiments: dict, seeds: tuple, epochs: int, sample_interval: int, **kw) -> dict:
     t = time.perf_counter()
     runs = write_synthetic_phase(root, phase=name, experiments=experiments, seeds=seeds, epochs=epochs,
-                                 sample_interval=sample_interval, steps_per_epoch=10)
+                                 sample_interval=sample_interval, steps_per_epoch=10, **kw)
     written = time.perf_counter() - t
     t = time.perf_counter()
     out = build_report(runs, out=root / f"{name}.html").report
     built = time.perf_counter() - t
     return {"phase": name, "runs": len(experiments) * len(seeds), "epochs": epochs, "write_s": written, "build_s": built,
-            "html_mb": out.stat().st_size / 1e6, "notebook_mb": (runs / "analysis.ipynb").stat().st_size / 1e6}
+            "html_mb": out.stat().st_size / 1e6, "notebook_mb": (runs / "analysis.ipynb").stat().st_size / 1e6, "html": out}
+
+
+def open_in_chromium(path: Path) -> str:
+    """Open the report in headless Chromium: the console's SEVERE entries and the plots drawn, or why not checked."""
+    import shutil
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        return "not opened: chromium/chromedriver not installed (make browser)"
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    opts = webdriver.ChromeOptions()
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--window-size=1280,1000"):
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    try:
+        t = time.perf_counter()
+        d.get(path.resolve().as_uri())
+        time.sleep(3)
+        severe = [e["message"][:200] for e in d.get_log("browser") if e["level"] == "SEVERE"]
+        plots = len(d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot"))
+        return f"opened in headless Chromium in {time.perf_counter() - t:.1f} s: {plots} plots, {len(severe)} console errors {severe or ''}"
+    finally:
+        d.quit()
+
+
+def size_budget() -> None:
+    three = {"F1_rgb_only": {}, "F2_rgb_seg": {"seg": 0.05}, "F3_rgb_seg_cls": {"seg": 0.05, "cls": 0.01}}
+    with tempfile.TemporaryDirectory() as tmp:
+        r = bench(Path(tmp), "bench_15_512", three, (42, 43, 44, 45, 46), 10, 1, image_size=512, num_samples=8, lifelike_samples=True)
+        verdict = "within" if r["html_mb"] <= SIZE_BUDGET_MB else "OVER"
+        print(f"{r['phase']}: {r['runs']} runs x {r['epochs']} epochs, 512 px samples at every epoch (8 per run): runs written in "
+              f"{r['write_s']:.1f} s; report built in {r['build_s']:.1f} s; HTML {r['html_mb']:.1f} MB ({verdict} the "
+              f"{SIZE_BUDGET_MB} MB budget; executed notebook {r['notebook_mb']:.1f} MB)", flush=True)
+        print(open_in_chromium(r["html"]), flush=True)
 
 
 def main() -> None:
@@ -42,7 +88,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="9 runs only and 200 draws")
     ap.add_argument("--validity", action="store_true", help="the decision-validity table only (no report builds)")
     ap.add_argument("--draws", type=int, default=None, help="draws per scenario (default 1000, --quick 200)")
+    ap.add_argument("--size", action="store_true", help="the size budget only: 15 runs x 10 epochs at 512 px")
     args = ap.parse_args()
+    if args.size:
+        return size_budget()
     if not args.validity:
         build_reports(args.quick)
     validity(args.draws or (200 if args.quick else 1000))
