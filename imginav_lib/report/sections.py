@@ -39,7 +39,8 @@ CSS = """
 .imginav .verdict {border: 2px solid #2a6; border-radius: 6px; padding: 0.6em 1em; background: #f4fbf6}
 .imginav .verdict.provisional {border-color: #d90; background: #fffaf0}
 .imginav .verdict.none {border-color: #c33; background: #fff5f5}
-.imginav .winner {font-size: 1.4em; font-weight: bold}
+.imginav .winner {font-size: 1.2em; font-weight: bold; margin: 0.2em 0}
+.imginav .verdict .details {font-weight: bold; border-top: 1px solid #ccc; padding-top: 0.4em; margin-bottom: 0}
 .imginav .pass {background: #dfd} .imginav .fail {background: #fdd} .imginav .unclear {background: #ffd}
 .imginav .muted {color: #666; font-size: 0.9em}
 .imginav-browser .panels {display: flex; flex-wrap: wrap; gap: 8px; margin-top: 6px}
@@ -149,13 +150,15 @@ def _loss_text(pr, x: str) -> str:
 
 
 def verdict_html(a: Analysis) -> str:
+    """The answer first (one sentence, then at most three short lines), then the details: the reasoning and how
+    sure we are (decision.headline and decision.summary_lines build the text)."""
     v = a.verdict
     cls = {"decided": "", "provisional": " provisional"}.get(v.status, " none")
-    winner = e(v.winner) if v.winner else "none"
     more = f"<p><b>Needs more seeds (≈{v.seeds_needed} per experiment).</b> {e(v.more_seeds)}</p>" \
         if v.status == "provisional" and v.seeds_needed and v.seeds_needed <= 200 else ""
-    return (f'<div class="verdict{cls}"><div class="winner">Winner: {winner} <span class="muted">({e(v.status)})</span></div>'
-            f"<p>{e(v.paragraph)}</p><p><b>How sure we are:</b> {e(v.sureness)}</p>{more}</div>")
+    lines = "".join(f"<li>{e(x)}</li>" for x in v.lines)
+    return (f'<div class="verdict{cls}"><p class="winner">{e(v.headline)}</p>' + (f"<ul>{lines}</ul>" if lines else "")
+            + f"<p class='details'>Details</p><p>{e(v.paragraph)}</p><p><b>How sure we are:</b> {e(v.sureness)}</p>{more}</div>")
 
 
 def criteria_html(a: Analysis) -> str:
