@@ -459,7 +459,7 @@ def _level_words(level: float) -> str:
 def _change_words(r, name: str) -> str:
     """"test MSE -3.1% vs F1 (95% interval -7.0% to +0.8%)" for one comparisons row."""
     ci = (f"{_level_words(r.level)} interval {pct(r.ci_low)} to {pct(r.ci_high)}" if math.isfinite(r.ci_low)
-          else "no interval: 1 seed")
+          else f"no interval: {r.n_pairs} paired seed{'s' if r.n_pairs != 1 else ''}")
     return f"{name} {pct(r.rel_change)} vs {r.versus} ({ci})"
 
 
