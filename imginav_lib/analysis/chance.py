@@ -42,7 +42,7 @@ def runs_at_chance(metrics: pd.DataFrame, heads: dict) -> pd.DataFrame:
     if not len(metrics) or ce_col not in metrics or bacc_col not in metrics:
         return pd.DataFrame(rows, columns=COLUMNS)
     done = metrics[metrics["state"] == "done"] if "state" in metrics else metrics
-    for (e, s), m in done.groupby(["experiment", "seed"]):
+    for (e, s), m in done.groupby(["experiment", "seed"], sort=False):
         m = m[np.isfinite(pd.to_numeric(m[ce_col], errors="coerce"))]
         if "cls" not in heads.get(e, ()) or not len(m) or not m[bacc_col].notna().all():
             continue

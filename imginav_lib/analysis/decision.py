@@ -340,7 +340,7 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
         return Verdict(None, "no results", "No run of this phase has finished: there is nothing to compare yet.",
                        "Not at all: no finished runs.", None, calls, pd.DataFrame(crit, columns=CRITERIA),
                        pd.DataFrame(columns=COLUMNS), 1 - rules.alpha, primary=metric,
-                       headline="No winner: no run of this phase has finished.")
+                       headline="No winner (no results): no run of this phase has finished.")
     look = max(len(by[e]) for e in finished)
     alpha_look = look_alpha(look, rules.looks, rules.alpha, rules.alpha_spending)
     sequential = rules.alpha_spending != "none"
@@ -467,8 +467,8 @@ def headline(v: Verdict, baseline: str) -> str:
     """The answer in one sentence: the winner, the status and the primary metric's change against the baseline with
     its interval at the corrected level; when the baseline wins, the best rival's change (the lowest mean)."""
     if v.winner is None:
-        return "No winner: no run of this phase has finished."
-    status = "" if v.status == "decided" else f" ({v.status})"
+        return "No winner (no results): no run of this phase has finished."
+    status = f" ({v.status})"
     c = v.comparisons
     vs_base = c[(c["versus"] == baseline) & (c["call"] != "head to head")] if len(c) else c
     vs_base = vs_base[np.isfinite(vs_base["rel_change"].astype(float))] if len(vs_base) else vs_base

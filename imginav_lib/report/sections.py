@@ -278,7 +278,8 @@ def stats_html(a: Analysis) -> str:
     out += f"<p>Intervals and p-values below are those of the verdict's family: {e(_correction(a))}; each row's level is in the criteria table.</p>"
     vs_base, h2h = c[c["versus"] == a.runs.baseline], c[c["versus"] != a.runs.baseline]
     if len(vs_base):
-        out += (f"<p>{e(metric_words(a.verdict.primary)[0].upper() + metric_words(a.verdict.primary)[1:])} relative to the baseline {e(a.runs.baseline)}: per seed x/baseline − 1 (paired by seed), its mean, "
+        name = metric_words(a.verdict.primary)
+        out += (f"<p>{e(name[0].upper() + name[1:])} relative to the baseline {e(a.runs.baseline)}: per seed x/baseline − 1 (paired by seed), its mean, "
                 f"{level} CI, the t-test p-value, the effect size (Cohen's d<sub>z</sub> paired; Hedges' g unpaired) and the "
                 "probability of improvement P(x &lt; baseline): the share of seeds in which x beats the baseline's run of the "
                 "same seed (rliable; Bouthillier et al. 2021).</p>")
