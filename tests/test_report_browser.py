@@ -11,6 +11,7 @@ from imginav_lib.analysis import analyse
 from imginav_lib.report.build import build_report
 from imginav_lib.testing.synthetic import write_synthetic_phase
 
+F1, F2 = "phase1_4_AE_F1_rgb_only", "phase1_4_AE_F2_rgb_seg"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 pytestmark = pytest.mark.skipif(
@@ -27,12 +28,12 @@ def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     evil = "<img src=x onerror=alert(1)>"  # experiment names cannot hold "/" (they are folders)
     note = "<script>alert(2)</script>"
-    runs = write_synthetic_phase(
+    runs = write_synthetic_phase(  # names as long as the real ones: the tables must still fit 1,280 px
         tmp / "runs", phase="phase_browser", seeds=(1, 2), epochs=6,
-        experiments={"F1": {}, "F2_seg": {"seg": 0.05}, evil: {"seg": 0.05, "cls": 0.01}},
-        states={("F2_seg", 2): "failed", ("F1", 2): "missing"}, notes={"F1": note},
+        experiments={F1: {}, F2: {"seg": 0.05}, evil: {"seg": 0.05, "cls": 0.01}},
+        states={(F2, 2): "failed", (F1, 2): "missing"}, notes={F1: note},
     )
-    info = runs / "F2_seg" / "seed2" / "run.json"
+    info = runs / F2 / "seed2" / "run.json"
     info.write_text(json.dumps({**json.loads(info.read_text()), "error": "</script><script>alert(3)</script>"}))
     out = build_report(runs, out=tmp / "report.html").report
     a = analyse(runs)
@@ -76,6 +77,25 @@ def test_report_renders_without_console_errors(report, driver):
     for text in evil:  # the name, the note and the error show as text
         assert text in body
     assert "failed" in body and "missing" in body
+
+
+def test_tables_fit_a_1280_px_page_and_the_effects_figure_is_there(report, driver):
+    from selenium.webdriver.common.by import By
+
+    path, _, _ = report
+    driver.set_window_size(1280, 1000)
+    try:
+        driver.get(path.resolve().as_uri())
+        width, page = driver.execute_script("return [document.documentElement.clientWidth, document.documentElement.scrollWidth]")
+        tables = driver.execute_script(
+            "return Array.from(document.querySelectorAll('table')).map(t => "
+            "[t.scrollWidth, Math.ceil(t.getBoundingClientRect().right), t.rows[0].textContent.slice(0, 40)])")
+        titles = [t.text for t in driver.find_elements(By.CSS_SELECTOR, ".gtitle")]
+    finally:
+        driver.set_window_size(1400, 1000)
+    assert 1200 < width <= 1280 and len(tables) >= 8
+    assert [t for t in tables if t[0] > width or t[1] > width] == [] and page <= width  # nor does the page scroll
+    assert any(t.startswith("Effect on val MSE") for t in titles)
 
 
 def test_sample_browser_epoch_slider_changes_image(report, driver):
