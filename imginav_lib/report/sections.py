@@ -102,8 +102,9 @@ def _fmt(x, metric: str = "") -> str:
 
 
 def _breakable(cell: str) -> str:
-    """Cell HTML with a break opportunity after each "_" outside tags: long experiment names wrap at their parts."""
-    return re.sub(r"_(?![^<>]*>)", "_<wbr>", cell)
+    """Cell HTML with a break opportunity after each "_" of a word longer than 20 characters outside tags: long
+    experiment names (phase1_4_AE_F3_rgb_seg_cls) wrap at their parts; short ones stay one piece of text."""
+    return re.sub(r"\w{21,}(?![^<>]*>)", lambda m: m[0].replace("_", "_<wbr>"), cell)
 
 
 def _table(header: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
