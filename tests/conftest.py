@@ -170,9 +170,19 @@ def gate_reached(gates: Path, experiment: str, moment: str) -> bool:
 
 
 def figures(a) -> list:
-    """Every figure the analysis notebook shows, in its order (the report tests count and inspect them)."""
-    from imginav_lib.report import figures as F
+    """Every figure the analysis notebook shows, in its order (the report tests count and inspect them): the
+    `figures.fig_*(a)` calls of its code cells that the report keeps, read from the notebook, so that a figure
+    added to or dropped from it is counted without editing this list."""
+    import re
 
-    figs = [F.fig_curves(a), F.fig_final_metrics(a), F.fig_relative(a), F.fig_stability(a), F.fig_iou(a),
-            F.fig_boundary(a), F.fig_confusion(a), F.fig_cls(a), F.fig_latent(a)]
+    import nbformat
+
+    from imginav_lib import resources
+    from imginav_lib.report import figures as F
+    from imginav_lib.report.build import HIDE_TAG
+
+    nb = nbformat.read(resources.notebook("analysis.ipynb"), as_version=4)
+    calls = [name for c in nb.cells if c.cell_type == "code" and HIDE_TAG not in c.metadata.get("tags", [])
+             for name in re.findall(r"\bfigures\.(fig_\w+)\(a\)", c.source)]
+    figs = [getattr(F, name)(a) for name in calls]
     return [f for f in figs if f is not None]

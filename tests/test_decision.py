@@ -12,6 +12,7 @@ import yaml
 
 from imginav_lib import analysis as A
 from imginav_lib.analysis.decision import decide
+from imginav_lib.text import pct
 from imginav_lib.testing.synthetic import simulate_decisions
 from imginav_lib.model.metrics import metric_columns
 from imginav_lib.config.params import params_hash
@@ -464,3 +465,74 @@ def test_the_primary_metric_is_validation_where_a_test_value_is_missing_or_not_a
     assert primary_metric(pd.DataFrame({"best_val_mse": [1.0, 2.0], "test_mse": [1.0, math.nan]})) == "best_val_mse"
     assert primary_metric(pd.DataFrame({"best_val_mse": [1.0], "test_mse": ["n/a"]})) == "best_val_mse"
     assert primary_metric(pd.DataFrame({"best_val_mse": [1.0]})) == "best_val_mse"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The answer in ten seconds: one sentence, at most three lines (issue 23)
+
+
+def _words(r) -> str:
+    """What the headline must say of a comparisons row: the change and its interval at the corrected level."""
+    level = f"{r.level:.0%}" if abs(r.level * 100 - round(r.level * 100)) < 1e-9 else f"{r.level:.2%}"
+    return f"val MSE {pct(r.rel_change)} vs {F1} ({level} interval {pct(r.ci_low)} to {pct(r.ci_high)})"
+
+
+def test_the_headline_gives_the_winner_its_status_and_its_change_with_the_corrected_interval():
+    f2 = {s: BASE[s] * (1 + c) for s, c in zip(range(1, 6), (-0.03, -0.035, -0.025, -0.03, -0.032))}
+    f3 = {s: BASE[s] * (1 + c) for s, c in zip(range(1, 6), (-0.08, -0.085, -0.075, -0.08, -0.082))}
+    v = decide(_table({F1: base(5), F2: f2, F3: f3}, GOOD), [F1, F2, F3], F1, HEADS, Decision())
+    r = v.comparisons[(v.comparisons.experiment == F3) & (v.comparisons.versus == F1)].iloc[0]
+    assert r.level > 0.95  # after Holm's correction: the interval the headline gives is the corrected one
+    assert v.headline == f"Winner: {F3} (decided): {_words(r)}."
+    assert 1 <= len(v.lines) <= 3 and v.lines[0] == f"It wins by the rule: {v.rule}." and v.lines[-1].startswith("Decided")
+
+
+def test_when_the_baseline_wins_the_headline_gives_the_best_rivals_change():
+    worse = lambda c: {s: BASE[s] * (1 + c + 0.002 * s) for s in range(1, 4)}  # noqa: E731
+    v = decide(_table({F1: base(3), F2: worse(0.10), F3: worse(0.04)}, GOOD), [F1, F2, F3], F1, HEADS, Decision())
+    assert v.winner == F1
+    r = v.comparisons[(v.comparisons.experiment == F3) & (v.comparisons.versus == F1)].iloc[0]
+    assert v.headline == f"Winner: {F1} ({v.status}), the baseline; the best rival {F3} has {_words(r)}."
+    assert len(v.lines) <= 3 and all(line.endswith(".") and line.count(". ") == 0 for line in v.lines)
+
+
+def test_the_lines_say_what_the_heads_reach_and_how_many_seeds_would_settle_it():
+    table = _table({F1: base(3), F2: {1: BASE[1] * 1.01}}, GOOD)
+    v = decide(table, [F1, F2], F1, HEADS, Decision())
+    assert v.status == "provisional" and v.seeds_needed == 3
+    assert v.lines[1:] == [f"Heads: {F2} segments at mIoU 0.70.", "To settle it: ≈3 seeds per experiment (0 more)."]
+    said = f"the classification head of {F3} stayed at chance level (...): its loss gave the encoder no signal"
+    v = decide(_table({F1: base(3), F3: base(3)}, GOOD), [F1, F3], F1, HEADS, Decision(), chance={F3: said})
+    assert v.lines[1] == said[0].upper() + said[1:] + "." and len(v.lines) <= 3
+    assert "classifies" not in " ".join(v.lines)  # a head at chance is named as such, not with its accuracy
+
+
+def _cls_rows(e: str, seed: int, ce: list[float], bacc: list[float], majority: float = 0.5) -> list[dict]:
+    return [{"experiment": e, "seed": seed, "state": "done", "epoch": i + 1, "val_cls_ce": c, "val_cls_bacc": b,
+             "val_cls_majority": majority} for i, (c, b) in enumerate(zip(ce, bacc))]
+
+
+def test_a_classification_head_that_never_left_chance_level_is_named_and_one_that_learned_is_not():
+    from imginav_lib.analysis.chance import chance_ce, chance_words, runs_at_chance
+
+    assert chance_ce(0.5) == pytest.approx(math.log(2)) and chance_ce(math.nan) == pytest.approx(math.log(2))
+    assert chance_ce(0.85) == pytest.approx(-0.85 * math.log(0.85) - 0.15 * math.log(0.15))
+    flat = [0.70, 0.69, 0.695, 0.70]
+    metrics = pd.DataFrame(
+        _cls_rows("stuck", 1, flat, [0.5, 0.52, 0.49, 0.5]) + _cls_rows("stuck", 2, flat, [0.5] * 4)
+        + _cls_rows("learned", 1, [0.69, 0.55, 0.45, 0.40], [0.5, 0.6, 0.72, 0.8])
+        + _cls_rows("ce_only", 1, [0.69, 0.66, 0.62, 0.60], [0.5] * 4)  # better calibrated than the prior: a signal
+        + _cls_rows("bacc_only", 1, flat, [0.5, 0.56, 0.5, 0.5])  # one epoch above chance + margin
+        + _cls_rows("imbalanced", 1, [0.45, 0.44, 0.44, 0.43], [0.5] * 4, majority=0.85)  # the prior's CE is 0.42
+        + _cls_rows("no_cls", 1, flat, [0.5] * 4))
+    heads = {e: ("seg", "cls") for e in ("stuck", "learned", "ce_only", "bacc_only", "imbalanced")} | {"no_cls": ("seg",)}
+    runs = runs_at_chance(metrics, heads)
+    assert dict(zip(runs.experiment + "/" + runs.seed.astype(str), runs.at_chance)) == {
+        "stuck/1": True, "stuck/2": True, "learned/1": False, "ce_only/1": False, "bacc_only/1": False, "imbalanced/1": True}
+    words = chance_words(runs)
+    assert sorted(words) == ["imbalanced", "stuck"]
+    assert words["stuck"].startswith("the classification head of stuck stayed at chance level (val CE 0.69 or more, chance 0.69 ≈ ln 2")
+    assert "in every epoch of 2 seeds" in words["stuck"] and words["stuck"].endswith("its loss gave the encoder no signal")
+    assert "the entropy of the class shares" in words["imbalanced"]
+    half = pd.concat([metrics, pd.DataFrame(_cls_rows("stuck", 3, [0.69, 0.5, 0.4, 0.3], [0.5, 0.7, 0.8, 0.9]))])
+    assert "stuck" not in chance_words(runs_at_chance(half, heads))  # one seed that learned: not named

@@ -5,6 +5,7 @@ import json
 import re
 import time
 
+import numpy as np
 import pytest
 import yaml
 
@@ -16,6 +17,7 @@ from imginav_lib.analysis.handoff import write_handoff
 from imginav_lib.report.build import build_report
 from imginav_lib.report.sections import criteria_html, e, header_html, runs_html, stats_html, verdict_html
 from imginav_lib.testing.synthetic import write_synthetic_phase
+from imginav_lib.text import pct
 
 EVIL = "<img src=x onerror=alert(1)>"  # experiment names are folders: no "/", so no "</script>"
 
@@ -249,3 +251,57 @@ def test_refresh_follows_a_running_phase(tmp_path):
     shutil.move(tmp_path / "later.npz", samples / "epoch_004.npz")
     refresh.click()
     assert list(epoch.options) == [2, 4] and epoch.value == 4  # following the newest epoch, it stays on the newest
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The answer in ten seconds (issue 23): the verdict's sentence and lines, the effects figure, a head at chance
+
+
+def test_the_verdict_opens_with_one_sentence_then_at_most_three_lines_then_the_details(tmp_path):
+    runs = write_synthetic_phase(tmp_path / "runs", seeds=(1, 2, 3), epochs=4, test_split=True, effects={"F2_rgb_seg": {"mse": 0.9}})
+    a = analyse(runs)
+    v = a.verdict
+    vs = v.comparisons[(v.comparisons.versus == "F1_rgb_only") & (v.comparisons.call != "head to head")].set_index("experiment")
+    rival = v.winner if v.winner != "F1_rgb_only" else vs.rel_change.idxmin()
+    assert v.primary == "test_mse" and v.headline.startswith(f"Winner: {v.winner} ({v.status})")
+    for part in ("test MSE", pct(vs.loc[rival, "rel_change"]), pct(vs.loc[rival, "ci_low"]), pct(vs.loc[rival, "ci_high"]), rival):
+        assert part in v.headline
+    html = verdict_html(a)
+    head, details = html.split("Details", 1)
+    assert e(v.headline) in head and head.count("<li>") == len(v.lines) <= 3
+    assert e(v.paragraph) in details and "How sure we are" in details
+
+
+def test_the_effects_figure_has_each_experiments_change_its_interval_and_one_dot_per_seed(tmp_path):
+    from imginav_lib.report.figures import fig_effects
+
+    runs = write_synthetic_phase(tmp_path / "runs", seeds=(1, 2, 3), epochs=4, states={("F3_rgb_seg_cls", 3): "failed"})
+    a = analyse(runs)
+    fig = fig_effects(a)
+    assert fig.layout.title.text.startswith("Effect on val MSE")
+    tol = a.runs.decision.similar_tolerance * 100
+    assert {(s.type, s.x0, s.x1) for s in fig.layout.shapes} >= {("rect", -tol, tol), ("line", 0, 0)}
+    t = a.table.set_index(["experiment", "seed"])["best_val_mse"]
+    c = a.verdict.comparisons
+    c = c[(c.versus == "F1_rgb_only") & (c.call != "head to head")].set_index("experiment")
+    for x, seeds in (("F2_rgb_seg", (1, 2, 3)), ("F3_rgb_seg_cls", (1, 2))):
+        mean = next(d for d in fig.data if d.name == f"{x}: {c.loc[x, 'call']}")
+        assert mean.x[0] == pytest.approx(c.loc[x, "rel_change"] * 100)
+        assert mean.error_x.array[0] == pytest.approx((c.loc[x, "ci_high"] - c.loc[x, "rel_change"]) * 100)
+        dots = next(d for d in fig.data if d.name == f"{x}: seeds")
+        assert list(dots.customdata) == list(seeds)  # one dot per seed paired with the baseline's
+        assert list(dots.x) == pytest.approx([(t[x, s] / t["F1_rgb_only", s] - 1) * 100 for s in seeds])
+        assert np.mean(dots.x) == pytest.approx(mean.x[0])  # the mark is the mean of the paired ratios
+
+
+def test_a_classification_head_at_chance_level_is_named_in_the_verdict_and_the_classification_figure(tmp_path):
+    from imginav_lib.report.figures import fig_cls
+
+    stuck = analyse(write_synthetic_phase(tmp_path / "stuck", seeds=(1, 2), epochs=4, effects={"F3_rgb_seg_cls": {"cls_chance": True}}))
+    said = "the classification head of F3_rgb_seg_cls stayed at chance level"
+    assert list(stuck.verdict.chance) == ["F3_rgb_seg_cls"] and stuck.verdict.chance["F3_rgb_seg_cls"].startswith(said)
+    assert any(line.startswith("T" + said[1:]) and "its loss gave the encoder no signal" in line for line in stuck.verdict.lines)
+    assert "stayed at chance level" in verdict_html(stuck) and "≈ ln 2" in verdict_html(stuck)
+    assert "stayed at chance level" in fig_cls(stuck).layout.title.text
+    learned = analyse(write_synthetic_phase(tmp_path / "learned", seeds=(1, 2), epochs=4))
+    assert learned.verdict.chance == {} and "chance level" not in verdict_html(learned) + fig_cls(learned).layout.title.text

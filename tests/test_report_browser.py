@@ -11,6 +11,7 @@ from imginav_lib.analysis import analyse
 from imginav_lib.report.build import build_report
 from imginav_lib.testing.synthetic import write_synthetic_phase
 
+F1, F2 = "phase1_4_AE_F1_rgb_only", "phase1_4_AE_F2_rgb_seg"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 pytestmark = pytest.mark.skipif(
@@ -27,12 +28,12 @@ def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser")
     evil = "<img src=x onerror=alert(1)>"  # experiment names cannot hold "/" (they are folders)
     note = "<script>alert(2)</script>"
-    runs = write_synthetic_phase(
+    runs = write_synthetic_phase(  # names as long as the real ones: the tables must still fit 1,280 px
         tmp / "runs", phase="phase_browser", seeds=(1, 2), epochs=6,
-        experiments={"F1": {}, "F2_seg": {"seg": 0.05}, evil: {"seg": 0.05, "cls": 0.01}},
-        states={("F2_seg", 2): "failed", ("F1", 2): "missing"}, notes={"F1": note},
+        experiments={F1: {}, F2: {"seg": 0.05}, evil: {"seg": 0.05, "cls": 0.01}},
+        states={(F2, 2): "failed", (F1, 2): "missing"}, notes={F1: note},
     )
-    info = runs / "F2_seg" / "seed2" / "run.json"
+    info = runs / F2 / "seed2" / "run.json"
     info.write_text(json.dumps({**json.loads(info.read_text()), "error": "</script><script>alert(3)</script>"}))
     out = build_report(runs, out=tmp / "report.html").report
     a = analyse(runs)
@@ -76,6 +77,25 @@ def test_report_renders_without_console_errors(report, driver):
     for text in evil:  # the name, the note and the error show as text
         assert text in body
     assert "failed" in body and "missing" in body
+
+
+def test_tables_fit_a_1280_px_page_and_the_effects_figure_is_there(report, driver):
+    from selenium.webdriver.common.by import By
+
+    path, _, _ = report
+    driver.set_window_size(1280, 1000)
+    try:
+        driver.get(path.resolve().as_uri())
+        width, page = driver.execute_script("return [document.documentElement.clientWidth, document.documentElement.scrollWidth]")
+        tables = driver.execute_script(
+            "return Array.from(document.querySelectorAll('table')).map(t => "
+            "[t.scrollWidth, Math.ceil(t.getBoundingClientRect().right), t.rows[0].textContent.slice(0, 40)])")
+        titles = [t.text for t in driver.find_elements(By.CSS_SELECTOR, ".gtitle")]
+    finally:
+        driver.set_window_size(1400, 1000)
+    assert 1200 < width <= 1280 and len(tables) >= 8
+    assert [t for t in tables if t[0] > width or t[1] > width] == [] and page <= width  # nor does the page scroll
+    assert any(t.startswith("Effect on val MSE") for t in titles)
 
 
 def test_sample_browser_epoch_slider_changes_image(report, driver):
@@ -193,4 +213,50 @@ def test_the_comparison_has_a_seed_selector(report512, driver):
     seed.select_by_visible_text("seed 2")
     assert recon.get_attribute("src") != before and recon.get_attribute("src").startswith("data:image/webp")
     assert root.find_element(By.CSS_SELECTOR, '[data-role="sample"] option').text.startswith("sample 1 of 2 (layout 1)")
+    assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+@pytest.fixture(scope="module")
+def demo_report(tmp_path_factory):
+    """The demo's report: params/phase1_4_demo.yaml as it is, shrunk by --set (generated layouts, 32 px, 2 epochs,
+    2 seeds), run and reported by `imginav run` as `make demo` does."""
+    import shutil as sh
+
+    from imginav_lib.cli import main
+    from imginav_lib.demo.layouts import make_layouts
+
+    from conftest import REPO
+
+    tmp = tmp_path_factory.mktemp("demo")
+    manifest = make_layouts(tmp / "data", n=40, size=32, seed=0)
+    (tmp / "params").mkdir()
+    sh.copy(REPO / "params" / "phase1_4_demo.yaml", tmp / "params" / "phase1_4_demo.yaml")
+    small = [f"data.manifest={manifest}", "data.image_size=32", "data.num_samples=2", f"data.cache_dir={tmp / 'cache'}",
+             f"runs_root={tmp / 'runs'}", "training.epochs=2", "training.sample_interval=1", "seeds=[42,43]"]  # fmt: skip
+    assert main(["run", str(tmp / "params" / "phase1_4_demo.yaml"), "--jobs", "2", *[a for s in small for a in ("--set", s)]]) == 0
+    return tmp / "runs" / "phase1_4_demo" / "report.html"
+
+
+def test_the_demo_reports_verdict_opens_with_the_answer_and_the_effects_figure(demo_report, driver):
+    from selenium.webdriver.common.by import By
+
+    from imginav_lib.analysis import analyse
+
+    v = analyse(demo_report.parent).verdict
+    driver.get(demo_report.resolve().as_uri())
+    verdict = driver.find_element(By.CSS_SELECTOR, ".verdict")
+    first = verdict.find_element(By.XPATH, "./*[1]").text
+    assert first == v.headline and first.startswith(f"Winner: {v.winner} ({v.status})")
+    assert "% vs phase1_4_AE_F1_rgb_only" in first or "No winner" in first
+    assert first.count(". ") == 0 and first.endswith(".")  # one sentence
+    lines = verdict.find_elements(By.CSS_SELECTOR, "ul > li")
+    assert 1 <= len(lines) <= 3 and [x.text for x in lines] == v.lines
+    # The first figure of the page, right after the verdict and before the criteria, is the effects figure.
+    deadline = time.time() + 30
+    while time.time() < deadline and not driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .gtitle"):
+        time.sleep(0.2)
+    first_plot = driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot")[0]
+    assert first_plot.find_element(By.CSS_SELECTOR, ".gtitle").text.startswith("Effect on")
+    criteria = driver.find_element(By.XPATH, "//h2[starts-with(normalize-space(.), 'Decision criteria')]")
+    assert verdict.location["y"] < first_plot.location["y"] < criteria.location["y"]
     assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]

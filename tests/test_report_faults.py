@@ -29,7 +29,7 @@ def _render(runs_dir) -> str:
     a = analysis.analyse(runs_dir)
     html = report.header_html(a) + report.verdict_html(a) + report.criteria_html(a) + report.runs_html(a) + report.stats_html(a)
     handoff.write_handoff(a.runs, a.verdict, a.summary)
-    for make in (figures.fig_curves, figures.fig_final_metrics, figures.fig_relative, figures.fig_stability,
+    for make in (figures.fig_curves, figures.fig_final_metrics, figures.fig_effects, figures.fig_stability,
                  figures.fig_iou, figures.fig_confusion, figures.fig_cls):  # fmt: skip
         fig = make(a)
         if fig is not None:

@@ -16,6 +16,7 @@ from imginav_lib.analysis.phase import PhaseRuns, load_phase_runs, resolved_sect
 from imginav_lib.analysis.stats import summarize
 from imginav_lib.analysis.ablation import classification_sentence, compare_steps, step_pairs, what_is_added
 from imginav_lib.analysis.confounds import confound_sentences
+from imginav_lib.analysis.chance import chance_words, runs_at_chance
 
 
 @dataclass
@@ -38,7 +39,8 @@ def analyse(runs_dir: str | Path, params_file: str | Path | None = None) -> Anal
     configs = {x: {s: resolved_section(pr, x, s) for s in ("loss", "architecture")} for x in pr.experiments}
     changes = {x: what_is_added(configs[pr.baseline], configs[x]) for x in pr.experiments}
     pairs = step_pairs(pr.decision, pr.experiments, pr.baseline)
-    verdict = with_evidence(decide(table, pr.experiments, pr.baseline, pr.heads, pr.decision, changes, pairs), pr, table)
+    chance = chance_words(runs_at_chance(pr.metrics, pr.heads))  # heads whose loss never left chance level
+    verdict = with_evidence(decide(table, pr.experiments, pr.baseline, pr.heads, pr.decision, changes, pairs, chance), pr, table)
     # The steps' tests are in the verdict's family: their intervals and classes after the one correction.
     steps = compare_steps(table, pairs, configs, pr.decision, verdict.level, verdict.primary, verdict.steps)
     sentence = classification_sentence(steps, pr.decision, level)

@@ -58,6 +58,9 @@ class Verdict:
     primary: str = "best_val_mse"  # the column the candidates are ranked by (primary_metric)
     family: pd.DataFrame = field(default_factory=pd.DataFrame)  # hypothesis, kind, p, p_adjusted, level, rejected
     steps: dict = field(default_factory=dict)  # (earlier, later) -> the step's tests after the correction
+    headline: str = ""  # the answer in one sentence: winner, status, the primary metric's change and its interval
+    lines: list[str] = field(default_factory=list)  # at most 3 short sentences: why, the heads, what would settle it
+    chance: dict = field(default_factory=dict)  # experiment -> its classification head at chance level, in words
 
 
 def primary_metric(table: pd.DataFrame) -> str:
@@ -318,12 +321,14 @@ def design_words(rules: Decision, look: int, alpha_look: float, m: int) -> str:
 
 
 def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: dict, rules: Decision,
-           changes: dict[str, str] | None = None, steps: list[tuple[str, str]] | None = None) -> Verdict:  # fmt: skip
+           changes: dict[str, str] | None = None, steps: list[tuple[str, str]] | None = None,
+           chance: dict[str, str] | None = None) -> Verdict:  # fmt: skip
     """Apply the rules (module docstring, docs/analysis.md) to the per-run table; pick the winner and say why.
 
     table: run_table() rows (finished runs only). heads: experiment -> trained auxiliary heads. changes: experiment
     -> what it changes against the baseline in words (for experiments with the baseline's heads). steps: the
     (earlier, later) pairs of the step comparisons, whose tests join the family (their results in `Verdict.steps`).
+    chance: experiment -> the sentence naming its classification head at chance level (chance.chance_words).
     """
     metric, tol = primary_metric(table), rules.similar_tolerance
     by = {e: table[table["experiment"] == e].set_index("seed") for e in experiments}
@@ -334,7 +339,8 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
         crit = [{"experiment": e, "criterion": "finished runs", "value": "0", "threshold": "≥ 1", "result": "fail", "test": "", "level": ""} for e in experiments]
         return Verdict(None, "no results", "No run of this phase has finished: there is nothing to compare yet.",
                        "Not at all: no finished runs.", None, calls, pd.DataFrame(crit, columns=CRITERIA),
-                       pd.DataFrame(columns=COLUMNS), 1 - rules.alpha, primary=metric)
+                       pd.DataFrame(columns=COLUMNS), 1 - rules.alpha, primary=metric,
+                       headline="No winner (no results): no run of this phase has finished.")
     look = max(len(by[e]) for e in finished)
     alpha_look = look_alpha(look, rules.looks, rules.alpha, rules.alpha_spending)
     sequential = rules.alpha_spending != "none"
@@ -438,8 +444,72 @@ def decide(table: pd.DataFrame, experiments: list[str], baseline: str, heads: di
         paragraph = (f"The baseline {baseline} has no finished run, so no experiment can be compared with it; "
                      f"{winner} has the lowest mean {metric_words(metric)} ({_mean(by[winner], metric):.4g}). " + paragraph)
         sureness = f"Not sure: without a finished run of the baseline {baseline} there is no comparison; rerun it. " + design
-    return Verdict(winner, status, paragraph, sureness, n_need, calls, pd.DataFrame(crit, columns=CRITERIA), comparisons,
-                   1 - alpha_look, rule=rule, design=design, primary=metric, family=fam.frame(), steps=steps_out)
+    v = Verdict(winner, status, paragraph, sureness, n_need, calls, pd.DataFrame(crit, columns=CRITERIA), comparisons,
+                1 - alpha_look, rule=rule, design=design, primary=metric, family=fam.frame(), steps=steps_out, chance=chance or {})
+    v.headline = headline(v, baseline)
+    v.lines = summary_lines(v, table, heads, experiments, final and bool(open_pairs) and not gaps)
+    return v
+
+
+def _level_words(level: float) -> str:
+    """0.95 -> "95%", 0.98333 -> "98.33%" (a level after the correction)."""
+    return f"{level:.0%}" if abs(level * 100 - round(level * 100)) < 1e-9 else f"{level:.2%}"
+
+
+def _change_words(r, name: str) -> str:
+    """"test MSE -3.1% vs F1 (95% interval -7.0% to +0.8%)" for one comparisons row."""
+    ci = (f"{_level_words(r.level)} interval {pct(r.ci_low)} to {pct(r.ci_high)}" if math.isfinite(r.ci_low)
+          else f"no interval: {r.n_pairs} paired seed{'s' if r.n_pairs != 1 else ''}")
+    return f"{name} {pct(r.rel_change)} vs {r.versus} ({ci})"
+
+
+def headline(v: Verdict, baseline: str) -> str:
+    """The answer in one sentence: the winner, the status and the primary metric's change against the baseline with
+    its interval at the corrected level; when the baseline wins, the best rival's change (the lowest mean)."""
+    if v.winner is None:
+        return "No winner (no results): no run of this phase has finished."
+    status = f" ({v.status})"
+    c = v.comparisons
+    vs_base = c[(c["versus"] == baseline) & (c["call"] != "head to head")] if len(c) else c
+    vs_base = vs_base[np.isfinite(vs_base["rel_change"].astype(float))] if len(vs_base) else vs_base
+    name = metric_words(v.primary)
+    if v.winner != baseline:
+        row = vs_base[vs_base["experiment"] == v.winner]
+        if not len(row):
+            return f"Winner: {v.winner}{status}: no finished run of the baseline {baseline} to compare it with."
+        return f"Winner: {v.winner}{status}: {_change_words(next(row.itertuples()), name)}."
+    if not len(vs_base):
+        return f"Winner: {v.winner}{status}, the baseline: no other experiment has a comparison with it."
+    best = next(vs_base.sort_values("rel_change", kind="stable").itertuples())
+    return f"Winner: {v.winner}{status}, the baseline; the best rival {best.experiment} has {_change_words(best, name)}."
+
+
+def summary_lines(v: Verdict, table: pd.DataFrame, heads: dict, experiments: list[str], design_ended: bool) -> list[str]:
+    """At most three short sentences under the headline: why the winner wins, what the auxiliary heads reach (and
+    which never left chance level), and what would settle it."""
+    lines = [f"It wins by the rule: {v.rule}."] if v.rule else []
+    reach = []
+    for e in experiments:
+        t = table[table["experiment"] == e] if len(table) else table
+        got = [h.prose.format(_mean(t, h.gate)) for h in H.auxiliary()
+               if h.name in heads.get(e, ()) and math.isfinite(_mean(t, h.gate)) and not (h.name == "cls" and e in v.chance)]
+        if got:
+            reach.append(f"{e} {' and '.join(got)}")
+    if v.chance:
+        said = "; ".join(v.chance.values())
+        lines.append(said[0].upper() + said[1:] + ".")
+    elif reach:
+        lines.append("Heads: " + "; ".join(reach) + ".")
+    if v.status == "decided":
+        lines.append("Decided at the corrected level: more seeds are not needed.")
+    elif design_ended:
+        lines.append("The design's last look leaves it open: the preference order picks, and only a new design could settle it.")
+    elif v.seeds_needed:
+        more = max(0, v.seeds_needed - max((len(table[table["experiment"] == e]) for e in experiments), default=0))
+        lines.append(f"To settle it: ≈{v.seeds_needed} seeds per experiment ({more} more).")
+    elif v.status == "provisional":
+        lines.append("To settle it: more finished seeds (see How sure we are).")
+    return lines[:3]
 
 
 def _alpha_at(rules: Decision, m: int):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import math
+import textwrap
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -113,11 +114,25 @@ def fig_final_metrics(a: Analysis) -> go.Figure:
     return fig
 
 
-def fig_relative(a: Analysis) -> go.Figure:
+def seed_effects(a: Analysis, experiment: str) -> pd.Series:
+    """seed -> experiment / baseline - 1 of the verdict's primary metric, for the seeds both finished (paired)."""
+    t, metric = a.table, a.verdict.primary
+    if not len(t):
+        return pd.Series(dtype=float)
+    x, b = (t[t["experiment"] == e].set_index("seed")[metric] for e in (experiment, a.runs.baseline))
+    ratio = (x / b.reindex(x.index) - 1).dropna()
+    return ratio[np.isfinite(ratio)]
+
+
+def fig_effects(a: Analysis) -> go.Figure:
+    """The answer in one picture: each experiment's change of the primary metric against the baseline (%), its
+    mean with the interval at its corrected level, one dot per seed (paired with the baseline's run of that seed),
+    the band of ±decision.similar_tolerance and the line at 0."""
+    from imginav_lib.analysis.decision import metric_words
+
     c = a.verdict.comparisons
     c = c[(c["versus"] == a.runs.baseline) & (c["call"] != "head to head")]  # the head-to-head rows are in the stats table
-    tol = a.runs.decision.similar_tolerance
-    level = "corrected"  # each interval at its level after the family's correction (the criteria table gives it)
+    tol, name = a.runs.decision.similar_tolerance, metric_words(a.verdict.primary)
     fig = go.Figure()
     fig.add_vrect(x0=-tol * 100, x1=tol * 100, fillcolor="green", opacity=0.1, line_width=0,
                   annotation_text=f"similar (±{tol:.0%})", annotation_position="top left")
@@ -126,12 +141,20 @@ def fig_relative(a: Analysis) -> go.Figure:
     for r in c.itertuples():
         if not math.isfinite(r.rel_change):
             continue
+        y = _t(r.experiment)
         err = dict(type="data", symmetric=False, array=[(r.ci_high - r.rel_change) * 100], arrayminus=[(r.rel_change - r.ci_low) * 100]) \
             if math.isfinite(r.ci_low) else None
-        fig.add_trace(go.Scatter(x=[r.rel_change * 100], y=[_t(r.experiment)], error_x=err, mode="markers", marker=dict(size=11, color=call_color.get(r.call, "#333")),
-                                 name=_t(f"{r.experiment}: {r.call}"), hovertemplate=f"{_t(r.experiment)}<br>%{{x:+.2f}}% ({_t(r.test)})<extra></extra>"))
-    fig.update_layout(title=_t(f"{a.runs.phase}: best val MSE relative to {a.runs.baseline} (% per seed pair, mean and {level} CI)"),
-                      xaxis_title=_t(f"change of best val MSE vs {a.runs.baseline} (%); negative = better"), yaxis_title="experiment",
+        fig.add_trace(go.Scatter(x=[r.rel_change * 100], y=[y], error_x=err, mode="markers", marker=dict(size=13, color=call_color.get(r.call, "#333")),
+                                 name=_t(f"{r.experiment}: {r.call}"), legendgroup=y,
+                                 hovertemplate=f"{y}<br>mean %{{x:+.2f}}% ({_t(r.test)}, {r.level:.2%} CI)<extra></extra>"))
+        seeds = seed_effects(a, r.experiment)
+        fig.add_trace(go.Scatter(x=seeds.to_numpy() * 100, y=[y] * len(seeds), mode="markers", showlegend=False, legendgroup=y,
+                                 name=_t(f"{r.experiment}: seeds"), customdata=seeds.index.to_numpy(),
+                                 marker=dict(size=7, color="black", symbol="circle-open"),
+                                 hovertemplate=f"{y}<br>seed %{{customdata}}: %{{x:+.2f}}%<extra></extra>"))
+    fig.update_layout(title=_t(f"Effect on {name} vs the baseline {a.runs.baseline}: mean % change, corrected CI, "
+                               "open dots = seeds"),
+                      xaxis_title=_t(f"change of {name} vs {a.runs.baseline} (%); negative = better"), yaxis_title="experiment",
                       height=max(300, 40 * len(c) + 200), yaxis_autorange="reversed")
     return fig
 
@@ -216,8 +239,11 @@ def fig_cls(a: Analysis) -> go.Figure | None:
     fig = make_subplots(rows=1, cols=1)
     _bar_ci(fig, a, h.gate, 1, 1, colors(a.runs.experiments))
     fig.add_hline(y=h.minimum(a.runs.decision), line_dash="dash", annotation_text=f"minimum {h.minimum(a.runs.decision)}")
-    fig.update_layout(title=_t(f"{a.runs.phase}: room/scene classification accuracy (mean, {level} CI, seeds)"),
-                      yaxis_title="validation accuracy", yaxis_range=[0, 1.05], height=380)
+    title = _t(f"{a.runs.phase}: room/scene classification accuracy (mean, {level} CI, seeds)")
+    chance = [w for x, w in a.verdict.chance.items() if x in exps]  # heads whose loss never left chance level
+    lines = [_t(line) for w in chance for line in textwrap.wrap(w[0].upper() + w[1:] + ".", 120)]
+    fig.update_layout(title=title + "".join(f"<br><sup>{line}</sup>" for line in lines), margin_t=80 + 18 * len(lines),
+                      yaxis_title="validation accuracy", yaxis_range=[0, 1.05], height=380 + 18 * len(lines))
     return fig
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
+import re
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from imginav_lib import heads as H
+from imginav_lib.analysis.decision import metric_words
 from imginav_lib.analysis.phase import resolved_section
 from imginav_lib.analysis.stats import STABILITY
 
@@ -33,13 +35,16 @@ e = html.escape
 
 CSS = """
 .imginav h1 {font-size: 1.7em; margin: 0.2em 0}
-.imginav table {border-collapse: collapse; font-size: 0.9em; margin: 0.4em 0}
-.imginav th, .imginav td {border: 1px solid #ccc; padding: 3px 7px; text-align: left !important; vertical-align: top}
+.imginav table {border-collapse: collapse; font-size: 0.9em; margin: 0.4em 0; max-width: 100%}
+.imginav th, .imginav td {border: 1px solid #ccc; padding: 3px 7px; text-align: left !important; vertical-align: top;
+  overflow-wrap: anywhere}
+.imginav .table-box {max-width: 100%; overflow-x: auto}
 .imginav th {background: #f3f3f3}
 .imginav .verdict {border: 2px solid #2a6; border-radius: 6px; padding: 0.6em 1em; background: #f4fbf6}
 .imginav .verdict.provisional {border-color: #d90; background: #fffaf0}
 .imginav .verdict.none {border-color: #c33; background: #fff5f5}
-.imginav .winner {font-size: 1.4em; font-weight: bold}
+.imginav .winner {font-size: 1.2em; font-weight: bold; margin: 0.2em 0}
+.imginav .verdict .details {font-weight: bold; border-top: 1px solid #ccc; padding-top: 0.4em; margin-bottom: 0}
 .imginav .pass {background: #dfd} .imginav .fail {background: #fdd} .imginav .unclear {background: #ffd}
 .imginav .muted {color: #666; font-size: 0.9em}
 """
@@ -87,14 +92,24 @@ def _fmt(x, metric: str = "") -> str:
     return f"{x:.3f}" if abs(x) < 100 else f"{x:.1f}"
 
 
+def _breakable(cell: str) -> str:
+    """Cell HTML with a break opportunity after each "_" of a word longer than 20 characters outside tags: long
+    experiment names (phase1_4_AE_F3_rgb_seg_cls) wrap at their parts; short ones stay one piece of text."""
+    return re.sub(r"\w{21,}(?![^<>]*>)", lambda m: m[0].replace("_", "_<wbr>"), cell)
+
+
 def _table(header: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
-    """rows hold already-escaped cell HTML."""
-    head = "".join(f"<th>{e(h)}</th>" for h in header)
+    """rows hold already-escaped cell HTML. Wide tables scroll inside their own box rather than the page's."""
+    head = "".join(f"<th>{_breakable(e(h))}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f'<td class="{c}">{v}</td>' if c else f"<td>{v}</td>" for v, c in zip(r, classes[i] if classes else [""] * len(r))) + "</tr>"
+        "<tr>" + "".join(f'<td class="{c}">{_breakable(v)}</td>' if c else f"<td>{_breakable(v)}</td>"
+                         for v, c in zip(r, classes[i] if classes else [""] * len(r))) + "</tr>"
         for i, r in enumerate(rows)
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f'<div class="table-box"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+STATS_COLUMNS = 6  # metrics per table of the statistics across seeds: 7 columns fit a 1,280 px page
 
 
 def header_html(a: Analysis) -> str:
@@ -140,13 +155,15 @@ def _loss_text(pr, x: str) -> str:
 
 
 def verdict_html(a: Analysis) -> str:
+    """The answer first (one sentence, then at most three short lines), then the details: the reasoning and how
+    sure we are (decision.headline and decision.summary_lines build the text)."""
     v = a.verdict
     cls = {"decided": "", "provisional": " provisional"}.get(v.status, " none")
-    winner = e(v.winner) if v.winner else "none"
     more = f"<p><b>Needs more seeds (≈{v.seeds_needed} per experiment).</b> {e(v.more_seeds)}</p>" \
         if v.status == "provisional" and v.seeds_needed and v.seeds_needed <= 200 else ""
-    return (f'<div class="verdict{cls}"><div class="winner">Winner: {winner} <span class="muted">({e(v.status)})</span></div>'
-            f"<p>{e(v.paragraph)}</p><p><b>How sure we are:</b> {e(v.sureness)}</p>{more}</div>")
+    lines = "".join(f"<li>{e(x)}</li>" for x in v.lines)
+    return (f'<div class="verdict{cls}"><p class="winner">{e(v.headline)}</p>' + (f"<ul>{lines}</ul>" if lines else "")
+            + f"<p class='details'>Details</p><p>{e(v.paragraph)}</p><p><b>How sure we are:</b> {e(v.sureness)}</p>{more}</div>")
 
 
 def criteria_html(a: Analysis) -> str:
@@ -158,8 +175,6 @@ def criteria_html(a: Analysis) -> str:
              e(str(r.level or "")), e(r.result)] for r in c.itertuples()]
     classes = [["", "", "", "", "", "", r.result if r.result in ("pass", "fail", "unclear") else ""] for r in c.itertuples()]
     calls = "".join(f"<li>{e(x)}: <b>{e(call)}</b></li>" for x, call in v.calls.items())
-    from imginav_lib.analysis.decision import metric_words
-
     split = "the held-out test split" if v.primary == "test_mse" else "the validation split (no held-out test MSE in every run)"
     intro = (f"<p>Primary metric: {e(metric_words(v.primary))} on {e(split)}. Each criterion with its evidence: the "
              f"value with its interval, the test, and the confidence level after the correction (the level of that "
@@ -247,13 +262,16 @@ def stats_html(a: Analysis) -> str:
               "seed_spread": "seed spread (final val MSE)"}
     out = f"<p>Mean across finished seeds with the {level} t-interval [low, high] and the number of seeds n. " \
           "With 1 seed there is no interval; with 2 it is very wide: 3 or more seeds are needed.</p>"
-    out += _table(["experiment", *[labels[m] for m in metrics]], rows)
+    for i in range(0, len(metrics), STATS_COLUMNS):  # several narrow tables, the experiments in each
+        out += _table(["experiment", *[labels[m] for m in metrics[i:i + STATS_COLUMNS]]],
+                      [[r[0], *r[1 + i:1 + i + STATS_COLUMNS]] for r in rows])
     c = a.verdict.comparisons
     level = "corrected"  # each interval at its test's level after the family's correction (the criteria table gives it)
     out += f"<p>Intervals and p-values below are those of the verdict's family: {e(_correction(a))}; each row's level is in the criteria table.</p>"
     vs_base, h2h = c[c["versus"] == a.runs.baseline], c[c["versus"] != a.runs.baseline]
     if len(vs_base):
-        out += (f"<p>Best val MSE relative to the baseline {e(a.runs.baseline)}: per seed x/baseline − 1 (paired by seed), its mean, "
+        name = metric_words(a.verdict.primary)
+        out += (f"<p>{e(name[0].upper() + name[1:])} relative to the baseline {e(a.runs.baseline)}: per seed x/baseline − 1 (paired by seed), its mean, "
                 f"{level} CI, the t-test p-value, the effect size (Cohen's d<sub>z</sub> paired; Hedges' g unpaired) and the "
                 "probability of improvement P(x &lt; baseline): the share of seeds in which x beats the baseline's run of the "
                 "same seed (rliable; Bouthillier et al. 2021).</p>")

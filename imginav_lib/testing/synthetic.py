@@ -47,7 +47,8 @@ def write_synthetic_phase(
 
     experiments: name -> loss weights {"seg": w, "cls": w} (default: F1/F2/F3 of Phase 1.4).
     effects: name -> {"mse": factor on the true val MSE (1.1 = 10% worse), "seg_miou", "cls_acc", "spikes"
-    (per run), "wobble" (late val noise, fraction), "probe_miou" (latent linear probe)}. noise: seed-to-seed SD of the val MSE (fraction).
+    (per run), "wobble" (late val noise, fraction), "probe_miou" (latent linear probe), "cls_chance" (True: the
+    classification head stays at chance, CE ln 2 on 50/50 classes, as in the demo)}. noise: seed-to-seed SD of the val MSE (fraction).
     states: (name, seed) -> failed / diverged / running / preempted / missing (listed, no folder).
     notes: name -> the experiment's note in params.yaml.
     environments: name -> fields of run.json's environment that differ from the default (one GPU model, fp16, the
@@ -115,7 +116,7 @@ def write_synthetic_phase(
                 val[-1] = math.nan
             miou, acc = eff.get("seg_miou", 0.7), eff.get("cls_acc", 0.85)
             rows = []
-            rows = _metric_rows(val, epochs, heads, weights, miou, acc, s, rng, (cls_bacc or {}).get(e))
+            rows = _metric_rows(val, epochs, heads, weights, miou, acc, s, rng, (cls_bacc or {}).get(e), eff.get("cls_chance", False))
             metrics = pd.DataFrame(rows)
             atomic_write_text(d / "metrics.csv", metrics.to_csv(index=False))
             _write_steps(d, val, steps_per_epoch, int(eff.get("spikes", 0)), rng, (step_mse or {}).get((e, s)))
@@ -166,8 +167,9 @@ SYNTHETIC_ENVIRONMENT = {"device": "cuda", "gpu": "Tesla V100-SXM2-32GB", "capab
 
 
 def _metric_rows(val: np.ndarray, epochs: int, heads: tuple[str, ...], weights: dict, miou: float, acc: float, s: int,
-                 rng: np.random.Generator, bacc: float | None = None) -> list[dict]:
-    """metrics.csv rows of one run: val is its val MSE per epoch run; the heads learn towards miou / acc."""
+                 rng: np.random.Generator, bacc: float | None = None, cls_chance: bool = False) -> list[dict]:
+    """metrics.csv rows of one run: val is its val MSE per epoch run; the heads learn towards miou / acc (the
+    classification head learns nothing with cls_chance: 50/50 classes, CE just above ln 2, balanced accuracy 0.5)."""
     ep = np.arange(1, len(val) + 1)
     rows = []
     for i, epoch in enumerate(ep):
@@ -187,6 +189,10 @@ def _metric_rows(val: np.ndarray, epochs: int, heads: tuple[str, ...], weights: 
         r["val_seg_miou"] = r.pop("val_seg_acc_tmp", miou * prog) if "seg" in heads else math.nan
         r["val_cls_bacc"] = (acc if bacc is None else bacc) * prog if "cls" in heads else math.nan
         r["val_cls_majority"] = 0.85 if "cls" in heads else math.nan
+        if cls_chance and "cls" in heads:
+            d = 0.002 * (s % 5)  # a little per-seed spread, so that the statistics across seeds have a variance
+            r.update(train_cls_ce=0.70 + d, val_cls_ce=0.70 + d, train_cls_acc=0.5 - d, val_cls_acc=0.5 - d, val_cls_bacc=0.5 - d,
+                     val_cls_majority=0.5)
         r["train_loss"] = r["train_mse"] + sum(weights.get(h, 0) * r[f"train_{h}_ce"] for h in heads)
         r["val_loss"] = r["val_mse"] + sum(weights.get(h, 0) * r[f"val_{h}_ce"] for h in heads)
         for j, c in enumerate(CLASS_NAMES):
